@@ -1,0 +1,68 @@
+// common: the uniform every row kernel reads, and numeric helpers.
+//
+// Row kernels see an n×N row-major matrix in chunks of `rows` rows (the host splits work at the
+// storage-binding limit). A row is owned by `tpr` consecutive invocations (a power of two ≤ WG), so one
+// workgroup owns WG / tpr rows. Every invocation walks its row with stride `tpr`: at most
+// ceil(N / tpr) iterations per pass, which the host checks against the adapter's loop cap.
+
+// Keep in sync with `RowParams` in src/launch.rs.
+struct Params {
+    rows: u32,          // rows in this chunk
+    cols: u32,          // N, elements per row
+    row0: u32,          // global index of the chunk's first row (indexes per-row vectors)
+    shift: u32,         // elements from the start of an n×N binding to the chunk's first element
+    tpr: u32,           // invocations per row (power of two)
+    mode: u32,          // kernel-specific
+    flags: u32,         // kernel-specific bit set
+    ignore_index: i32,  // cross-entropy: label to skip
+    ninf: f32,          // -inf and NaN come from the host: WGSL has no literal for them
+    nan: f32,
+    f0: f32,            // kernel-specific scalars
+    f1: f32,
+    f2: f32,
+    f3: f32,
+    f4: f32,
+    f5: f32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+
+const F32_MAX: f32 = 3.40282347e+38;
+
+fn is_inf(x: f32) -> bool {
+    return abs(x) > F32_MAX;
+}
+
+// exp(a - b) for b = max(a, …); equal arguments give exactly 1, also when both are ±inf, so that a
+// row whose maximum is infinite keeps a finite sum (torch.logsumexp gives ±inf there, not NaN).
+fn exp_rel(a: f32, b: f32) -> f32 {
+    return select(exp(a - b), 1.0, a == b);
+}
+
+// Index of this invocation's lane inside its row, and of its row inside the chunk.
+fn lane_of(lid: u32) -> u32 {
+    return lid & (p.tpr - 1u);
+}
+
+fn row_of(lid: u32, wid: vec3<u32>) -> u32 {
+    return wid.x * (WG / p.tpr) + lid / p.tpr;
+}
+
+// Online (max, sum of exp) over the lane's share of a row of `src` starting at element `base`;
+// combined over the row's lanes by `row_lse`.
+struct MaxSum {
+    m: f32,
+    s: f32,
+}
+
+fn online_push(acc: MaxSum, z: f32) -> MaxSum {
+    let m = max(acc.m, z);
+    return MaxSum(m, acc.s * exp_rel(acc.m, m) + exp_rel(z, m));
+}
+
+// (row max M, Σ exp(z - M)) over the whole row, from every lane's partial. All invocations call it.
+fn row_max_sum(acc: MaxSum, lid: u32) -> MaxSum {
+    let m = seg_max(acc.m, lid);
+    let s = seg_sum4(vec4<f32>(acc.s * exp_rel(acc.m, m), 0.0, 0.0, 0.0), lid).x;
+    return MaxSum(m, s);
+}

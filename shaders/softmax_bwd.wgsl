@@ -1,0 +1,36 @@
+// softmax_bwd: the backward of softmax or log-softmax, from the forward's output and the upstream
+// gradient; never builds the N×N Jacobian.
+// Reads: y (n×N, the forward's output p̂ or log p̂), g (n×N, dL/dy). Writes: dz (n×N). All chunk-bound.
+// Dispatch: as softmax_fwd. mode 0 (softmax):     dz = p̂ ⊙ (g − ⟨g, p̂⟩)
+//                           mode 1 (log-softmax): dz = g − exp(y) · Σ g
+// Two passes: the row's dot product (or sum), then the write.
+
+@group(0) @binding(1) var<storage, read> y: array<f32>;
+@group(0) @binding(2) var<storage, read> g: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dz: array<f32>;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+    let lane = lane_of(lid);
+    let row = row_of(lid, wid);
+    let live = row < p.rows;
+    let base = p.shift + row * p.cols;
+    let log_mode = p.mode == 1u;
+
+    var acc = 0.0;
+    if (live) {
+        for (var j = lane; j < p.cols; j += p.tpr) {
+            let gj = g[base + j];
+            acc += select(gj * y[base + j], gj, log_mode);
+        }
+    }
+    let dot = seg_sum4(vec4<f32>(acc, 0.0, 0.0, 0.0), lid).x;
+    if (!live) {
+        return;
+    }
+    for (var j = lane; j < p.cols; j += p.tpr) {
+        let yj = y[base + j];
+        let gj = g[base + j];
+        dz[base + j] = select(yj * (gj - dot), gj - exp(yj) * dot, log_mode);
+    }
+}

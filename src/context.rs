@@ -1,0 +1,455 @@
+//! The GPU context: adapter choice, device, capabilities, error capture and the pipeline cache.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Result, XentError};
+use crate::shaders::{Kernel, ReducePath};
+
+/// How to choose and open the adapter. Every field has a default; [`ContextOptions::from_env`] reads
+/// `WGPU_BACKEND` and `WGPU_ADAPTER_NAME` the way wgpu's own tools do.
+#[derive(Clone, Debug)]
+pub struct ContextOptions {
+    /// Backends to search (`None`: all that this build supports).
+    pub backends: Option<wgpu::Backends>,
+    /// Keep only adapters whose name contains this text (case-insensitive).
+    pub adapter_name: Option<String>,
+    /// Use subgroup operations for the in-row reductions where the adapter has them (default `true`).
+    /// `false` forces the workgroup-memory path everywhere; the tests run both.
+    pub use_subgroups: bool,
+}
+
+impl Default for ContextOptions {
+    fn default() -> Self {
+        Self {
+            backends: None,
+            adapter_name: None,
+            use_subgroups: true,
+        }
+    }
+}
+
+impl ContextOptions {
+    /// Defaults, overridden by `WGPU_BACKEND` (e.g. `vulkan`, `gl`) and `WGPU_ADAPTER_NAME`.
+    pub fn from_env() -> Self {
+        let backends = std::env::var("WGPU_BACKEND")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .map(|s| wgpu::Backends::from_comma_list(&s));
+        let adapter_name = std::env::var("WGPU_ADAPTER_NAME")
+            .ok()
+            .filter(|s| !s.is_empty());
+        Self {
+            backends,
+            adapter_name,
+            ..Self::default()
+        }
+    }
+}
+
+/// What xent knows about the adapter it runs on.
+#[derive(Clone, Debug)]
+pub struct AdapterSummary {
+    /// Adapter name, e.g. `llvmpipe (LLVM 15.0.6, 256 bits)` or `NVIDIA H100 80GB HBM3`.
+    pub name: String,
+    /// Vulkan, Gl, Metal, …
+    pub backend: wgpu::Backend,
+    /// Discrete, integrated, CPU, …
+    pub device_type: wgpu::DeviceType,
+    /// Driver name and version.
+    pub driver: String,
+    /// Smallest subgroup size the adapter may use (0 when it has no subgroups).
+    pub subgroup_min_size: u32,
+}
+
+impl AdapterSummary {
+    fn from_info(info: &wgpu::AdapterInfo) -> Self {
+        Self {
+            name: info.name.clone(),
+            backend: info.backend,
+            device_type: info.device_type,
+            driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+            subgroup_min_size: info.subgroup_min_size,
+        }
+    }
+}
+
+/// The optional features xent uses when an adapter has them.
+pub const WANTED_FEATURES: wgpu::Features = wgpu::Features::SUBGROUP
+    .union(wgpu::Features::SUBGROUP_BARRIER)
+    .union(wgpu::Features::SHADER_F16)
+    .union(wgpu::Features::TIMESTAMP_QUERY)
+    .union(wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS)
+    .union(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES);
+
+/// Loop iterations the start-up probe asks one invocation to run (above Mesa 22's cap of 65,535).
+const PROBE_ITERATIONS: u32 = 100_000;
+
+/// A device and queue with everything xent builds once: the adapter's limits and features, the measured
+/// loop cap, and a cache of compute pipelines. Cheap to share: `Context` is `Send + Sync`.
+pub struct Context {
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    summary: AdapterSummary,
+    limits: wgpu::Limits,
+    features: wgpu::Features,
+    reduce_path: ReducePath,
+    loop_cap: Option<u32>,
+    pipelines: Mutex<HashMap<(Kernel, ReducePath), wgpu::ComputePipeline>>,
+    /// First error wgpu reported outside an error scope; taken (and returned as `Err`) after each submit.
+    gpu_error: Arc<Mutex<Option<String>>>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("adapter", &self.summary)
+            .field("reduce_path", &self.reduce_path)
+            .field("loop_cap", &self.loop_cap)
+            .finish_non_exhaustive()
+    }
+}
+
+fn type_rank(info: &wgpu::AdapterInfo) -> u32 {
+    // A hardware GPU first; then lavapipe (Vulkan) before llvmpipe (GL): the Vulkan driver has subgroups.
+    let device = match info.device_type {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    };
+    let backend = match info.backend {
+        wgpu::Backend::Vulkan | wgpu::Backend::Metal | wgpu::Backend::Dx12 => 0,
+        _ => 1,
+    };
+    device * 2 + backend
+}
+
+/// Every adapter this build can see with the given options, best first (the order [`Context::new`]
+/// picks from).
+pub async fn list_adapters(options: &ContextOptions) -> Vec<wgpu::Adapter> {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = options.backends.unwrap_or(wgpu::Backends::all());
+    let instance = wgpu::Instance::new(desc);
+    let mut adapters = instance.enumerate_adapters(desc_backends(options)).await;
+    if let Some(name) = &options.adapter_name {
+        let needle = name.to_lowercase();
+        adapters.retain(|a| a.get_info().name.to_lowercase().contains(&needle));
+    }
+    adapters.sort_by_key(|a| type_rank(&a.get_info()));
+    adapters
+}
+
+fn desc_backends(options: &ContextOptions) -> wgpu::Backends {
+    options.backends.unwrap_or(wgpu::Backends::all())
+}
+
+impl Context {
+    /// Opens the best adapter that matches `options` (a hardware GPU first, then lavapipe, then
+    /// llvmpipe through GL), with the adapter's own limits and the optional features xent uses.
+    pub async fn new(options: ContextOptions) -> Result<Self> {
+        let adapters = list_adapters(&options).await;
+        let adapter = adapters.into_iter().next().ok_or_else(|| {
+            XentError::NoAdapter(format!(
+                "backends {:?}, name filter {:?}; on a machine without a GPU install Mesa's \
+                 lavapipe (apt-get install mesa-vulkan-drivers libvulkan1)",
+                desc_backends(&options),
+                options.adapter_name
+            ))
+        })?;
+        Self::from_adapter(&adapter, options.use_subgroups).await
+    }
+
+    /// Blocking [`Context::new`].
+    pub fn new_blocking(options: ContextOptions) -> Result<Self> {
+        pollster::block_on(Self::new(options))
+    }
+
+    /// Opens a device on a given adapter (see [`list_adapters`]).
+    pub async fn from_adapter(adapter: &wgpu::Adapter, use_subgroups: bool) -> Result<Self> {
+        let info = adapter.get_info();
+        let features = adapter.features() & WANTED_FEATURES;
+        let desc = wgpu::DeviceDescriptor {
+            label: Some("xent.device"),
+            required_features: features,
+            // The adapter's own limits: lavapipe offers 128 MiB per storage binding and 2 GiB per buffer,
+            // far more than WebGPU's defaults.
+            required_limits: adapter.limits(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        };
+        let (device, queue) =
+            adapter
+                .request_device(&desc)
+                .await
+                .map_err(|e| XentError::RequestDevice {
+                    adapter: info.name.clone(),
+                    reason: e.to_string(),
+                })?;
+        Self::from_device(device, queue, use_subgroups)
+    }
+
+    /// Wraps a device and queue that a program already has, so xent shares its device. xent uses the
+    /// features and limits the device was opened with.
+    pub fn from_device(
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        use_subgroups: bool,
+    ) -> Result<Self> {
+        let info = device.adapter_info();
+        let features = device.features();
+        let gpu_error = Arc::new(Mutex::new(None::<String>));
+        let sink = Arc::clone(&gpu_error);
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            let mut slot = sink.lock().unwrap_or_else(|p| p.into_inner());
+            slot.get_or_insert_with(|| e.to_string());
+        }));
+        let subgroups = use_subgroups
+            && features.contains(wgpu::Features::SUBGROUP)
+            && info.subgroup_min_size >= 4
+            && info.subgroup_min_size <= crate::shaders::WG_SIZE;
+        let reduce_path = if subgroups {
+            ReducePath::Subgroup(info.subgroup_min_size)
+        } else {
+            ReducePath::Workgroup
+        };
+        let mut ctx = Self {
+            limits: device.limits(),
+            device,
+            queue,
+            summary: AdapterSummary::from_info(&info),
+            features,
+            reduce_path,
+            loop_cap: None,
+            pipelines: Mutex::new(HashMap::new()),
+            gpu_error,
+        };
+        ctx.loop_cap = ctx.probe_loop_cap()?;
+        Ok(ctx)
+    }
+
+    /// The adapter this context runs on.
+    pub fn adapter(&self) -> &AdapterSummary {
+        &self.summary
+    }
+
+    /// The device's limits (the adapter's own, unless the device was handed in).
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.limits
+    }
+
+    /// The features enabled on the device.
+    pub fn features(&self) -> wgpu::Features {
+        self.features
+    }
+
+    /// The wgpu device (to share buffers with other wgpu code).
+    pub fn device(&self) -> &wgpu::Device {
+        &self.device
+    }
+
+    /// The wgpu queue.
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.queue
+    }
+
+    /// Which in-row reduction the kernels use: subgroup shuffles (with the adapter's minimum subgroup
+    /// size) or workgroup memory.
+    pub fn reduce_path(&self) -> ReducePath {
+        self.reduce_path
+    }
+
+    /// The most loop iterations one shader invocation may run on this adapter, measured at start-up
+    /// (`None`: no cap seen). Mesa 22's lavapipe and llvmpipe stop every invocation's loops after
+    /// 65,535 iterations in total, silently; xent refuses work that would cross the cap.
+    pub fn loop_cap(&self) -> Option<u32> {
+        self.loop_cap
+    }
+
+    /// Runs one invocation of a counting loop and reads how far it got.
+    fn probe_loop_cap(&self) -> Result<Option<u32>> {
+        let out = self.create_buffer(
+            "xent.probe.out",
+            4,
+            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+        )?;
+        let params = self.uniform_buffer("xent.probe.params", &[PROBE_ITERATIONS, 0, 0, 0]);
+        let pipeline = self.pipeline(Kernel::LoopProbe)?;
+        let bind = self.bind_group(&pipeline, &[params.as_entire_binding(), out.as_entire_binding()]);
+        let mut encoder = self.encoder("xent.probe");
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("xent.probe"),
+                timestamp_writes: None,
+            });
+            pass.set_pipeline(&pipeline);
+            pass.set_bind_group(0, &bind, &[]);
+            pass.dispatch_workgroups(1, 1, 1);
+        }
+        self.submit(encoder)?;
+        let counted: Vec<u32> = pollster::block_on(self.read_buffer(&out, 0, 4))?;
+        let counted = counted[0];
+        Ok((counted < PROBE_ITERATIONS).then_some(counted))
+    }
+
+    // ---- small named set-up helpers, used by every launcher ----
+
+    /// A buffer, refused with a clear error when it exceeds the device's buffer limit.
+    pub(crate) fn create_buffer(
+        &self,
+        label: &str,
+        bytes: u64,
+        usage: wgpu::BufferUsages,
+    ) -> Result<wgpu::Buffer> {
+        if bytes > self.limits.max_buffer_size {
+            return Err(XentError::TooLarge {
+                what: format!("buffer `{label}`"),
+                needed: format!("{bytes} bytes"),
+                limit: format!("{} bytes (max_buffer_size)", self.limits.max_buffer_size),
+            });
+        }
+        // wgpu wants sizes in multiples of 4; an empty matrix still gets a valid (tiny) buffer.
+        let size = bytes.max(4).next_multiple_of(4);
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage,
+            mapped_at_creation: false,
+        });
+        self.take_gpu_error()?;
+        Ok(buffer)
+    }
+
+    pub(crate) fn uniform_buffer<T: bytemuck::Pod>(&self, label: &str, value: &T) -> wgpu::Buffer {
+        use wgpu::util::DeviceExt;
+        self.device
+            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: bytemuck::bytes_of(value),
+                usage: wgpu::BufferUsages::UNIFORM,
+            })
+    }
+
+    pub(crate) fn bind_group(
+        &self,
+        pipeline: &wgpu::ComputePipeline,
+        resources: &[wgpu::BindingResource<'_>],
+    ) -> wgpu::BindGroup {
+        let entries: Vec<wgpu::BindGroupEntry<'_>> = resources
+            .iter()
+            .enumerate()
+            .map(|(i, r)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource: r.clone(),
+            })
+            .collect();
+        self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &pipeline.get_bind_group_layout(0),
+            entries: &entries,
+        })
+    }
+
+    pub(crate) fn encoder(&self, label: &str) -> wgpu::CommandEncoder {
+        self.device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) })
+    }
+
+    /// Submits and turns any error wgpu reported meanwhile into `Err`.
+    pub(crate) fn submit(&self, encoder: wgpu::CommandEncoder) -> Result<wgpu::SubmissionIndex> {
+        let index = self.queue.submit(Some(encoder.finish()));
+        self.take_gpu_error()?;
+        Ok(index)
+    }
+
+    pub(crate) fn take_gpu_error(&self) -> Result<()> {
+        let mut slot = self.gpu_error.lock().unwrap_or_else(|p| p.into_inner());
+        match slot.take() {
+            Some(msg) => Err(XentError::Gpu(msg)),
+            None => Ok(()),
+        }
+    }
+
+    /// The one readback helper: copy `bytes` at `offset` of `src` into a staging buffer, map it, wait,
+    /// and return its contents as `T`s.
+    pub async fn read_buffer<T: bytemuck::Pod>(
+        &self,
+        src: &wgpu::Buffer,
+        offset: u64,
+        bytes: u64,
+    ) -> Result<Vec<T>> {
+        if bytes == 0 {
+            return Ok(Vec::new());
+        }
+        let staging = self.create_buffer(
+            "xent.staging",
+            bytes,
+            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        )?;
+        let mut encoder = self.encoder("xent.readback");
+        encoder.copy_buffer_to_buffer(src, offset, &staging, 0, bytes);
+        self.submit(encoder)?;
+        let slice = staging.slice(..bytes);
+        let (tx, rx) = futures_intrusive::channel::shared::oneshot_channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            tx.send(r).ok();
+        });
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| XentError::Readback(e.to_string()))?;
+        match rx.receive().await {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return Err(XentError::Readback(e.to_string())),
+            None => return Err(XentError::Readback("map callback dropped".into())),
+        }
+        let out = {
+            let view = slice
+                .get_mapped_range()
+                .map_err(|e| XentError::Readback(e.to_string()))?;
+            bytemuck::pod_collect_to_vec(&view)
+        };
+        staging.unmap();
+        self.take_gpu_error()?;
+        Ok(out)
+    }
+
+    /// Waits until every submitted command has finished (benchmarks stop their clock after this).
+    pub fn wait_idle(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| XentError::Gpu(e.to_string()))?;
+        self.take_gpu_error()
+    }
+
+    /// The cached pipeline of `kernel` for this context's reduction path, built on first use.
+    pub(crate) fn pipeline(&self, kernel: Kernel) -> Result<wgpu::ComputePipeline> {
+        let key = (kernel, self.reduce_path);
+        let mut cache = self.pipelines.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = cache.get(&key) {
+            return Ok(p.clone());
+        }
+        let source = crate::shaders::source(kernel, self.reduce_path);
+        let module = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(kernel.label()),
+                source: wgpu::ShaderSource::Wgsl(source.into()),
+            });
+        // Auto layout: the shader's own declarations (read-only vs read-write) define the bindings.
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(kernel.label()),
+                layout: None,
+                module: &module,
+                entry_point: Some("main"),
+                compilation_options: wgpu::PipelineCompilationOptions::default(),
+                cache: None,
+            });
+        self.take_gpu_error()?;
+        cache.insert(key, pipeline.clone());
+        Ok(pipeline)
+    }
+}

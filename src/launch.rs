@@ -1,0 +1,174 @@
+//! The one launcher pattern for row kernels, and the one chunking rule.
+//!
+//! A row kernel reads and writes n×N matrices; the host splits the rows into chunks so that every n×N
+//! binding stays under `max_storage_buffer_binding_size` and every dispatch under
+//! `max_compute_workgroups_per_dimension`. A chunk's n×N bindings start at the aligned offset just
+//! below the chunk's first element; `shift` tells the kernel how far in the chunk begins. Per-row
+//! vectors (labels, losses) are bound whole and indexed with the global row `row0 + row`.
+
+use crate::context::Context;
+use crate::error::{Result, XentError};
+use crate::shaders::{Kernel, WG_SIZE};
+
+/// The uniform of every row kernel. Keep in sync with `Params` in shaders/common.wgsl.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct RowParams {
+    pub rows: u32,
+    pub cols: u32,
+    pub row0: u32,
+    pub shift: u32,
+    pub tpr: u32,
+    pub mode: u32,
+    pub flags: u32,
+    pub ignore_index: i32,
+    pub ninf: f32,
+    pub nan: f32,
+    pub f: [f32; 6],
+}
+
+impl RowParams {
+    /// Parameters with a mode, everything else zero (the launcher fills the geometry).
+    pub fn mode(mode: u32) -> Self {
+        Self {
+            rows: 0,
+            cols: 0,
+            row0: 0,
+            shift: 0,
+            tpr: 0,
+            mode,
+            flags: 0,
+            ignore_index: 0,
+            ninf: f32::NEG_INFINITY,
+            nan: f32::NAN,
+            f: [0.0; 6],
+        }
+    }
+}
+
+/// One binding of a row kernel, in binding order after the uniform at binding 0.
+pub(crate) enum Arg<'a> {
+    /// An n×N matrix, bound chunk by chunk.
+    Rows(&'a wgpu::Buffer),
+    /// A buffer bound whole (per-row vectors, class weights, scalars).
+    Whole(&'a wgpu::Buffer),
+}
+
+/// Loop iterations the in-row reductions may add per invocation: a few reductions of at most
+/// log2(WG) tree levels or WG / SG serial steps each.
+const REDUCTION_SLACK: u64 = WG_SIZE as u64;
+
+/// Invocations per row: enough lanes that each walks about 8 elements, at most a workgroup.
+/// Small rows share a workgroup (65536×10 runs 128 rows per workgroup); wide rows get all 256 lanes.
+pub(crate) fn lanes_per_row(cols: usize) -> u32 {
+    let want = cols.div_ceil(8).next_power_of_two();
+    (want.min(WG_SIZE as usize)) as u32
+}
+
+impl Context {
+    /// Iterations one invocation runs for `passes` walks over a row of `cols` elements with `tpr`
+    /// lanes, plus the reductions' loops; refused when it would cross the adapter's loop cap.
+    pub(crate) fn check_loop_cap(&self, cols: usize, tpr: u32, passes: u32) -> Result<()> {
+        let Some(cap) = self.loop_cap() else {
+            return Ok(());
+        };
+        let per_pass = cols.div_ceil(tpr as usize) as u64;
+        let needed = per_pass * passes as u64 + REDUCTION_SLACK;
+        if needed > cap as u64 {
+            return Err(XentError::TooLarge {
+                what: format!("a row of {cols} elements"),
+                needed: format!("{needed} loop iterations per shader invocation"),
+                limit: format!(
+                    "{cap} (this adapter silently stops loops past that; see PLATFORM notes)"
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Rows per chunk under the binding and dispatch limits; `Err` when a single row does not fit.
+    pub(crate) fn rows_per_chunk(&self, cols: usize, tpr: u32) -> Result<usize> {
+        let limits = self.limits();
+        let align_elems = (limits.min_storage_buffer_offset_alignment as u64 / 4).max(1);
+        let binding_elems = limits.max_storage_buffer_binding_size / 4;
+        // Room for the row data after the worst-case shift of (align - 1) elements.
+        let usable = binding_elems.saturating_sub(align_elems - 1);
+        let by_binding = usable / cols.max(1) as u64;
+        if by_binding == 0 {
+            return Err(XentError::TooLarge {
+                what: format!("a row of {cols} f32"),
+                needed: format!("{} bytes in one storage binding", cols as u64 * 4),
+                limit: format!(
+                    "{} bytes (max_storage_buffer_binding_size)",
+                    limits.max_storage_buffer_binding_size
+                ),
+            });
+        }
+        let rows_per_wg = (WG_SIZE / tpr) as u64;
+        let by_dispatch = limits.max_compute_workgroups_per_dimension as u64 * rows_per_wg;
+        Ok(by_binding.min(by_dispatch).min(u32::MAX as u64) as usize)
+    }
+
+    /// Encodes `kernel` over `n` rows of `cols` elements in as many chunks as the limits need, and
+    /// submits it. `passes` is how many times the kernel walks a row (for the loop-cap check).
+    pub(crate) fn run_rows(
+        &self,
+        kernel: Kernel,
+        base: RowParams,
+        n: usize,
+        cols: usize,
+        passes: u32,
+        args: &[Arg<'_>],
+    ) -> Result<()> {
+        if n == 0 {
+            return Ok(());
+        }
+        let tpr = lanes_per_row(cols);
+        self.check_loop_cap(cols, tpr, passes)?;
+        let chunk = self.rows_per_chunk(cols, tpr)?;
+        let pipeline = self.pipeline(kernel)?;
+        let align = self.limits().min_storage_buffer_offset_alignment as u64;
+        let mut encoder = self.encoder(kernel.label());
+        let mut row0 = 0usize;
+        while row0 < n {
+            let rows = chunk.min(n - row0);
+            let first_byte = row0 as u64 * cols as u64 * 4;
+            let offset = first_byte / align * align;
+            let size = first_byte - offset + rows as u64 * cols as u64 * 4;
+            let params = RowParams {
+                rows: rows as u32,
+                cols: cols as u32,
+                row0: row0 as u32,
+                shift: ((first_byte - offset) / 4) as u32,
+                tpr,
+                ..base
+            };
+            let uniform = self.uniform_buffer(kernel.label(), &params);
+            let mut resources = vec![uniform.as_entire_binding()];
+            for arg in args {
+                resources.push(match arg {
+                    Arg::Rows(b) => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: b,
+                        offset,
+                        size: wgpu::BufferSize::new(size),
+                    }),
+                    Arg::Whole(b) => b.as_entire_binding(),
+                });
+            }
+            let bind = self.bind_group(&pipeline, &resources);
+            let groups = rows.div_ceil((WG_SIZE / tpr) as usize) as u32;
+            {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some(kernel.label()),
+                    timestamp_writes: None,
+                });
+                pass.set_pipeline(&pipeline);
+                pass.set_bind_group(0, &bind, &[]);
+                pass.dispatch_workgroups(groups, 1, 1);
+            }
+            row0 += rows;
+        }
+        self.submit(encoder)?;
+        Ok(())
+    }
+}

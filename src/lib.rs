@@ -1,0 +1,37 @@
+//! # xent
+//!
+//! GPU compute kernels, written in WGSL and driven through `wgpu`, for batched softmax and
+//! softmax-cross-entropy, forward and backward, with a CPU reference that every kernel is tested
+//! against.
+//!
+//! ```no_run
+//! use xent::{Context, ContextOptions, GpuMatrix};
+//!
+//! # fn main() -> Result<(), xent::XentError> {
+//! // A hardware GPU if there is one, else Mesa's lavapipe (Vulkan), else llvmpipe (GL).
+//! let ctx = Context::new_blocking(ContextOptions::from_env())?;
+//! let logits = GpuMatrix::from_slice(&ctx, &[1.0, 2.0, 3.0, 0.5, 0.5, f32::NEG_INFINITY], 2, 3)?;
+//! let probs = ctx.softmax(&logits)?; // stays on the device
+//! let p = probs.read_blocking(&ctx)?;
+//! assert!((p[0] + p[1] + p[2] - 1.0).abs() < 1e-6);
+//! assert_eq!(p[5], 0.0); // a −inf logit is masked out
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Module map: [`context`] (adapter, device, pipeline cache, readback), [`matrix`] (device-resident
+//! data), [`softmax`] (the softmax family's launchers), [`reference`] (the f64 CPU oracle),
+//! [`shaders`] (the WGSL registry).
+
+pub mod context;
+pub mod error;
+mod launch;
+pub mod matrix;
+pub mod reference;
+pub mod shaders;
+pub mod softmax;
+
+pub use context::{AdapterSummary, Context, ContextOptions, list_adapters};
+pub use error::{Result, XentError};
+pub use matrix::GpuMatrix;
+pub use shaders::ReducePath;

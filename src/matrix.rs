@@ -1,0 +1,102 @@
+//! Device-resident data: an n×N f32 matrix and an n-vector of class labels.
+
+use crate::context::Context;
+use crate::error::{Result, XentError};
+
+const MATRIX_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
+
+/// A row-major `rows × cols` f32 matrix that lives on the device. Kernels take and return these, so a
+/// chain of kernels never goes through the host. A vector is a matrix with one column.
+#[derive(Debug)]
+pub struct GpuMatrix {
+    buffer: wgpu::Buffer,
+    rows: usize,
+    cols: usize,
+}
+
+fn checked_len(rows: usize, cols: usize) -> Result<usize> {
+    rows.checked_mul(cols)
+        .filter(|&l| l.checked_mul(4).is_some())
+        .ok_or_else(|| XentError::InvalidShape(format!("{rows}×{cols} overflows")))
+}
+
+impl GpuMatrix {
+    /// An uninitialised (zero-filled) matrix.
+    pub fn zeros(ctx: &Context, rows: usize, cols: usize) -> Result<Self> {
+        let len = checked_len(rows, cols)?;
+        let buffer = ctx.create_buffer("xent.matrix", len as u64 * 4, MATRIX_USAGE)?;
+        Ok(Self { buffer, rows, cols })
+    }
+
+    /// Uploads `data` (row-major, `rows * cols` values).
+    pub fn from_slice(ctx: &Context, data: &[f32], rows: usize, cols: usize) -> Result<Self> {
+        let len = checked_len(rows, cols)?;
+        if data.len() != len {
+            return Err(XentError::LengthMismatch {
+                what: "matrix data",
+                expected: len,
+                got: data.len(),
+            });
+        }
+        let m = Self::zeros(ctx, rows, cols)?;
+        if len > 0 {
+            ctx.queue.write_buffer(&m.buffer, 0, bytemuck::cast_slice(data));
+        }
+        ctx.take_gpu_error()?;
+        Ok(m)
+    }
+
+    /// Copies the matrix back to the host.
+    pub async fn read(&self, ctx: &Context) -> Result<Vec<f32>> {
+        ctx.read_buffer(&self.buffer, 0, self.len() as u64 * 4).await
+    }
+
+    /// Blocking [`GpuMatrix::read`].
+    pub fn read_blocking(&self, ctx: &Context) -> Result<Vec<f32>> {
+        pollster::block_on(self.read(ctx))
+    }
+
+    /// Rows (n).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Columns (N).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// rows × cols.
+    pub fn len(&self) -> usize {
+        self.rows * self.cols
+    }
+
+    /// Whether the matrix has no element.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// `(rows, cols)`.
+    pub fn shape(&self) -> (usize, usize) {
+        (self.rows, self.cols)
+    }
+
+    /// The wgpu buffer (at least `len() * 4` bytes), for sharing with other wgpu code.
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        &self.buffer
+    }
+
+    /// `Err` unless the shape is `(rows, cols)`.
+    pub(crate) fn expect_shape(&self, what: &'static str, rows: usize, cols: usize) -> Result<()> {
+        if self.shape() != (rows, cols) {
+            return Err(XentError::ShapeMismatch {
+                what,
+                expected: vec![rows, cols],
+                got: vec![self.rows, self.cols],
+            });
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,86 @@
+//! The registry of WGSL sources (`shaders/`) and how a kernel's module is assembled.
+//!
+//! A row kernel's module is: a generated prelude (constants shared with Rust), `common.wgsl` (the
+//! `Params` uniform and numeric helpers), one of the two in-row reduction files
+//! (`reduce_subgroup.wgsl` or `reduce_workgroup.wgsl`, same function names), and the kernel itself.
+
+/// Invocations per workgroup of every row kernel. The WGSL constant `WG` is generated from this value
+/// (see [`prelude`]), so the two sides cannot drift apart. 256 is the WebGPU default limit.
+pub const WG_SIZE: u32 = 256;
+
+/// Side of the square output tile of the matmul kernels (in elements).
+pub const TILE: u32 = 64;
+
+/// How the kernels reduce across the invocations that share a row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReducePath {
+    /// Subgroup shuffles inside blocks of this many lanes (the adapter's minimum subgroup size), then
+    /// workgroup memory across blocks.
+    Subgroup(u32),
+    /// A tree in workgroup memory, one barrier per level.
+    Workgroup,
+}
+
+/// Every compute kernel xent has. Each names its WGSL file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kernel {
+    /// Start-up probe of the per-invocation loop cap (`loop_probe.wgsl`).
+    LoopProbe,
+    /// Softmax, log-softmax and log-sum-exp forward (`softmax_fwd.wgsl`).
+    SoftmaxFwd,
+    /// Softmax and log-softmax backward (`softmax_bwd.wgsl`).
+    SoftmaxBwd,
+}
+
+impl Kernel {
+    /// Every kernel, for validation tests.
+    pub const ALL: &'static [Kernel] = &[Kernel::LoopProbe, Kernel::SoftmaxFwd, Kernel::SoftmaxBwd];
+
+    /// The wgpu label of the kernel's module and pipeline.
+    pub fn label(self) -> &'static str {
+        match self {
+            Kernel::LoopProbe => "xent.loop_probe",
+            Kernel::SoftmaxFwd => "xent.softmax_fwd",
+            Kernel::SoftmaxBwd => "xent.softmax_bwd",
+        }
+    }
+
+    /// The kernel's own WGSL (without prelude and shared parts).
+    fn body(self) -> &'static str {
+        match self {
+            Kernel::LoopProbe => include_str!("../shaders/loop_probe.wgsl"),
+            Kernel::SoftmaxFwd => include_str!("../shaders/softmax_fwd.wgsl"),
+            Kernel::SoftmaxBwd => include_str!("../shaders/softmax_bwd.wgsl"),
+        }
+    }
+
+    /// Whether the kernel uses `common.wgsl` and an in-row reduction.
+    fn is_row_kernel(self) -> bool {
+        !matches!(self, Kernel::LoopProbe)
+    }
+}
+
+/// Constants shared by Rust and WGSL, generated so they are defined once.
+pub fn prelude(path: ReducePath) -> String {
+    // naga 30 enables subgroup operations through the device feature and rejects `enable subgroups;`.
+    let mut s = String::new();
+    s.push_str(&format!("const WG: u32 = {WG_SIZE}u;\nconst TILE: u32 = {TILE}u;\n"));
+    if let ReducePath::Subgroup(sg) = path {
+        s.push_str(&format!("const SG: u32 = {sg}u;\n"));
+    }
+    s
+}
+
+/// The complete WGSL module of `kernel` for the reduction path `path`.
+pub fn source(kernel: Kernel, path: ReducePath) -> String {
+    let mut s = prelude(path);
+    if kernel.is_row_kernel() {
+        s.push_str(include_str!("../shaders/common.wgsl"));
+        s.push_str(match path {
+            ReducePath::Subgroup(_) => include_str!("../shaders/reduce_subgroup.wgsl"),
+            ReducePath::Workgroup => include_str!("../shaders/reduce_workgroup.wgsl"),
+        });
+    }
+    s.push_str(kernel.body());
+    s
+}

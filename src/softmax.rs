@@ -1,0 +1,131 @@
+//! Launchers of the softmax family: softmax, log-softmax, log-sum-exp and their backwards.
+
+use crate::context::Context;
+use crate::error::{Result, XentError};
+use crate::launch::{Arg, RowParams};
+use crate::matrix::GpuMatrix;
+use crate::shaders::Kernel;
+
+/// Modes of `softmax_fwd.wgsl`.
+const FWD_SOFTMAX: u32 = 0;
+const FWD_LOG_SOFTMAX: u32 = 1;
+const FWD_LSE: u32 = 2;
+/// Modes of `softmax_bwd.wgsl`.
+const BWD_SOFTMAX: u32 = 0;
+const BWD_LOG_SOFTMAX: u32 = 1;
+
+/// `Err` for a matrix no row kernel accepts (N = 0).
+pub(crate) fn check_cols(cols: usize) -> Result<()> {
+    if cols == 0 {
+        return Err(XentError::InvalidShape(
+            "N = 0 classes: every row needs at least one element".into(),
+        ));
+    }
+    Ok(())
+}
+
+impl Context {
+    fn softmax_fwd(&self, x: &GpuMatrix, mode: u32) -> Result<(Option<GpuMatrix>, GpuMatrix)> {
+        let (n, cols) = x.shape();
+        check_cols(cols)?;
+        let lse = GpuMatrix::zeros(self, n, 1)?;
+        let y = if mode == FWD_LSE {
+            None
+        } else {
+            Some(GpuMatrix::zeros(self, n, cols)?)
+        };
+        // mode 2 never writes y: bind the input in its place (same shape, so the same chunking).
+        let y_buf = y.as_ref().unwrap_or(x).buffer();
+        self.run_rows(
+            Kernel::SoftmaxFwd,
+            RowParams::mode(mode),
+            n,
+            cols,
+            2,
+            &[Arg::Rows(x.buffer()), Arg::Rows(y_buf), Arg::Whole(lse.buffer())],
+        )?;
+        Ok((y, lse))
+    }
+
+    /// Row-wise softmax `exp(z − lse(z))`. A row whose max is ±inf (an all −inf row too) or that holds
+    /// a NaN comes out all NaN, as in PyTorch.
+    pub fn softmax(&self, x: &GpuMatrix) -> Result<GpuMatrix> {
+        Ok(self.softmax_fwd(x, FWD_SOFTMAX)?.0.expect("softmax output"))
+    }
+
+    /// Row-wise log-softmax `z − lse(z)`; same edge cases as [`Context::softmax`]. `−inf` logits in an
+    /// otherwise finite row give `−inf`.
+    pub fn log_softmax(&self, x: &GpuMatrix) -> Result<GpuMatrix> {
+        Ok(self.softmax_fwd(x, FWD_LOG_SOFTMAX)?.0.expect("log_softmax output"))
+    }
+
+    /// Row-wise log-sum-exp as an `n × 1` matrix: `−inf` for an all −inf row, `+inf` when the row has
+    /// `+inf`, NaN when it has a NaN (as `torch.logsumexp`).
+    pub fn logsumexp(&self, x: &GpuMatrix) -> Result<GpuMatrix> {
+        Ok(self.softmax_fwd(x, FWD_LSE)?.1)
+    }
+
+    /// Softmax and its log-sum-exp in one pass over memory.
+    pub fn softmax_with_lse(&self, x: &GpuMatrix) -> Result<(GpuMatrix, GpuMatrix)> {
+        let (y, lse) = self.softmax_fwd(x, FWD_SOFTMAX)?;
+        Ok((y.expect("softmax output"), lse))
+    }
+
+    fn softmax_bwd(&self, y: &GpuMatrix, g: &GpuMatrix, mode: u32) -> Result<GpuMatrix> {
+        let (n, cols) = y.shape();
+        check_cols(cols)?;
+        g.expect_shape("upstream gradient", n, cols)?;
+        let dz = GpuMatrix::zeros(self, n, cols)?;
+        self.run_rows(
+            Kernel::SoftmaxBwd,
+            RowParams::mode(mode),
+            n,
+            cols,
+            2,
+            &[Arg::Rows(y.buffer()), Arg::Rows(g.buffer()), Arg::Rows(dz.buffer())],
+        )?;
+        Ok(dz)
+    }
+
+    /// The softmax Jacobian-vector product `p̂ ⊙ (g − ⟨g, p̂⟩)`, from the forward output `p̂` and the
+    /// upstream gradient `g = ∂L/∂p̂` (never builds the N×N Jacobian).
+    pub fn softmax_backward(&self, probs: &GpuMatrix, g: &GpuMatrix) -> Result<GpuMatrix> {
+        self.softmax_bwd(probs, g, BWD_SOFTMAX)
+    }
+
+    /// The log-softmax backward `g − exp(y) · Σ g` from the forward output `y = log_softmax(z)`.
+    pub fn log_softmax_backward(&self, log_probs: &GpuMatrix, g: &GpuMatrix) -> Result<GpuMatrix> {
+        self.softmax_bwd(log_probs, g, BWD_LOG_SOFTMAX)
+    }
+
+    /// Host-slice convenience: uploads `x` (`x.len() / cols` rows), runs [`Context::softmax`], reads back.
+    pub fn softmax_host(&self, x: &[f32], cols: usize) -> Result<Vec<f32>> {
+        let m = self.upload_rows(x, cols)?;
+        self.softmax(&m)?.read_blocking(self)
+    }
+
+    /// Host-slice [`Context::log_softmax`].
+    pub fn log_softmax_host(&self, x: &[f32], cols: usize) -> Result<Vec<f32>> {
+        let m = self.upload_rows(x, cols)?;
+        self.log_softmax(&m)?.read_blocking(self)
+    }
+
+    /// Host-slice [`Context::logsumexp`].
+    pub fn logsumexp_host(&self, x: &[f32], cols: usize) -> Result<Vec<f32>> {
+        let m = self.upload_rows(x, cols)?;
+        self.logsumexp(&m)?.read_blocking(self)
+    }
+
+    /// Uploads a row-major slice of `cols`-element rows.
+    pub fn upload_rows(&self, x: &[f32], cols: usize) -> Result<GpuMatrix> {
+        check_cols(cols)?;
+        if x.len() % cols != 0 {
+            return Err(XentError::LengthMismatch {
+                what: "row-major data (a multiple of N)",
+                expected: x.len().next_multiple_of(cols),
+                got: x.len(),
+            });
+        }
+        GpuMatrix::from_slice(self, x, x.len() / cols, cols)
+    }
+}
