@@ -17,6 +17,10 @@ pub struct ContextOptions {
     /// Use subgroup operations for the in-row reductions where the adapter has them (default `true`).
     /// `false` forces the workgroup-memory path everywhere; the tests run both.
     pub use_subgroups: bool,
+    /// Ask the device for at most this many bytes per storage binding (default: the adapter's own).
+    /// Lowering it makes the host split work into more row chunks; tests use it to exercise chunking
+    /// on small data.
+    pub max_storage_binding: Option<u64>,
 }
 
 impl Default for ContextOptions {
@@ -25,6 +29,7 @@ impl Default for ContextOptions {
             backends: None,
             adapter_name: None,
             use_subgroups: true,
+            max_storage_binding: None,
         }
     }
 }
@@ -158,7 +163,7 @@ impl Context {
                 options.adapter_name
             ))
         })?;
-        Self::from_adapter(&adapter, options.use_subgroups).await
+        Self::from_adapter(&adapter, &options).await
     }
 
     /// Blocking [`Context::new`].
@@ -166,16 +171,21 @@ impl Context {
         pollster::block_on(Self::new(options))
     }
 
-    /// Opens a device on a given adapter (see [`list_adapters`]).
-    pub async fn from_adapter(adapter: &wgpu::Adapter, use_subgroups: bool) -> Result<Self> {
+    /// Opens a device on a given adapter (see [`list_adapters`]); `options` gives the subgroup choice
+    /// and the binding-size cap.
+    pub async fn from_adapter(adapter: &wgpu::Adapter, options: &ContextOptions) -> Result<Self> {
         let info = adapter.get_info();
         let features = adapter.features() & WANTED_FEATURES;
+        let mut limits = adapter.limits();
+        if let Some(cap) = options.max_storage_binding {
+            limits.max_storage_buffer_binding_size = limits.max_storage_buffer_binding_size.min(cap);
+        }
         let desc = wgpu::DeviceDescriptor {
             label: Some("xent.device"),
             required_features: features,
             // The adapter's own limits: lavapipe offers 128 MiB per storage binding and 2 GiB per buffer,
             // far more than WebGPU's defaults.
-            required_limits: adapter.limits(),
+            required_limits: limits,
             experimental_features: wgpu::ExperimentalFeatures::disabled(),
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
@@ -188,7 +198,7 @@ impl Context {
                     adapter: info.name.clone(),
                     reason: e.to_string(),
                 })?;
-        Self::from_device(device, queue, use_subgroups)
+        Self::from_device(device, queue, options.use_subgroups)
     }
 
     /// Wraps a device and queue that a program already has, so xent shares its device. xent uses the

@@ -24,14 +24,17 @@
 //! [`shaders`] (the WGSL registry).
 
 pub mod context;
+pub mod cross_entropy;
 pub mod error;
 mod launch;
 pub mod matrix;
+pub mod npy;
 pub mod reference;
 pub mod shaders;
 pub mod softmax;
 
 pub use context::{AdapterSummary, Context, ContextOptions, list_adapters};
 pub use error::{Result, XentError};
-pub use matrix::GpuMatrix;
+pub use cross_entropy::{CrossEntropyOptions, CrossEntropyOutput, Reduction, Targets};
+pub use matrix::{GpuLabels, GpuMatrix};
 pub use shaders::ReducePath;

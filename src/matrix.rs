@@ -100,3 +100,57 @@ impl GpuMatrix {
         Ok(())
     }
 }
+
+/// Class labels of `n` rows on the device (i32), with the host copy kept for validation: a
+/// cross-entropy call checks every label against N and `ignore_index` before any kernel runs, so a bad
+/// label is an error and never a half-written output.
+#[derive(Debug)]
+pub struct GpuLabels {
+    buffer: wgpu::Buffer,
+    host: Vec<i32>,
+}
+
+impl GpuLabels {
+    /// Uploads labels given as any integer type that fits in i32 (u32, i32 and i64 from NumPy and
+    /// PyTorch); a value outside i32 is an error naming its row.
+    pub fn from_slice<T: Copy + TryInto<i32> + std::fmt::Display>(
+        ctx: &Context,
+        labels: &[T],
+    ) -> Result<Self> {
+        let host = labels
+            .iter()
+            .enumerate()
+            .map(|(row, &l)| {
+                l.try_into().map_err(|_| {
+                    XentError::InvalidArgument(format!("label {l} in row {row} does not fit in i32"))
+                })
+            })
+            .collect::<Result<Vec<i32>>>()?;
+        let buffer = ctx.create_buffer("xent.labels", host.len() as u64 * 4, MATRIX_USAGE)?;
+        if !host.is_empty() {
+            ctx.queue.write_buffer(&buffer, 0, bytemuck::cast_slice(&host));
+        }
+        ctx.take_gpu_error()?;
+        Ok(Self { buffer, host })
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.host.len()
+    }
+
+    /// Whether there are no rows.
+    pub fn is_empty(&self) -> bool {
+        self.host.is_empty()
+    }
+
+    /// The labels as uploaded.
+    pub fn as_slice(&self) -> &[i32] {
+        &self.host
+    }
+
+    /// The wgpu buffer (i32 per row).
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        &self.buffer
+    }
+}

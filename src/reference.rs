@@ -80,3 +80,184 @@ pub fn log_softmax_backward(y: &[f32], g: &[f32], cols: usize) -> Vec<f32> {
         })
         .collect()
 }
+
+/// Targets of the reference cross-entropy.
+#[derive(Clone, Copy, Debug)]
+pub enum RefTargets<'a> {
+    /// One class index per row.
+    Labels(&'a [i64]),
+    /// n × N probability rows.
+    Probs(&'a [f32]),
+}
+
+/// Everything the reference cross-entropy computes, in f64.
+#[derive(Clone, Debug)]
+pub struct RefCrossEntropy {
+    /// Per-row loss (0 for ignored rows).
+    pub row_loss: Vec<f64>,
+    /// The reduced loss (the sum of row losses for `Reduction::None`).
+    pub loss: f64,
+    /// The mean's denominator.
+    pub denominator: f64,
+    /// ∂loss/∂z of the reduced loss times `grad_output` (of `loss.sum()` for none).
+    pub grad: Vec<f64>,
+    /// Per-row log-sum-exp of the (soft-capped) logits.
+    pub lse: Vec<f64>,
+    /// Per-row first maximal class.
+    pub argmax: Vec<usize>,
+}
+
+/// `torch.nn.functional.cross_entropy` with every option of [`crate::CrossEntropyOptions`], in f64.
+/// The loss follows PyTorch's formulas term by term; the gradient is the closed form, which the tests
+/// check against finite differences of the loss.
+pub fn cross_entropy(
+    logits: &[f32],
+    cols: usize,
+    targets: RefTargets<'_>,
+    opts: &crate::CrossEntropyOptions,
+) -> RefCrossEntropy {
+    use crate::Reduction;
+    let n = logits.len() / cols;
+    let w = |j: usize| opts.weight.as_ref().map_or(1.0, |w| w[j] as f64);
+    let w_sum: f64 = (0..cols).map(w).sum();
+    let eps = opts.label_smoothing as f64;
+    let eps_n = eps / cols as f64;
+    let zl = opts.z_loss as f64;
+    let mut out = RefCrossEntropy {
+        row_loss: vec![0.0; n],
+        loss: 0.0,
+        denominator: 0.0,
+        grad: vec![0.0; n * cols],
+        lse: vec![0.0; n],
+        argmax: vec![0; n],
+    };
+    // Per-row upstream scale before the reduction's factor.
+    let mut row_scale = vec![0.0; n];
+    for (i, z) in logits.chunks_exact(cols).enumerate() {
+        let v: Vec<f64> = z
+            .iter()
+            .map(|&x| match opts.softcap {
+                Some(c) => c as f64 * (x as f64 / c as f64).tanh(),
+                None => x as f64,
+            })
+            .collect();
+        let v32: Vec<f32> = v.iter().map(|&x| x as f32).collect();
+        let lse = if opts.softcap.is_some() { row_logsumexp_f64(&v) } else { row_logsumexp(z) };
+        let lp: Vec<f64> = if lse.is_finite() {
+            v.iter().map(|&x| x - lse).collect()
+        } else {
+            vec![f64::NAN; cols]
+        };
+        out.lse[i] = lse;
+        out.argmax[i] = first_argmax(&v32);
+        let (loss, coef, direct): (f64, f64, Vec<f64>) = match targets {
+            RefTargets::Labels(labels) => {
+                let y = labels[i];
+                if y == opts.ignore_index {
+                    continue;
+                }
+                let y = y as usize;
+                let wy = w(y);
+                out.denominator += wy;
+                let smooth: f64 = (0..cols)
+                    .filter(|&j| w(j) != 0.0)
+                    .map(|j| w(j) * -lp[j])
+                    .sum();
+                let loss = if eps > 0.0 {
+                    (1.0 - eps) * wy * -lp[y] + eps_n * smooth
+                } else {
+                    wy * -lp[y]
+                };
+                let direct = (0..cols)
+                    .map(|j| eps_n * w(j) + if j == y { (1.0 - eps) * wy } else { 0.0 })
+                    .collect();
+                (loss, (1.0 - eps) * wy + eps_n * w_sum, direct)
+            }
+            RefTargets::Probs(p) => {
+                out.denominator += 1.0;
+                let wt: Vec<f64> = (0..cols)
+                    .map(|j| w(j) * ((1.0 - eps) * p[i * cols + j] as f64 + eps_n))
+                    .collect();
+                let loss = (0..cols).filter(|&j| wt[j] != 0.0).map(|j| wt[j] * -lp[j]).sum();
+                (loss, wt.iter().sum(), wt)
+            }
+        };
+        out.row_loss[i] = loss + zl * lse * lse;
+        row_scale[i] = 1.0;
+        for j in 0..cols {
+            let mut g = (coef + 2.0 * zl * lse) * lp[j].exp() - direct[j];
+            if let Some(c) = opts.softcap {
+                let t = v[j] / c as f64;
+                g *= 1.0 - t * t;
+            }
+            out.grad[i * cols + j] = g;
+        }
+    }
+    let total: f64 = out.row_loss.iter().sum();
+    let scale = match opts.reduction {
+        Reduction::Mean => {
+            out.loss = total / out.denominator;
+            opts.grad_output as f64 / out.denominator
+        }
+        Reduction::Sum | Reduction::None => {
+            out.loss = total;
+            opts.grad_output as f64
+        }
+    };
+    for (i, g) in out.grad.chunks_exact_mut(cols).enumerate() {
+        for v in g {
+            *v = if row_scale[i] == 0.0 { 0.0 } else { *v * scale };
+        }
+    }
+    out
+}
+
+/// [`row_logsumexp`] on f64 values.
+fn row_logsumexp_f64(z: &[f64]) -> f64 {
+    if z.iter().any(|v| v.is_nan()) {
+        return f64::NAN;
+    }
+    let m = z.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b));
+    if m.is_infinite() {
+        return m;
+    }
+    m + z.iter().map(|&v| (v - m).exp()).sum::<f64>().ln()
+}
+
+/// Index of the first maximal element (0 for an empty or all-NaN row).
+pub fn first_argmax(z: &[f32]) -> usize {
+    let mut best = 0;
+    for (j, &v) in z.iter().enumerate() {
+        if v > z[best] || z[best].is_nan() && !v.is_nan() {
+            best = j;
+        }
+    }
+    best
+}
+
+/// Per row: entropy H(Q) of Q = softmax(z), and with targets P the cross-entropy H(P, Q) and
+/// KL(P‖Q), in nats, with 0·log 0 = 0. Returns `n` triples.
+pub fn info_rows(logits: &[f32], targets: Option<&[f32]>, cols: usize) -> Vec<[f64; 3]> {
+    logits
+        .chunks_exact(cols)
+        .enumerate()
+        .map(|(i, z)| {
+            let lq = row_log_softmax(z);
+            let mut r = [0.0; 3];
+            for (j, &l) in lq.iter().enumerate() {
+                let q = l.exp();
+                if q != 0.0 {
+                    r[0] -= q * l;
+                }
+                if let Some(t) = targets {
+                    let p = t[i * cols + j] as f64;
+                    if p != 0.0 {
+                        r[1] -= p * l;
+                        r[2] += p * (p.ln() - l);
+                    }
+                }
+            }
+            r
+        })
+        .collect()
+}

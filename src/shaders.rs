@@ -30,11 +30,24 @@ pub enum Kernel {
     SoftmaxFwd,
     /// Softmax and log-softmax backward (`softmax_bwd.wgsl`).
     SoftmaxBwd,
+    /// Fused cross-entropy loss and gradient (`ce_fwd_bwd.wgsl`).
+    CeFwdBwd,
+    /// Cross-entropy's batch-level reductions (`ce_reduce.wgsl`).
+    CeReduce,
+    /// Entropy, cross-entropy and KL per row (`info_rows.wgsl`).
+    InfoRows,
 }
 
 impl Kernel {
     /// Every kernel, for validation tests.
-    pub const ALL: &'static [Kernel] = &[Kernel::LoopProbe, Kernel::SoftmaxFwd, Kernel::SoftmaxBwd];
+    pub const ALL: &'static [Kernel] = &[
+        Kernel::LoopProbe,
+        Kernel::SoftmaxFwd,
+        Kernel::SoftmaxBwd,
+        Kernel::CeFwdBwd,
+        Kernel::CeReduce,
+        Kernel::InfoRows,
+    ];
 
     /// The wgpu label of the kernel's module and pipeline.
     pub fn label(self) -> &'static str {
@@ -42,6 +55,9 @@ impl Kernel {
             Kernel::LoopProbe => "xent.loop_probe",
             Kernel::SoftmaxFwd => "xent.softmax_fwd",
             Kernel::SoftmaxBwd => "xent.softmax_bwd",
+            Kernel::CeFwdBwd => "xent.ce_fwd_bwd",
+            Kernel::CeReduce => "xent.ce_reduce",
+            Kernel::InfoRows => "xent.info_rows",
         }
     }
 
@@ -51,6 +67,9 @@ impl Kernel {
             Kernel::LoopProbe => include_str!("../shaders/loop_probe.wgsl"),
             Kernel::SoftmaxFwd => include_str!("../shaders/softmax_fwd.wgsl"),
             Kernel::SoftmaxBwd => include_str!("../shaders/softmax_bwd.wgsl"),
+            Kernel::CeFwdBwd => include_str!("../shaders/ce_fwd_bwd.wgsl"),
+            Kernel::CeReduce => include_str!("../shaders/ce_reduce.wgsl"),
+            Kernel::InfoRows => include_str!("../shaders/info_rows.wgsl"),
         }
     }
 

@@ -34,15 +34,22 @@ impl Context {
         } else {
             Some(GpuMatrix::zeros(self, n, cols)?)
         };
-        // mode 2 never writes y: bind the input in its place (same shape, so the same chunking).
-        let y_buf = y.as_ref().unwrap_or(x).buffer();
+        // mode 2 never writes y: a 4-byte stand-in takes its binding.
+        let stand_in;
+        let y_arg = match &y {
+            Some(y) => Arg::Rows(y.buffer()),
+            None => {
+                stand_in = GpuMatrix::zeros(self, 1, 1)?;
+                Arg::Whole(stand_in.buffer())
+            }
+        };
         self.run_rows(
             Kernel::SoftmaxFwd,
             RowParams::mode(mode),
             n,
             cols,
             2,
-            &[Arg::Rows(x.buffer()), Arg::Rows(y_buf), Arg::Whole(lse.buffer())],
+            &[Arg::Rows(x.buffer()), y_arg, Arg::Whole(lse.buffer())],
         )?;
         Ok((y, lse))
     }

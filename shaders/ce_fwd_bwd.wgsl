@@ -1,0 +1,175 @@
+// ce_fwd_bwd: softmax cross-entropy per row, fused with its gradient.
+// Reads: z (n×N logits, chunk-bound), targets (n×N probabilities, chunk-bound) or labels (n, i32),
+//        weight (N class weights), gscale (gradient scale: [0], or one per row with CE_ROW_UPSTREAM).
+// Writes: row_out (n×4: loss, lse, argmax, correct), and the gradient ∂L/∂z into grad (n×N,
+//         chunk-bound), or over z itself with CE_IN_PLACE. Unused bindings get a 4-byte dummy.
+// Dispatch: as softmax_fwd. Pass 1 reads z (and targets): online max and Σexp, argmax, Σ w·t.
+//           Pass 2 (gradient, smoothing or probability targets) reads z again, writes the gradient and
+//           accumulates the loss terms that need the final log-sum-exp.
+// Semantics: torch.nn.functional.cross_entropy (weight, ignore_index, label_smoothing), with logit
+// soft-capping c·tanh(z/c) applied first and z-loss (f1 · lse²) added to each row that is not ignored.
+// row_out[3] (correct) is 1 or 0, and −1 for an ignored row or probability targets.
+// Ignored rows: loss 0 and gradient exactly 0. Terms with a zero target (or zero weight) contribute 0
+// (PyTorch gives 0·(−inf) = NaN there for probability targets over masked logits).
+
+// Keep in sync with `flags` in src/cross_entropy.rs.
+const CE_LABELS: u32 = 1u;
+const CE_WEIGHT: u32 = 2u;
+const CE_GRAD: u32 = 4u;
+const CE_IN_PLACE: u32 = 8u;
+const CE_ROW_UPSTREAM: u32 = 16u;
+const CE_SOFTCAP: u32 = 32u;
+const CE_PASS2: u32 = 64u;
+
+@group(0) @binding(1) var<storage, read_write> z: array<f32>;
+@group(0) @binding(2) var<storage, read_write> grad: array<f32>;
+@group(0) @binding(3) var<storage, read> targets: array<f32>;
+@group(0) @binding(4) var<storage, read> labels: array<i32>;
+@group(0) @binding(5) var<storage, read> weight: array<f32>;
+@group(0) @binding(6) var<storage, read> gscale: array<f32>;
+@group(0) @binding(7) var<storage, read_write> row_out: array<f32>;
+
+fn has(f: u32) -> bool {
+    return (p.flags & f) != 0u;
+}
+
+// Soft-capping c·tanh(z/c) (f2 = c). tanh saturates to ±1 in f32 beyond |x| = 15; clamping keeps
+// backends that build tanh from exp away from inf/inf.
+fn capped(v: f32) -> f32 {
+    if (has(CE_SOFTCAP)) {
+        return p.f2 * tanh(clamp(v / p.f2, -15.0, 15.0));
+    }
+    return v;
+}
+
+fn w_of(j: u32) -> f32 {
+    if (has(CE_WEIGHT)) {
+        return weight[j];
+    }
+    return 1.0;
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+    let lane = lane_of(lid);
+    let row = row_of(lid, wid);
+    let live = row < p.rows;
+    let base = p.shift + row * p.cols;
+    let grow = p.row0 + row;
+    let labels_mode = has(CE_LABELS);
+    let eps = p.f0;
+    let eps_n = eps / f32(p.cols);
+
+    var label = 0u;
+    var ignored = false;
+    if (live && labels_mode) {
+        let l = labels[grow];
+        ignored = l == p.ignore_index;
+        label = select(u32(l), 0u, ignored);
+    }
+
+    // Pass 1: online (max, Σexp), the lane's first maximal index, and Σ w·t for probability targets.
+    var acc = MaxSum(p.ninf, 0.0);
+    var best = p.ninf;
+    var best_j = 0xffffffffu;
+    var tw = 0.0;
+    if (live) {
+        for (var j = lane; j < p.cols; j += p.tpr) {
+            let v = capped(z[base + j]);
+            if (v > best) {
+                best = v;
+                best_j = j;
+            }
+            acc = online_push(acc, v);
+            if (!labels_mode) {
+                tw += w_of(j) * ((1.0 - eps) * targets[base + j] + eps_n);
+            }
+        }
+    }
+    let m = seg_max(acc.m, lid);
+    let sums = seg_sum4(vec4<f32>(acc.s * exp_rel(acc.m, m), tw, 0.0, 0.0), lid);
+    let cand = select(-4294967296.0, -f32(best_j), live && best == m && best_j != 0xffffffffu);
+    let first = u32(min(-seg_max(cand, lid), f32(p.cols - 1u)));
+
+    let log_s = log(sums.x);
+    let lse = m + log_s;
+    // log p̂_j = (z_j − M) − log Σ; a row whose max is infinite has no softmax (NaN, as PyTorch).
+    let m_norm = select(m, p.nan, is_inf(m));
+    let keep = live && !ignored;
+
+    var w_y = 0.0;
+    var z_y = 0.0;
+    if (keep && labels_mode) {
+        w_y = w_of(label);
+        z_y = capped(z[base + label]); // read before pass 2 may overwrite z in place
+    }
+    // ∂loss/∂z_j = coef · p̂_j − direct_j, with direct_j the (smoothed, weighted) target.
+    var coef = sums.y;
+    if (labels_mode) {
+        coef = (1.0 - eps) * w_y + eps_n * p.f3; // f3 = Σ_j w_j
+    }
+    coef += 2.0 * p.f1 * lse;
+    var up = 0.0;
+    if (live) {
+        up = select(gscale[0], gscale[grow], has(CE_ROW_UPSTREAM));
+    }
+    var cap_inv = 0.0;
+    if (has(CE_SOFTCAP)) {
+        cap_inv = 1.0 / p.f2;
+    }
+
+    // Pass 2: the gradient, and the loss terms that need the final log-sum-exp.
+    var loss_acc = 0.0;
+    if (live && has(CE_PASS2)) {
+        for (var j = lane; j < p.cols; j += p.tpr) {
+            let v = capped(z[base + j]);
+            let lp = (v - m_norm) - log_s;
+            var direct = 0.0;
+            if (labels_mode) {
+                let wj = w_of(j);
+                direct = eps_n * wj + select(0.0, (1.0 - eps) * w_y, j == label);
+                if (eps > 0.0 && wj != 0.0) {
+                    loss_acc += wj * (-lp);
+                }
+            } else {
+                direct = w_of(j) * ((1.0 - eps) * targets[base + j] + eps_n);
+                if (direct != 0.0) {
+                    loss_acc += direct * (-lp);
+                }
+            }
+            if (has(CE_GRAD)) {
+                var gj = (coef * exp(lp) - direct) * up;
+                if (has(CE_SOFTCAP)) {
+                    let t = v * cap_inv;
+                    gj *= 1.0 - t * t;
+                }
+                gj = select(0.0, gj, keep);
+                if (has(CE_IN_PLACE)) {
+                    z[base + j] = gj;
+                } else {
+                    grad[base + j] = gj;
+                }
+            }
+        }
+    }
+    let lsum = seg_sum4(vec4<f32>(loss_acc, 0.0, 0.0, 0.0), lid).x;
+    if (!live || lane != 0u) {
+        return;
+    }
+    var loss = 0.0;
+    if (labels_mode) {
+        loss = (1.0 - eps) * w_y * (-((z_y - m_norm) - log_s)) + eps_n * lsum;
+    } else {
+        loss = lsum;
+    }
+    loss += p.f1 * lse * lse;
+    var correct = -1.0;
+    if (labels_mode && !ignored) {
+        correct = select(0.0, 1.0, first == label);
+    }
+    let o = 4u * grow;
+    row_out[o] = select(0.0, loss, keep);
+    row_out[o + 1u] = lse;
+    row_out[o + 2u] = f32(first);
+    row_out[o + 3u] = correct;
+}

@@ -1,0 +1,438 @@
+//! Softmax cross-entropy with PyTorch's options, fused with its gradient, and the per-row
+//! information-theory kernel.
+
+use crate::context::Context;
+use crate::error::{Result, XentError};
+use crate::launch::{Arg, RowParams};
+use crate::matrix::{GpuLabels, GpuMatrix};
+use crate::shaders::Kernel;
+use crate::softmax::check_cols;
+
+/// How per-row losses become the reported loss, as PyTorch's `reduction`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Reduction {
+    /// One loss per row.
+    None,
+    /// The sum over rows.
+    Sum,
+    /// The sum divided by Σ w[y_i] over rows not ignored (labels), or by n (probability targets).
+    #[default]
+    Mean,
+}
+
+impl std::str::FromStr for Reduction {
+    type Err = XentError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "none" => Ok(Self::None),
+            "sum" => Ok(Self::Sum),
+            "mean" => Ok(Self::Mean),
+            other => Err(XentError::InvalidArgument(format!(
+                "reduction `{other}`: expected none, sum or mean"
+            ))),
+        }
+    }
+}
+
+/// The options of `torch.nn.functional.cross_entropy`, plus the extras of the best fused kernels.
+/// Every field is documented with its PyTorch meaning; [`CrossEntropyOptions::validate`] checks them.
+#[derive(Clone, Debug)]
+pub struct CrossEntropyOptions {
+    /// Per-class weights `w` (length N, finite, ≥ 0). `None`: all ones.
+    pub weight: Option<Vec<f32>>,
+    /// Rows whose label equals this contribute no loss and a zero gradient (labels only; PyTorch's
+    /// default −100).
+    pub ignore_index: i64,
+    /// none | sum | mean.
+    pub reduction: Reduction,
+    /// ε in [0, 1]: the target becomes `(1−ε)·p + ε/N`.
+    pub label_smoothing: f32,
+    /// z-loss coefficient (PaLM, Liger): adds `z_loss · lse²` to each row that is not ignored.
+    pub z_loss: f32,
+    /// Logit soft-capping `c·tanh(z/c)` applied before everything else (Gemma 2). `None`: off.
+    pub softcap: Option<f32>,
+    /// The upstream gradient ∂L/∂loss (a scalar; 1 for a loss that is the objective). For
+    /// `Reduction::None` it multiplies each row; see also
+    /// [`Context::cross_entropy_with_row_upstream`].
+    pub grad_output: f32,
+}
+
+impl Default for CrossEntropyOptions {
+    fn default() -> Self {
+        Self {
+            weight: None,
+            ignore_index: -100,
+            reduction: Reduction::Mean,
+            label_smoothing: 0.0,
+            z_loss: 0.0,
+            softcap: None,
+            grad_output: 1.0,
+        }
+    }
+}
+
+impl CrossEntropyOptions {
+    /// Checks every option against N classes; the messages name the bad value.
+    pub fn validate(&self, classes: usize) -> Result<()> {
+        if let Some(w) = &self.weight {
+            if w.len() != classes {
+                return Err(XentError::LengthMismatch {
+                    what: "class weights",
+                    expected: classes,
+                    got: w.len(),
+                });
+            }
+            if let Some((j, v)) = w.iter().enumerate().find(|(_, v)| !v.is_finite() || **v < 0.0) {
+                return Err(XentError::InvalidArgument(format!(
+                    "class weight {v} at class {j}: weights must be finite and non-negative"
+                )));
+            }
+        }
+        let eps = self.label_smoothing;
+        if !(0.0..=1.0).contains(&eps) {
+            return Err(XentError::InvalidArgument(format!(
+                "label_smoothing {eps} is outside [0, 1]"
+            )));
+        }
+        if !self.z_loss.is_finite() || self.z_loss < 0.0 {
+            return Err(XentError::InvalidArgument(format!(
+                "z_loss {} must be finite and non-negative",
+                self.z_loss
+            )));
+        }
+        if let Some(c) = self.softcap {
+            if !c.is_finite() || c <= 0.0 {
+                return Err(XentError::InvalidArgument(format!(
+                    "softcap {c} must be finite and positive"
+                )));
+            }
+        }
+        if !self.grad_output.is_finite() {
+            return Err(XentError::InvalidArgument(format!(
+                "grad_output {} is not finite",
+                self.grad_output
+            )));
+        }
+        Ok(())
+    }
+
+    /// Σ_j w_j (N without weights).
+    fn weight_sum(&self, classes: usize) -> f32 {
+        match &self.weight {
+            Some(w) => w.iter().map(|&v| v as f64).sum::<f64>() as f32,
+            None => classes as f32,
+        }
+    }
+}
+
+/// The target of cross-entropy.
+#[derive(Clone, Copy, Debug)]
+pub enum Targets<'a> {
+    /// One class index per row.
+    Labels(&'a GpuLabels),
+    /// One probability row per row (soft labels); rows need not be one-hot nor sum to 1.
+    Probs(&'a GpuMatrix),
+}
+
+/// What a cross-entropy call leaves on the device.
+#[derive(Debug)]
+pub struct CrossEntropyOutput {
+    /// n×4, per row: loss (weighted, smoothed, with z-loss; 0 when ignored), log-sum-exp of the
+    /// (soft-capped) logits, argmax (first maximal class, as f32), correct (1 or 0; −1 for an ignored
+    /// row or probability targets).
+    pub rows: GpuMatrix,
+    /// 1×4: the reduced loss (the sum of row losses for `Reduction::None`), the mean's denominator,
+    /// the accuracy over labelled rows, and how many labelled rows there were.
+    pub stats: GpuMatrix,
+    /// ∂L/∂logits of the reduced loss (of `loss.sum()` for none), when asked for.
+    pub grad: Option<GpuMatrix>,
+    /// The reduction the call used.
+    pub reduction: Reduction,
+}
+
+impl CrossEntropyOutput {
+    /// Column `c` of [`CrossEntropyOutput::rows`], read back.
+    pub fn read_row_column(&self, ctx: &Context, c: usize) -> Result<Vec<f32>> {
+        let rows = self.rows.read_blocking(ctx)?;
+        Ok(rows.chunks_exact(4).map(|r| r[c]).collect())
+    }
+
+    /// The loss as PyTorch returns it: n values for none, one value for sum and mean.
+    pub fn read_loss(&self, ctx: &Context) -> Result<Vec<f32>> {
+        match self.reduction {
+            Reduction::None => self.read_row_column(ctx, 0),
+            _ => Ok(vec![self.stats.read_blocking(ctx)?[0]]),
+        }
+    }
+}
+
+/// Bits of `flags` in ce_fwd_bwd.wgsl and ce_reduce.wgsl.
+mod flags {
+    pub const LABELS: u32 = 1;
+    pub const WEIGHT: u32 = 2;
+    pub const GRAD: u32 = 4;
+    pub const IN_PLACE: u32 = 8;
+    pub const ROW_UPSTREAM: u32 = 16;
+    pub const SOFTCAP: u32 = 32;
+    pub const PASS2: u32 = 64;
+    pub const MEAN: u32 = 128;
+    pub const INFO_TARGETS: u32 = 1;
+}
+
+/// Where the gradient goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum GradTo {
+    Nowhere,
+    NewBuffer,
+    Logits,
+}
+
+impl Context {
+    /// Loss only (forward): reads the logits once (twice with smoothing or probability targets).
+    pub fn cross_entropy(
+        &self,
+        logits: &GpuMatrix,
+        targets: Targets<'_>,
+        opts: &CrossEntropyOptions,
+    ) -> Result<CrossEntropyOutput> {
+        self.ce(logits, targets, opts, None, GradTo::Nowhere)
+    }
+
+    /// Loss and gradient `∂L/∂z` in one fused kernel (plus two tiny reductions), into a new buffer.
+    pub fn cross_entropy_fwd_bwd(
+        &self,
+        logits: &GpuMatrix,
+        targets: Targets<'_>,
+        opts: &CrossEntropyOptions,
+    ) -> Result<CrossEntropyOutput> {
+        self.ce(logits, targets, opts, None, GradTo::NewBuffer)
+    }
+
+    /// As [`Context::cross_entropy_fwd_bwd`], writing the gradient over the logits to save memory: the
+    /// logits are consumed and come back as `grad`.
+    pub fn cross_entropy_fwd_bwd_in_place(
+        &self,
+        logits: GpuMatrix,
+        targets: Targets<'_>,
+        opts: &CrossEntropyOptions,
+    ) -> Result<CrossEntropyOutput> {
+        let mut out = self.ce(&logits, targets, opts, None, GradTo::Logits)?;
+        out.grad = Some(logits);
+        Ok(out)
+    }
+
+    /// Loss and gradient with a per-row upstream gradient `∂L/∂loss_i` (`n × 1`), for
+    /// `Reduction::None` losses that feed further computation.
+    pub fn cross_entropy_with_row_upstream(
+        &self,
+        logits: &GpuMatrix,
+        targets: Targets<'_>,
+        opts: &CrossEntropyOptions,
+        upstream: &GpuMatrix,
+    ) -> Result<CrossEntropyOutput> {
+        if opts.reduction != Reduction::None {
+            return Err(XentError::InvalidArgument(
+                "a per-row upstream gradient needs reduction none".into(),
+            ));
+        }
+        upstream.expect_shape("per-row upstream gradient", logits.rows(), 1)?;
+        self.ce(logits, targets, opts, Some(upstream), GradTo::NewBuffer)
+    }
+
+    /// Validates everything, then encodes: ce_reduce (denominator and gradient scale) → ce_fwd_bwd
+    /// → ce_reduce (loss, accuracy). No readback in between.
+    fn ce(
+        &self,
+        logits: &GpuMatrix,
+        targets: Targets<'_>,
+        opts: &CrossEntropyOptions,
+        upstream: Option<&GpuMatrix>,
+        grad_to: GradTo,
+    ) -> Result<CrossEntropyOutput> {
+        let (n, cols) = logits.shape();
+        check_cols(cols)?;
+        opts.validate(cols)?;
+        let mut fl = 0u32;
+        match targets {
+            Targets::Labels(labels) => {
+                fl |= flags::LABELS;
+                check_labels(labels, n, cols, opts.ignore_index)?;
+            }
+            Targets::Probs(t) => {
+                t.expect_shape("probability targets", n, cols)?;
+                if opts.ignore_index != -100 {
+                    return Err(XentError::InvalidArgument(
+                        "ignore_index is not supported with probability targets (as PyTorch)".into(),
+                    ));
+                }
+            }
+        }
+        if opts.weight.is_some() {
+            fl |= flags::WEIGHT;
+        }
+        if opts.softcap.is_some() {
+            fl |= flags::SOFTCAP;
+        }
+        if opts.reduction == Reduction::Mean {
+            fl |= flags::MEAN;
+        }
+        if grad_to != GradTo::Nowhere {
+            fl |= flags::GRAD | flags::PASS2;
+        }
+        if grad_to == GradTo::Logits {
+            fl |= flags::IN_PLACE;
+        }
+        if opts.label_smoothing > 0.0 || matches!(targets, Targets::Probs(_)) {
+            fl |= flags::PASS2;
+        }
+        if upstream.is_some() {
+            fl |= flags::ROW_UPSTREAM;
+        }
+        let ignore_index = i32::try_from(opts.ignore_index).unwrap_or(i32::MIN);
+
+        let rows = GpuMatrix::zeros(self, n, 4)?;
+        let stats = GpuMatrix::zeros(self, 1, 4)?;
+        let gscale = GpuMatrix::zeros(self, 1, 1)?;
+        let grad = match grad_to {
+            GradTo::NewBuffer => Some(GpuMatrix::zeros(self, n, cols)?),
+            _ => None,
+        };
+        // Absent operands get 4-byte stand-ins, one per binding: wgpu refuses one buffer bound both
+        // read-only and read-write in a dispatch.
+        let stand_in = || GpuMatrix::zeros(self, 1, 1);
+        let (no_labels, no_targets, no_grad) = (stand_in()?, stand_in()?, stand_in()?);
+        let weight = match &opts.weight {
+            Some(w) => GpuMatrix::from_slice(self, w, 1, cols)?,
+            None => stand_in()?,
+        };
+        let (labels_buf, targets_arg) = match targets {
+            Targets::Labels(l) => (l.buffer(), Arg::Whole(no_targets.buffer())),
+            Targets::Probs(t) => (no_labels.buffer(), Arg::Rows(t.buffer())),
+        };
+        let reduction = opts.reduction;
+        if n == 0 {
+            // Nothing to launch: PyTorch's mean of nothing is NaN, its sum 0.
+            let loss = if reduction == Reduction::Mean { f32::NAN } else { 0.0 };
+            self.queue
+                .write_buffer(stats.buffer(), 0, bytemuck::cast_slice(&[loss, 0.0, f32::NAN, 0.0]));
+            self.take_gpu_error()?;
+            return Ok(CrossEntropyOutput { rows, stats, grad, reduction });
+        }
+
+        let reduce = |mode: u32| -> Result<()> {
+            let mut params = RowParams::mode(mode);
+            params.flags = fl;
+            params.ignore_index = ignore_index;
+            params.f[0] = opts.grad_output;
+            self.run_rows(
+                Kernel::CeReduce,
+                params,
+                1,
+                n,
+                1,
+                &[
+                    Arg::Whole(labels_buf),
+                    Arg::Whole(weight.buffer()),
+                    Arg::Whole(rows.buffer()),
+                    Arg::Whole(stats.buffer()),
+                    Arg::Whole(gscale.buffer()),
+                ],
+            )
+        };
+        reduce(0)?;
+        let mut params = RowParams::mode(0);
+        params.flags = fl;
+        params.ignore_index = ignore_index;
+        params.f = [
+            opts.label_smoothing,
+            opts.z_loss,
+            opts.softcap.unwrap_or(1.0),
+            opts.weight_sum(cols),
+            0.0,
+            0.0,
+        ];
+        let grad_arg = match &grad {
+            Some(g) => Arg::Rows(g.buffer()),
+            None => Arg::Whole(no_grad.buffer()),
+        };
+        let scale_buf = upstream.map_or(gscale.buffer(), |u| u.buffer());
+        let passes = if fl & flags::PASS2 != 0 { 2 } else { 1 };
+        self.run_rows(
+            Kernel::CeFwdBwd,
+            params,
+            n,
+            cols,
+            passes,
+            &[
+                Arg::Rows(logits.buffer()),
+                grad_arg,
+                targets_arg,
+                Arg::Whole(labels_buf),
+                Arg::Whole(weight.buffer()),
+                Arg::Whole(scale_buf),
+                Arg::Whole(rows.buffer()),
+            ],
+        )?;
+        reduce(1)?;
+        Ok(CrossEntropyOutput { rows, stats, grad, reduction })
+    }
+
+    /// Per row: entropy of softmax(z), and with targets P also the cross-entropy H(P, Q) and
+    /// KL(P‖Q) with Q = softmax(z); `n × 4` (H(Q), H(P,Q), KL, 0), in nats or bits. Terms with a
+    /// zero probability contribute 0 (0·log 0 = 0).
+    pub fn info_rows(
+        &self,
+        logits: &GpuMatrix,
+        targets: Option<&GpuMatrix>,
+        bits: bool,
+    ) -> Result<GpuMatrix> {
+        let (n, cols) = logits.shape();
+        check_cols(cols)?;
+        if let Some(t) = targets {
+            t.expect_shape("target distribution", n, cols)?;
+        }
+        let out = GpuMatrix::zeros(self, n, 4)?;
+        let no_targets = GpuMatrix::zeros(self, 1, 1)?;
+        let mut params = RowParams::mode(0);
+        params.f[0] = if bits { std::f32::consts::LOG2_E } else { 1.0 };
+        let targets_arg = match targets {
+            Some(t) => {
+                params.flags = flags::INFO_TARGETS;
+                Arg::Rows(t.buffer())
+            }
+            None => Arg::Whole(no_targets.buffer()),
+        };
+        self.run_rows(
+            Kernel::InfoRows,
+            params,
+            n,
+            cols,
+            2,
+            &[Arg::Rows(logits.buffer()), targets_arg, Arg::Whole(out.buffer())],
+        )?;
+        Ok(out)
+    }
+}
+
+/// Every label must be a class in `[0, N)` or the ignore index.
+pub fn check_labels(labels: &GpuLabels, n: usize, classes: usize, ignore_index: i64) -> Result<()> {
+    if labels.len() != n {
+        return Err(XentError::LengthMismatch {
+            what: "labels (one per row)",
+            expected: n,
+            got: labels.len(),
+        });
+    }
+    for (row, &l) in labels.as_slice().iter().enumerate() {
+        let l = l as i64;
+        if l != ignore_index && !(0..classes as i64).contains(&l) {
+            return Err(XentError::LabelOutOfRange {
+                row,
+                label: l,
+                classes,
+                ignore_index,
+            });
+        }
+    }
+    Ok(())
+}

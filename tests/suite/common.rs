@@ -1,0 +1,132 @@
+//! Shared test machinery: the contexts to run on, a seeded generator, and named tolerances.
+
+use std::sync::OnceLock;
+
+use xent::{Context, ContextOptions, ReducePath};
+
+/// Every context the GPU tests run on: each adapter, and on adapters with subgroups both reduction
+/// paths. Printed once so the log says which ran.
+pub fn contexts() -> &'static [Context] {
+    static CTXS: OnceLock<Vec<Context>> = OnceLock::new();
+    CTXS.get_or_init(|| open_contexts(ContextOptions::from_env()))
+}
+
+/// The same adapters with the storage-binding limit lowered to `bytes`, so that small data crosses
+/// many chunk boundaries.
+pub fn small_binding_contexts(bytes: u64) -> Vec<Context> {
+    open_contexts(ContextOptions {
+        max_storage_binding: Some(bytes),
+        ..ContextOptions::from_env()
+    })
+}
+
+fn open_contexts(base: ContextOptions) -> Vec<Context> {
+    let adapters = pollster::block_on(xent::list_adapters(&base));
+    let mut out = Vec::new();
+    for adapter in &adapters {
+        for use_subgroups in [true, false] {
+            let opts = ContextOptions {
+                use_subgroups,
+                ..base.clone()
+            };
+            let ctx = pollster::block_on(Context::from_adapter(adapter, &opts))
+                .unwrap_or_else(|e| panic!("adapter {:?}: {e}", adapter.get_info().name));
+            let workgroup_only = ctx.reduce_path() == ReducePath::Workgroup;
+            eprintln!("xent tests: running on {}", describe(&ctx));
+            out.push(ctx);
+            if workgroup_only {
+                break; // no subgroups here: the workgroup path is the only one
+            }
+        }
+    }
+    if out.is_empty() {
+        let required = std::env::var("XENT_REQUIRE_GPU").is_ok_and(|v| v == "1");
+        assert!(
+            !required,
+            "XENT_REQUIRE_GPU=1 but no adapter was found (install mesa-vulkan-drivers libvulkan1)"
+        );
+        eprintln!("xent tests: WARNING: no GPU adapter found; GPU tests SKIPPED (ran on nothing)");
+    }
+    out
+}
+
+/// "llvmpipe (LLVM 15.0.6, 256 bits) / Vulkan / Subgroup(8) / loop cap Some(65535)"
+pub fn describe(ctx: &Context) -> String {
+    format!(
+        "{} / {:?} / {:?} / loop cap {:?}",
+        ctx.adapter().name,
+        ctx.adapter().backend,
+        ctx.reduce_path(),
+        ctx.loop_cap()
+    )
+}
+
+/// SplitMix64: a tiny seeded generator, so every test's data is the same on every run.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [lo, hi).
+    pub fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
+        let u = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
+        lo + (hi - lo) * u
+    }
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+    pub fn vec(&mut self, len: usize, lo: f32, hi: f32) -> Vec<f32> {
+        (0..len).map(|_| self.uniform(lo, hi)).collect()
+    }
+}
+
+/// Tolerance `|gpu − ref| ≤ abs + rel·|ref|`. NaN must meet NaN and an infinity the same infinity.
+#[derive(Clone, Copy, Debug)]
+pub struct Tol {
+    pub abs: f64,
+    pub rel: f64,
+}
+
+/// Probabilities and gradients (values in [−1, 1] scaled by weights): f32 exp has a few ulp of error,
+/// and a lane's serial sum of N/tpr terms adds up to (N/tpr)·2⁻²⁴ relative to the row sum; 1e-5
+/// relative covers N/tpr ≤ 4096 with margin, 2e-6 absolute covers values that round near 0.
+pub const PROB: Tol = Tol { abs: 2e-6, rel: 1e-5 };
+
+/// Log-domain values (log-softmax, log-sum-exp, losses): the same relative bound, plus the
+/// ulp of the logits' magnitude, which `z − M` carries: callers add `scale · 2⁻²³` to `abs`.
+pub fn log_tol(scale: f32) -> Tol {
+    Tol {
+        abs: 2e-6 + scale.abs() as f64 * 2.0 * f32::EPSILON as f64,
+        rel: 1e-5,
+    }
+}
+
+/// Asserts `got` (GPU, f32) against `want` (reference) element by element; the message names the
+/// context, the case and the first bad index.
+#[track_caller]
+pub fn assert_close(what: &str, got: &[f32], want: &[f64], tol: Tol) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let g = g as f64;
+        let ok = if w.is_nan() {
+            g.is_nan()
+        } else if w.is_infinite() {
+            g == w
+        } else {
+            (g - w).abs() <= tol.abs + tol.rel * w.abs()
+        };
+        assert!(ok, "{what}: index {i}: got {g}, want {w} (tol {tol:?})");
+    }
+}
+
+pub fn to_f64(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}

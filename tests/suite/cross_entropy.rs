@@ -1,0 +1,312 @@
+//! Cross-entropy (fused forward + backward) and the information-theory kernel against the reference:
+//! every option combination, edge cases, in-place, and bad input.
+
+use proptest::prelude::*;
+use xent::reference::{self, RefTargets};
+use xent::{Context, CrossEntropyOptions, GpuLabels, GpuMatrix, Reduction, Targets, XentError};
+
+use super::common::{PROB, Rng, Tol, assert_close, contexts, describe, log_tol, small_binding_contexts};
+
+/// One cross-entropy problem on the host.
+#[derive(Clone, Debug)]
+pub struct Case {
+    pub logits: Vec<f32>,
+    pub cols: usize,
+    pub labels: Option<Vec<i64>>,
+    pub probs: Option<Vec<f32>>,
+    pub opts: CrossEntropyOptions,
+}
+
+impl Case {
+    pub fn n(&self) -> usize {
+        self.logits.len() / self.cols
+    }
+
+    pub fn reference(&self) -> reference::RefCrossEntropy {
+        let t = match (&self.labels, &self.probs) {
+            (Some(l), _) => RefTargets::Labels(l),
+            (_, Some(p)) => RefTargets::Probs(p),
+            _ => unreachable!(),
+        };
+        reference::cross_entropy(&self.logits, self.cols, t, &self.opts)
+    }
+
+    /// Runs the fused kernel (new buffer and in place); returns (loss as PyTorch shapes it, grad,
+    /// per-row [loss, lse, argmax, correct]).
+    pub fn run(&self, ctx: &Context) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let n = self.n();
+        let z = GpuMatrix::from_slice(ctx, &self.logits, n, self.cols).unwrap();
+        let labels = self.labels.as_ref().map(|l| GpuLabels::from_slice(ctx, l).unwrap());
+        let probs = self.probs.as_ref().map(|p| GpuMatrix::from_slice(ctx, p, n, self.cols).unwrap());
+        let targets = match (&labels, &probs) {
+            (Some(l), _) => Targets::Labels(l),
+            (_, Some(p)) => Targets::Probs(p),
+            _ => unreachable!(),
+        };
+        let out = ctx.cross_entropy_fwd_bwd(&z, targets, &self.opts).unwrap();
+        let loss = out.read_loss(ctx).unwrap();
+        let grad = out.grad.as_ref().unwrap().read_blocking(ctx).unwrap();
+        let rows = out.rows.read_blocking(ctx).unwrap();
+        // The loss-only forward and the in-place variant agree bit for bit with the fused one.
+        let fwd = ctx.cross_entropy(&z, targets, &self.opts).unwrap();
+        let loss_fwd = fwd.read_loss(ctx).unwrap();
+        assert!(same_bits(&loss, &loss_fwd), "forward-only loss {loss_fwd:?} != fused {loss:?}");
+        let inplace = ctx.cross_entropy_fwd_bwd_in_place(z, targets, &self.opts).unwrap();
+        let g2 = inplace.grad.as_ref().unwrap().read_blocking(ctx).unwrap();
+        assert!(same_bits(&grad, &g2), "in-place gradient differs");
+        (loss, grad, rows)
+    }
+}
+
+fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
+/// Largest class weight (1 without weights): gradients scale with it.
+fn wmax(opts: &CrossEntropyOptions) -> f32 {
+    opts.weight.as_ref().map_or(1.0, |w| w.iter().fold(0f32, |a, &b| a.max(b)))
+}
+
+/// Checks the GPU against the reference; loss and gradient tolerances follow `common`'s formulas
+/// scaled by the largest weight and the logits' magnitude.
+pub fn check_case(ctx: &Context, case: &Case, what: &str) {
+    let what = format!("{what} on {}", describe(ctx));
+    let r = case.reference();
+    let (loss, grad, rows) = case.run(ctx);
+    let scale = case.logits.iter().filter(|v| v.is_finite()).fold(1f32, |a, &b| a.max(b.abs()));
+    let w = wmax(&case.opts);
+    let want_loss: Vec<f64> = match case.opts.reduction {
+        Reduction::None => r.row_loss.clone(),
+        _ => vec![r.loss],
+    };
+    let ltol = log_tol(scale * w * (1.0 + case.opts.z_loss * scale * 2.0));
+    assert_close(&format!("{what}: loss"), &loss, &want_loss, Tol { abs: ltol.abs, rel: 3e-5 });
+    let gtol = Tol { abs: PROB.abs * w as f64 * (1.0 + case.opts.z_loss as f64 * scale as f64 * 4.0), rel: 1e-4 };
+    assert_close(&format!("{what}: grad"), &grad, &r.grad, gtol);
+    let lse: Vec<f32> = rows.chunks_exact(4).map(|r| r[1]).collect();
+    assert_close(&format!("{what}: lse"), &lse, &r.lse, log_tol(scale));
+}
+
+fn gen_case(seed: u64, n: usize, cols: usize, combo: u32) -> Case {
+    let mut rng = Rng::new(seed);
+    let scale = [3.0, 30.0][(combo as usize >> 7) & 1];
+    let logits = rng.vec(n * cols, -scale, scale);
+    let use_probs = combo & 1 != 0;
+    let mut opts = CrossEntropyOptions {
+        reduction: [Reduction::Mean, Reduction::Sum, Reduction::None][(combo as usize >> 1) % 3],
+        ..CrossEntropyOptions::default()
+    };
+    if combo & 8 != 0 {
+        opts.weight = Some(rng.vec(cols, 0.0, 2.0));
+    }
+    opts.label_smoothing = [0.0, 0.1, 1.0, 0.0][(combo as usize >> 4) & 3];
+    if combo & 64 != 0 {
+        opts.z_loss = 1e-3;
+        opts.softcap = Some(5.0);
+    }
+    let (labels, probs) = if use_probs {
+        let mut p = rng.vec(n * cols, 0.0, 1.0);
+        for row in p.chunks_exact_mut(cols) {
+            let s: f32 = row.iter().sum();
+            row.iter_mut().for_each(|v| *v /= s);
+        }
+        (None, Some(p))
+    } else {
+        let ignore = combo & 256 != 0;
+        if ignore {
+            opts.ignore_index = 3;
+        }
+        let l = (0..n)
+            .map(|i| if ignore && i % 3 == 0 { 3 } else { rng.below(cols) as i64 })
+            .collect();
+        (Some(l), None)
+    };
+    Case { logits, cols, labels, probs, opts }
+}
+
+#[test]
+fn option_matrix_matches_reference() {
+    // Every combination of: labels/probs × reduction × weight × smoothing {0, .1, 1} × (z-loss +
+    // softcap) × logit scale × ignore_index, on shapes that cross the workgroup width.
+    let mut covered = 0;
+    for combo in 0..512u32 {
+        if combo & 4 != 0 || (combo >> 4) & 3 == 3 || (combo & 1 != 0 && combo & 256 != 0) {
+            continue; // unused bits, duplicate smoothing, ignore_index with probability targets
+        }
+        let (n, cols) = [(7, 5), (5, 300), (3, 1), (4, 1000)][combo as usize % 4];
+        let case = gen_case(combo as u64, n, cols, combo);
+        for ctx in contexts() {
+            check_case(ctx, &case, &format!("combo {combo} {n}×{cols} {:?}", case.opts));
+        }
+        covered += 1;
+    }
+    assert_eq!(covered, 144, "option combinations covered");
+}
+
+#[test]
+fn wide_rows_and_chunking() {
+    let case = gen_case(77, 3, 70_000, 8 | 16 | 64);
+    for ctx in contexts() {
+        check_case(ctx, &case, "N=70000");
+    }
+    let case = gen_case(78, 200, 37, 8 | 16 | 2);
+    for ctx in small_binding_contexts(4096) {
+        check_case(&ctx, &case, "4 KiB bindings");
+    }
+}
+
+#[test]
+fn edge_cases_as_pytorch() {
+    let cols = 5;
+    let ninf = f32::NEG_INFINITY;
+    let logits = vec![
+        1.0, 2.0, ninf, 0.5, 0.0, // −inf mask off the target
+        ninf, 1.0, 2.0, 3.0, 4.0, // −inf target logit: loss +inf, gradient finite
+        1.0, f32::NAN, 0.0, 0.0, 0.0, // NaN: loss and gradient NaN
+        1e4, -1e4, 0.0, 5e3, -5e3, // huge logits
+    ];
+    let case = Case {
+        logits,
+        cols,
+        labels: Some(vec![0, 0, 1, 1]),
+        probs: None,
+        opts: CrossEntropyOptions { reduction: Reduction::None, ..Default::default() },
+    };
+    for ctx in contexts() {
+        let (loss, grad, rows) = case.run(ctx);
+        assert!(loss[0].is_finite() && grad[2] == 0.0, "mask: {loss:?} {grad:?}");
+        assert_eq!(loss[1], f32::INFINITY);
+        assert!(grad[5..10].iter().all(|g| g.is_finite()) && grad[5] == -1.0, "{grad:?}");
+        assert!(loss[2].is_nan() && grad[10..15].iter().all(|g| g.is_nan()));
+        assert!((loss[3] - 2e4).abs() <= 2e4 * 1e-6, "{}", loss[3]);
+        assert_eq!(rows[2], 1.0, "argmax of row 0");
+        assert_eq!(rows[4 * 3 + 2], 0.0, "argmax of row 3");
+        check_case(ctx, &case, "edge cases");
+    }
+}
+
+#[test]
+fn all_rows_ignored_and_empty_batch() {
+    for ctx in contexts() {
+        let case = Case {
+            logits: vec![0.5; 12],
+            cols: 4,
+            labels: Some(vec![-100, -100, -100]),
+            probs: None,
+            opts: CrossEntropyOptions::default(),
+        };
+        let (loss, grad, _) = case.run(ctx);
+        assert!(loss[0].is_nan(), "mean over no rows is NaN (PyTorch), got {loss:?}");
+        assert!(grad.iter().all(|&g| g == 0.0), "ignored rows get a zero gradient");
+        for (red, want) in [(Reduction::Mean, f32::NAN), (Reduction::Sum, 0.0)] {
+            let z = GpuMatrix::from_slice(ctx, &[], 0, 4).unwrap();
+            let l = GpuLabels::from_slice::<i64>(ctx, &[]).unwrap();
+            let opts = CrossEntropyOptions { reduction: red, ..Default::default() };
+            let out = ctx.cross_entropy_fwd_bwd(&z, Targets::Labels(&l), &opts).unwrap();
+            let got = out.read_loss(ctx).unwrap()[0];
+            assert!(got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()), "{red:?}: {got}");
+        }
+    }
+}
+
+#[test]
+fn accuracy_and_argmax() {
+    let logits = vec![3.0, 1.0, 0.0, /**/ 0.0, 2.0, 2.0, /**/ 1.0, 1.0, 5.0, /**/ 9.0, 0.0, 0.0];
+    for ctx in contexts() {
+        let z = GpuMatrix::from_slice(ctx, &logits, 4, 3).unwrap();
+        let l = GpuLabels::from_slice(ctx, &[0u32, 2, 2, 1]).unwrap();
+        let out = ctx.cross_entropy(&z, Targets::Labels(&l), &CrossEntropyOptions::default()).unwrap();
+        assert_eq!(out.read_row_column(ctx, 2).unwrap(), vec![0.0, 1.0, 2.0, 0.0], "first maximal class");
+        let stats = out.stats.read_blocking(ctx).unwrap();
+        assert_eq!((stats[2], stats[3]), (0.5, 4.0), "accuracy over 4 labelled rows");
+    }
+}
+
+#[test]
+fn per_row_upstream_gradient() {
+    let case = gen_case(5, 6, 40, 2 * 2); // reduction none
+    let up: Vec<f32> = (0..6).map(|i| i as f32 - 2.5).collect();
+    let r = case.reference();
+    for ctx in contexts() {
+        let z = GpuMatrix::from_slice(ctx, &case.logits, 6, 40).unwrap();
+        let l = GpuLabels::from_slice(ctx, case.labels.as_ref().unwrap()).unwrap();
+        let u = GpuMatrix::from_slice(ctx, &up, 6, 1).unwrap();
+        let out = ctx.cross_entropy_with_row_upstream(&z, Targets::Labels(&l), &case.opts, &u).unwrap();
+        let g = out.grad.unwrap().read_blocking(ctx).unwrap();
+        let want: Vec<f64> = r.grad.iter().enumerate().map(|(k, &v)| v * up[k / 40] as f64).collect();
+        assert_close("per-row upstream", &g, &want, PROB);
+    }
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    for ctx in contexts() {
+        let z = GpuMatrix::from_slice(ctx, &[0.0; 6], 2, 3).unwrap();
+        let ce = |labels: &[i64], opts: CrossEntropyOptions| {
+            let l = GpuLabels::from_slice(ctx, labels).unwrap();
+            ctx.cross_entropy_fwd_bwd(&z, Targets::Labels(&l), &opts).unwrap_err()
+        };
+        let d = CrossEntropyOptions::default;
+        let e = ce(&[0, 3], d());
+        assert!(matches!(e, XentError::LabelOutOfRange { row: 1, label: 3, .. }), "{e}");
+        let e = ce(&[-1, 0], d());
+        assert!(e.to_string().contains("row 0"), "{e}");
+        assert!(matches!(ce(&[0], d()), XentError::LengthMismatch { .. }));
+        let e = ce(&[0, 1], CrossEntropyOptions { weight: Some(vec![1.0, f32::NAN, 1.0]), ..d() });
+        assert!(e.to_string().contains("class 1"), "{e}");
+        let e = ce(&[0, 1], CrossEntropyOptions { weight: Some(vec![1.0, -1.0, 1.0]), ..d() });
+        assert!(matches!(e, XentError::InvalidArgument(_)), "{e}");
+        assert!(matches!(ce(&[0, 1], CrossEntropyOptions { weight: Some(vec![1.0]), ..d() }), XentError::LengthMismatch { .. }));
+        assert!(ce(&[0, 1], CrossEntropyOptions { label_smoothing: 1.5, ..d() }).to_string().contains("1.5"));
+        assert!(ce(&[0, 1], CrossEntropyOptions { softcap: Some(0.0), ..d() }).to_string().contains("softcap"));
+        let t = GpuMatrix::from_slice(ctx, &[0.0; 4], 2, 2).unwrap();
+        let e = ctx.cross_entropy(&z, Targets::Probs(&t), &d()).unwrap_err();
+        assert!(matches!(e, XentError::ShapeMismatch { .. }), "{e}");
+        assert!(GpuLabels::from_slice(ctx, &[1i64 << 40]).is_err());
+    }
+}
+
+#[test]
+fn information_theory_rows() {
+    let (n, cols) = (9, 300);
+    let mut rng = Rng::new(99);
+    let mut z = rng.vec(n * cols, -4.0, 4.0);
+    z[7] = f32::NEG_INFINITY;
+    let mut t = rng.vec(n * cols, 0.0, 1.0);
+    t[..cols].iter_mut().step_by(2).for_each(|v| *v = 0.0); // zeros: 0·log 0 = 0
+    for row in t.chunks_exact_mut(cols) {
+        let s: f32 = row.iter().sum();
+        row.iter_mut().for_each(|v| *v /= s);
+    }
+    let want = reference::info_rows(&z, Some(&t), cols);
+    for ctx in contexts() {
+        let zm = GpuMatrix::from_slice(ctx, &z, n, cols).unwrap();
+        let tm = GpuMatrix::from_slice(ctx, &t, n, cols).unwrap();
+        let got = ctx.info_rows(&zm, Some(&tm), false).unwrap().read_blocking(ctx).unwrap();
+        for k in 0..3 {
+            let g: Vec<f32> = got.chunks_exact(4).map(|r| r[k]).collect();
+            let w: Vec<f64> = want.iter().map(|r| r[k]).collect();
+            assert_close(&format!("info column {k} on {}", describe(ctx)), &g, &w, log_tol(8.0));
+        }
+        let bits = ctx.info_rows(&zm, None, true).unwrap().read_blocking(ctx).unwrap();
+        assert!((bits[0] as f64 - want[0][0] / std::f64::consts::LN_2).abs() < 1e-4);
+        assert_eq!(bits[1], 0.0, "no targets: no cross-entropy");
+        // KL(P‖P) = 0 with P = softmax(z).
+        let p = xent::reference::softmax(&z, cols);
+        let pm = GpuMatrix::from_slice(ctx, &p, n, cols).unwrap();
+        let kl = ctx.info_rows(&zm, Some(&pm), false).unwrap().read_blocking(ctx).unwrap();
+        assert!(kl.chunks_exact(4).all(|r| r[2].abs() < 1e-5), "KL(P‖P) {kl:?}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, failure_persistence: None, ..ProptestConfig::default() })]
+    #[test]
+    fn random_problems_match_reference(n in 1usize..24, cols in 1usize..700, combo in 0u32..512, seed in any::<u64>()) {
+        let combo = combo & !4 & !(if combo & 1 != 0 { 256 } else { 0 });
+        let case = gen_case(seed, n, cols, combo);
+        for ctx in contexts() {
+            check_case(ctx, &case, &format!("seed {seed} combo {combo} {n}×{cols}"));
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! The softmax family against the CPU reference: named geometries, awkward values, chunking, the loop
+//! cap, bad input, determinism, and a property test over random shapes.
+
+use proptest::prelude::*;
+use xent::{Context, GpuMatrix, XentError, reference};
+
+use super::common::{PROB, Rng, assert_close, contexts, describe, log_tol, small_binding_contexts, to_f64};
+
+/// Runs every softmax-family kernel on `x` (n × cols) and compares with the reference.
+fn check_family(ctx: &Context, x: &[f32], cols: usize, case: &str) {
+    let what = |k: &str| format!("{case} {k} on {}", describe(ctx));
+    let scale = x.iter().filter(|v| v.is_finite()).fold(0f32, |a, &b| a.max(b.abs()));
+    let n = x.len() / cols;
+    let xm = GpuMatrix::from_slice(ctx, x, n, cols).unwrap();
+
+    let (probs, lse) = ctx.softmax_with_lse(&xm).unwrap();
+    let p = probs.read_blocking(ctx).unwrap();
+    assert_close(&what("softmax"), &p, &to_f64(&reference::softmax(x, cols)), PROB);
+    let lse_ref: Vec<f64> = x.chunks_exact(cols).map(reference::row_logsumexp).collect();
+    assert_close(&what("lse (with softmax)"), &lse.read_blocking(ctx).unwrap(), &lse_ref, log_tol(scale));
+    let lse_only = ctx.logsumexp(&xm).unwrap().read_blocking(ctx).unwrap();
+    assert_close(&what("logsumexp"), &lse_only, &lse_ref, log_tol(scale));
+
+    let logp = ctx.log_softmax(&xm).unwrap();
+    let lp = logp.read_blocking(ctx).unwrap();
+    assert_close(&what("log_softmax"), &lp, &to_f64(&reference::log_softmax(x, cols)), log_tol(scale));
+
+    // Backward with a seeded upstream gradient, from the GPU's own forward outputs.
+    let g = Rng::new(cols as u64 ^ 0x5eed).vec(x.len(), -1.0, 1.0);
+    let gm = GpuMatrix::from_slice(ctx, &g, n, cols).unwrap();
+    let dz = ctx.softmax_backward(&probs, &gm).unwrap().read_blocking(ctx).unwrap();
+    assert_close(&what("softmax_backward"), &dz, &to_f64(&reference::softmax_backward(&p, &g, cols)), PROB);
+    let dz = ctx.log_softmax_backward(&logp, &gm).unwrap().read_blocking(ctx).unwrap();
+    let gsum = g.chunks_exact(cols).map(|r| r.iter().map(|v| v.abs()).sum::<f32>()).fold(0f32, f32::max);
+    assert_close(
+        &what("log_softmax_backward"),
+        &dz,
+        &to_f64(&reference::log_softmax_backward(&lp, &g, cols)),
+        log_tol(gsum),
+    );
+}
+
+fn random(seed: u64, n: usize, cols: usize, lo: f32, hi: f32) -> Vec<f32> {
+    Rng::new(seed).vec(n * cols, lo, hi)
+}
+
+#[test]
+fn single_class() {
+    for ctx in contexts() {
+        check_family(ctx, &random(1, 5, 1, -3.0, 3.0), 1, "N=1");
+    }
+}
+
+#[test]
+fn cols_not_a_multiple_of_workgroup() {
+    for ctx in contexts() {
+        check_family(ctx, &random(2, 9, 257, -5.0, 5.0), 257, "N=257");
+        check_family(ctx, &random(3, 33, 10, -5.0, 5.0), 10, "N=10");
+    }
+}
+
+#[test]
+fn row_wider_than_workgroup() {
+    for ctx in contexts() {
+        check_family(ctx, &random(4, 3, 4099, -8.0, 8.0), 4099, "N=4099");
+    }
+}
+
+#[test]
+fn row_of_2_pow_20() {
+    for ctx in contexts() {
+        check_family(ctx, &random(5, 2, 1 << 20, -10.0, 10.0), 1 << 20, "N=2^20");
+    }
+}
+
+#[test]
+fn empty_batch() {
+    for ctx in contexts() {
+        let x = GpuMatrix::from_slice(ctx, &[], 0, 7).unwrap();
+        assert_eq!(ctx.softmax(&x).unwrap().shape(), (0, 7));
+        assert!(ctx.logsumexp(&x).unwrap().read_blocking(ctx).unwrap().is_empty());
+    }
+}
+
+#[test]
+fn huge_logits() {
+    for ctx in contexts() {
+        let mut x = random(6, 6, 300, -1e4, 1e4);
+        x[5] = 1e4;
+        x[301] = -1e4;
+        check_family(ctx, &x, 300, "±1e4");
+    }
+}
+
+#[test]
+fn masks_and_non_finite_rows() {
+    let cols = 300;
+    let mut x = random(7, 6, cols, -4.0, 4.0);
+    let ninf = f32::NEG_INFINITY;
+    for j in (0..cols).step_by(3) {
+        x[j] = ninf; // row 0: a −inf mask on every third class
+    }
+    x[cols..2 * cols].fill(ninf); // row 1: all −inf
+    x[2 * cols + 17] = f32::NAN; // row 2: one NaN
+    x[3 * cols + 200] = f32::INFINITY; // row 3: +inf
+    x[4 * cols..5 * cols].fill(ninf); // row 4: one finite logit among −inf
+    x[4 * cols + 123] = 2.5;
+    for ctx in contexts() {
+        check_family(ctx, &x, cols, "masks/NaN/inf");
+        // The documented edge cases, spelled out.
+        let lse = ctx.logsumexp_host(&x, cols).unwrap();
+        assert_eq!(lse[1], ninf, "all −inf row: lse = −inf");
+        assert!(lse[2].is_nan(), "NaN row: lse = NaN");
+        assert_eq!(lse[3], f32::INFINITY, "+inf row: lse = +inf");
+        let p = ctx.softmax_host(&x, cols).unwrap();
+        assert!(p[cols..2 * cols].iter().all(|v| v.is_nan()), "all −inf row: softmax NaN");
+        assert_eq!(p[4 * cols + 123], 1.0);
+        assert_eq!(p[0], 0.0, "−inf mask: probability 0");
+    }
+}
+
+/// n·N past the 128 MiB binding limit of lavapipe/llvmpipe: the host splits rows into chunks. N = 1001
+/// makes chunk starts unaligned, so the binding offset rounds down and the kernel shifts.
+#[test]
+fn matrix_past_binding_limit_is_chunked() {
+    let cols = 1001;
+    for ctx in contexts() {
+        let limit = ctx.limits().max_storage_buffer_binding_size;
+        let n = (limit / 4 / cols as u64 + 7) as usize;
+        if (n * cols * 4) as u64 > ctx.limits().max_buffer_size {
+            eprintln!("{}: binding limit {limit} too large to cross here; skipped", describe(ctx));
+            continue;
+        }
+        let x = random(8, n, cols, -6.0, 6.0);
+        let got = ctx.softmax_host(&x, cols).unwrap();
+        // Compare the rows on both sides of every chunk boundary and a sample elsewhere.
+        let want = reference::softmax(&x, cols);
+        for i in (0..n).step_by(97).chain(n - 10..n) {
+            let r = i * cols..(i + 1) * cols;
+            assert_close(&format!("row {i} of {n}×{cols}"), &got[r.clone()], &to_f64(&want[r]), PROB);
+        }
+    }
+}
+
+/// A lowered binding limit (4 KiB) cuts small data into many chunks with shifted starts.
+#[test]
+fn many_small_chunks() {
+    for ctx in small_binding_contexts(4096) {
+        check_family(&ctx, &random(9, 40, 333, -5.0, 5.0), 333, "4 KiB bindings, N=333");
+        check_family(&ctx, &random(10, 300, 3, -5.0, 5.0), 3, "4 KiB bindings, N=3");
+    }
+}
+
+#[test]
+fn row_too_wide_for_one_binding_is_an_error() {
+    for ctx in small_binding_contexts(4096) {
+        let x = GpuMatrix::from_slice(&ctx, &vec![0.0; 2 * 2000], 2, 2000).unwrap();
+        let err = ctx.softmax(&x).unwrap_err();
+        assert!(matches!(err, XentError::TooLarge { .. }), "{err}");
+        assert!(err.to_string().contains("max_storage_buffer_binding_size"), "{err}");
+    }
+}
+
+/// On an adapter with a loop cap, a row whose walk would cross it is refused (never wrong numbers);
+/// elsewhere it is computed and checked.
+#[test]
+fn row_past_loop_cap_is_refused_or_right() {
+    let cols = 40_000_000 / 4; // 2 passes × ceil(N / 256) ≈ 78k iterations > 65,535
+    for ctx in contexts() {
+        if cols as u64 * 4 > ctx.limits().max_storage_buffer_binding_size {
+            continue;
+        }
+        let x = random(11, 1, cols, -3.0, 3.0);
+        match (ctx.loop_cap(), ctx.softmax_host(&x, cols)) {
+            (Some(_), Err(XentError::TooLarge { needed, .. })) => assert!(needed.contains("loop")),
+            (None, Ok(p)) => assert_close("N=10M", &p, &to_f64(&reference::softmax(&x, cols)), PROB),
+            (cap, r) => panic!("{}: cap {cap:?} gave {:?}", describe(ctx), r.map(|v| v.len())),
+        }
+    }
+}
+
+#[test]
+fn bad_input_is_an_error() {
+    for ctx in contexts() {
+        assert!(matches!(GpuMatrix::from_slice(ctx, &[1.0; 5], 2, 3), Err(XentError::LengthMismatch { .. })));
+        assert!(matches!(ctx.softmax_host(&[1.0; 5], 0), Err(XentError::InvalidShape(_))));
+        assert!(matches!(ctx.softmax_host(&[1.0; 5], 3), Err(XentError::LengthMismatch { .. })));
+        let a = GpuMatrix::from_slice(ctx, &[1.0; 6], 2, 3).unwrap();
+        let b = GpuMatrix::from_slice(ctx, &[1.0; 6], 3, 2).unwrap();
+        assert!(matches!(ctx.softmax_backward(&a, &b), Err(XentError::ShapeMismatch { .. })));
+        let huge = GpuMatrix::zeros(ctx, 1 << 20, 1 << 20);
+        assert!(matches!(huge, Err(XentError::TooLarge { .. })), "{huge:?}");
+    }
+}
+
+#[test]
+fn identical_run_to_run() {
+    let x = random(12, 17, 5000, -20.0, 20.0);
+    for ctx in contexts() {
+        let a = ctx.log_softmax_host(&x, 5000).unwrap();
+        let b = ctx.log_softmax_host(&x, 5000).unwrap();
+        assert!(a.iter().zip(&b).all(|(u, v)| u.to_bits() == v.to_bits()), "{}", describe(ctx));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, failure_persistence: None, ..ProptestConfig::default() })]
+    #[test]
+    fn random_shapes_match_reference(n in 0usize..40, cols in 1usize..3000, scale in 0.1f32..300.0, seed in any::<u64>()) {
+        let x = Rng::new(seed).vec(n * cols, -scale, scale);
+        for ctx in contexts() {
+            if n == 0 { continue; }
+            check_family(ctx, &x, cols, &format!("{n}×{cols} ±{scale}"));
+        }
+    }
+}
