@@ -73,7 +73,9 @@ impl AdapterSummary {
             name: info.name.clone(),
             backend: info.backend,
             device_type: info.device_type,
-            driver: format!("{} {}", info.driver, info.driver_info).trim().to_string(),
+            driver: format!("{} {}", info.driver, info.driver_info)
+                .trim()
+                .to_string(),
             subgroup_min_size: info.subgroup_min_size,
         }
     }
@@ -178,7 +180,8 @@ impl Context {
         let features = adapter.features() & WANTED_FEATURES;
         let mut limits = adapter.limits();
         if let Some(cap) = options.max_storage_binding {
-            limits.max_storage_buffer_binding_size = limits.max_storage_buffer_binding_size.min(cap);
+            limits.max_storage_buffer_binding_size =
+                limits.max_storage_buffer_binding_size.min(cap);
         }
         let desc = wgpu::DeviceDescriptor {
             label: Some("xent.device"),
@@ -287,7 +290,10 @@ impl Context {
         )?;
         let params = self.uniform_buffer("xent.probe.params", &[PROBE_ITERATIONS, 0, 0, 0]);
         let pipeline = self.pipeline(Kernel::LoopProbe)?;
-        let bind = self.bind_group(&pipeline, &[params.as_entire_binding(), out.as_entire_binding()]);
+        let bind = self.bind_group(
+            &pipeline,
+            &[params.as_entire_binding(), out.as_entire_binding()],
+        );
         let mut encoder = self.encoder("xent.probe");
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {

@@ -82,7 +82,11 @@ impl CrossEntropyOptions {
                     got: w.len(),
                 });
             }
-            if let Some((j, v)) = w.iter().enumerate().find(|(_, v)| !v.is_finite() || **v < 0.0) {
+            if let Some((j, v)) = w
+                .iter()
+                .enumerate()
+                .find(|(_, v)| !v.is_finite() || **v < 0.0)
+            {
                 return Err(XentError::InvalidArgument(format!(
                     "class weight {v} at class {j}: weights must be finite and non-negative"
                 )));
@@ -262,7 +266,8 @@ impl Context {
                 t.expect_shape("probability targets", n, cols)?;
                 if opts.ignore_index != -100 {
                     return Err(XentError::InvalidArgument(
-                        "ignore_index is not supported with probability targets (as PyTorch)".into(),
+                        "ignore_index is not supported with probability targets (as PyTorch)"
+                            .into(),
                     ));
                 }
             }
@@ -312,11 +317,23 @@ impl Context {
         let reduction = opts.reduction;
         if n == 0 {
             // Nothing to launch: PyTorch's mean of nothing is NaN, its sum 0.
-            let loss = if reduction == Reduction::Mean { f32::NAN } else { 0.0 };
-            self.queue
-                .write_buffer(stats.buffer(), 0, bytemuck::cast_slice(&[loss, 0.0, f32::NAN, 0.0]));
+            let loss = if reduction == Reduction::Mean {
+                f32::NAN
+            } else {
+                0.0
+            };
+            self.queue.write_buffer(
+                stats.buffer(),
+                0,
+                bytemuck::cast_slice(&[loss, 0.0, f32::NAN, 0.0]),
+            );
             self.take_gpu_error()?;
-            return Ok(CrossEntropyOutput { rows, stats, grad, reduction });
+            return Ok(CrossEntropyOutput {
+                rows,
+                stats,
+                grad,
+                reduction,
+            });
         }
 
         let reduce = |mode: u32| -> Result<()> {
@@ -374,7 +391,12 @@ impl Context {
             ],
         )?;
         reduce(1)?;
-        Ok(CrossEntropyOutput { rows, stats, grad, reduction })
+        Ok(CrossEntropyOutput {
+            rows,
+            stats,
+            grad,
+            reduction,
+        })
     }
 
     /// Per row: entropy of softmax(z), and with targets P also the cross-entropy H(P, Q) and
@@ -408,7 +430,11 @@ impl Context {
             n,
             cols,
             2,
-            &[Arg::Rows(logits.buffer()), targets_arg, Arg::Whole(out.buffer())],
+            &[
+                Arg::Rows(logits.buffer()),
+                targets_arg,
+                Arg::Whole(out.buffer()),
+            ],
         )?;
         Ok(out)
     }

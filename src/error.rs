@@ -44,7 +44,9 @@ pub enum XentError {
     InvalidShape(String),
 
     /// A class label outside `[0, N)` that is not the `ignore_index`.
-    #[error("label {label} in row {row} is outside [0, {classes}) and is not ignore_index {ignore_index}")]
+    #[error(
+        "label {label} in row {row} is outside [0, {classes}) and is not ignore_index {ignore_index}"
+    )]
     LabelOutOfRange {
         /// Row of the bad label.
         row: usize,

@@ -24,6 +24,7 @@
 //! [`shaders`] (the WGSL registry).
 
 pub mod context;
+pub mod cpu;
 pub mod cross_entropy;
 pub mod error;
 mod launch;
@@ -34,7 +35,7 @@ pub mod shaders;
 pub mod softmax;
 
 pub use context::{AdapterSummary, Context, ContextOptions, list_adapters};
-pub use error::{Result, XentError};
 pub use cross_entropy::{CrossEntropyOptions, CrossEntropyOutput, Reduction, Targets};
+pub use error::{Result, XentError};
 pub use matrix::{GpuLabels, GpuMatrix};
 pub use shaders::ReducePath;

@@ -1,1 +1,44 @@
-fn main(){}
+//! The `xent` command line: `info`, `check`, `eval`, `bench`, `train`.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "xent",
+    version,
+    about = "GPU softmax and cross-entropy kernels (WGSL on wgpu)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the adapters with the backend, device type, features and limits xent uses.
+    Info(cli::DeviceArgs),
+    /// Run every kernel on a realistic batch, compare with the CPU reference, print a table.
+    Check(cli::check::CheckArgs),
+    /// Cross-entropy, softmax, entropy and gradients of .npy inputs, written as .npy files.
+    Eval(cli::eval::EvalArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Info(args) => cli::info(&args),
+        Command::Check(args) => cli::check::run(&args),
+        Command::Eval(args) => cli::eval::run(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xent: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

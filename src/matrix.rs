@@ -42,7 +42,8 @@ impl GpuMatrix {
         }
         let m = Self::zeros(ctx, rows, cols)?;
         if len > 0 {
-            ctx.queue.write_buffer(&m.buffer, 0, bytemuck::cast_slice(data));
+            ctx.queue
+                .write_buffer(&m.buffer, 0, bytemuck::cast_slice(data));
         }
         ctx.take_gpu_error()?;
         Ok(m)
@@ -50,7 +51,8 @@ impl GpuMatrix {
 
     /// Copies the matrix back to the host.
     pub async fn read(&self, ctx: &Context) -> Result<Vec<f32>> {
-        ctx.read_buffer(&self.buffer, 0, self.len() as u64 * 4).await
+        ctx.read_buffer(&self.buffer, 0, self.len() as u64 * 4)
+            .await
     }
 
     /// Blocking [`GpuMatrix::read`].
@@ -122,13 +124,16 @@ impl GpuLabels {
             .enumerate()
             .map(|(row, &l)| {
                 l.try_into().map_err(|_| {
-                    XentError::InvalidArgument(format!("label {l} in row {row} does not fit in i32"))
+                    XentError::InvalidArgument(format!(
+                        "label {l} in row {row} does not fit in i32"
+                    ))
                 })
             })
             .collect::<Result<Vec<i32>>>()?;
         let buffer = ctx.create_buffer("xent.labels", host.len() as u64 * 4, MATRIX_USAGE)?;
         if !host.is_empty() {
-            ctx.queue.write_buffer(&buffer, 0, bytemuck::cast_slice(&host));
+            ctx.queue
+                .write_buffer(&buffer, 0, bytemuck::cast_slice(&host));
         }
         ctx.take_gpu_error()?;
         Ok(Self { buffer, host })

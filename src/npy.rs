@@ -16,7 +16,10 @@ fn open(path: &Path) -> Result<npyz::NpyFile<std::io::BufReader<std::fs::File>>>
     let file = std::fs::File::open(path).map_err(|e| io_err(path, e))?;
     let npy = npyz::NpyFile::new(std::io::BufReader::new(file)).map_err(|e| io_err(path, e))?;
     if npy.order() != npyz::Order::C {
-        return Err(io_err(path, "Fortran-ordered arrays are not supported; save with C order"));
+        return Err(io_err(
+            path,
+            "Fortran-ordered arrays are not supported; save with C order",
+        ));
     }
     Ok(npy)
 }
@@ -33,7 +36,10 @@ pub fn read_f32(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
     let npy = open(path)?;
     let dtype = dtype_of(&npy);
     if dtype != "<f4" {
-        return Err(io_err(path, format!("dtype {dtype}: expected float32 (<f4)")));
+        return Err(io_err(
+            path,
+            format!("dtype {dtype}: expected float32 (<f4)"),
+        ));
     }
     let shape = npy.shape().iter().map(|&d| d as usize).collect();
     let data = npy.into_vec::<f32>().map_err(|e| io_err(path, e))?;
@@ -54,7 +60,10 @@ pub fn read_labels(path: &Path) -> Result<(Vec<usize>, Vec<i64>)> {
             .map(i64::from)
             .collect(),
         other => {
-            return Err(io_err(path, format!("dtype {other}: expected int64 or int32 labels")));
+            return Err(io_err(
+                path,
+                format!("dtype {other}: expected int64 or int32 labels"),
+            ));
         }
     };
     Ok((shape, data))
@@ -79,14 +88,18 @@ pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
         .writer(std::io::BufWriter::new(file))
         .begin_nd()
         .map_err(|e| io_err(path, e))?;
-    w.extend(data.iter().copied()).map_err(|e| io_err(path, e))?;
+    w.extend(data.iter().copied())
+        .map_err(|e| io_err(path, e))?;
     w.finish().map_err(|e| io_err(path, e))
 }
 
 /// `Err` unless `shape` has the given rank; returns the shape.
 pub fn expect_rank<'a>(path: &Path, shape: &'a [usize], rank: usize) -> Result<&'a [usize]> {
     if shape.len() != rank {
-        return Err(io_err(path, format!("shape {shape:?}: expected {rank} dimensions")));
+        return Err(io_err(
+            path,
+            format!("shape {shape:?}: expected {rank} dimensions"),
+        ));
     }
     Ok(shape)
 }

@@ -7,7 +7,7 @@
 
 /// Rows of a row-major matrix.
 fn rows(x: &[f32], cols: usize) -> impl Iterator<Item = &[f32]> {
-    assert!(cols > 0 && x.len() % cols == 0, "bad shape");
+    assert!(cols > 0 && x.len().is_multiple_of(cols), "bad shape");
     x.chunks_exact(cols)
 }
 
@@ -142,7 +142,11 @@ pub fn cross_entropy(
             })
             .collect();
         let v32: Vec<f32> = v.iter().map(|&x| x as f32).collect();
-        let lse = if opts.softcap.is_some() { row_logsumexp_f64(&v) } else { row_logsumexp(z) };
+        let lse = if opts.softcap.is_some() {
+            row_logsumexp_f64(&v)
+        } else {
+            row_logsumexp(z)
+        };
         let lp: Vec<f64> = if lse.is_finite() {
             v.iter().map(|&x| x - lse).collect()
         } else {
@@ -178,7 +182,10 @@ pub fn cross_entropy(
                 let wt: Vec<f64> = (0..cols)
                     .map(|j| w(j) * ((1.0 - eps) * p[i * cols + j] as f64 + eps_n))
                     .collect();
-                let loss = (0..cols).filter(|&j| wt[j] != 0.0).map(|j| wt[j] * -lp[j]).sum();
+                let loss = (0..cols)
+                    .filter(|&j| wt[j] != 0.0)
+                    .map(|j| wt[j] * -lp[j])
+                    .sum();
                 (loss, wt.iter().sum(), wt)
             }
         };

@@ -83,7 +83,9 @@ impl Kernel {
 pub fn prelude(path: ReducePath) -> String {
     // naga 30 enables subgroup operations through the device feature and rejects `enable subgroups;`.
     let mut s = String::new();
-    s.push_str(&format!("const WG: u32 = {WG_SIZE}u;\nconst TILE: u32 = {TILE}u;\n"));
+    s.push_str(&format!(
+        "const WG: u32 = {WG_SIZE}u;\nconst TILE: u32 = {TILE}u;\n"
+    ));
     if let ReducePath::Subgroup(sg) = path {
         s.push_str(&format!("const SG: u32 = {sg}u;\n"));
     }

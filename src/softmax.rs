@@ -63,7 +63,10 @@ impl Context {
     /// Row-wise log-softmax `z − lse(z)`; same edge cases as [`Context::softmax`]. `−inf` logits in an
     /// otherwise finite row give `−inf`.
     pub fn log_softmax(&self, x: &GpuMatrix) -> Result<GpuMatrix> {
-        Ok(self.softmax_fwd(x, FWD_LOG_SOFTMAX)?.0.expect("log_softmax output"))
+        Ok(self
+            .softmax_fwd(x, FWD_LOG_SOFTMAX)?
+            .0
+            .expect("log_softmax output"))
     }
 
     /// Row-wise log-sum-exp as an `n × 1` matrix: `−inf` for an all −inf row, `+inf` when the row has
@@ -89,7 +92,11 @@ impl Context {
             n,
             cols,
             2,
-            &[Arg::Rows(y.buffer()), Arg::Rows(g.buffer()), Arg::Rows(dz.buffer())],
+            &[
+                Arg::Rows(y.buffer()),
+                Arg::Rows(g.buffer()),
+                Arg::Rows(dz.buffer()),
+            ],
         )?;
         Ok(dz)
     }
@@ -126,7 +133,7 @@ impl Context {
     /// Uploads a row-major slice of `cols`-element rows.
     pub fn upload_rows(&self, x: &[f32], cols: usize) -> Result<GpuMatrix> {
         check_cols(cols)?;
-        if x.len() % cols != 0 {
+        if !x.len().is_multiple_of(cols) {
             return Err(XentError::LengthMismatch {
                 what: "row-major data (a multiple of N)",
                 expected: x.len().next_multiple_of(cols),

@@ -98,7 +98,10 @@ pub struct Tol {
 /// Probabilities and gradients (values in [−1, 1] scaled by weights): f32 exp has a few ulp of error,
 /// and a lane's serial sum of N/tpr terms adds up to (N/tpr)·2⁻²⁴ relative to the row sum; 1e-5
 /// relative covers N/tpr ≤ 4096 with margin, 2e-6 absolute covers values that round near 0.
-pub const PROB: Tol = Tol { abs: 2e-6, rel: 1e-5 };
+pub const PROB: Tol = Tol {
+    abs: 2e-6,
+    rel: 1e-5,
+};
 
 /// Log-domain values (log-softmax, log-sum-exp, losses): the same relative bound, plus the
 /// ulp of the logits' magnitude, which `z − M` carries: callers add `scale · 2⁻²³` to `abs`.

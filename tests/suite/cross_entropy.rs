@@ -5,7 +5,9 @@ use proptest::prelude::*;
 use xent::reference::{self, RefTargets};
 use xent::{Context, CrossEntropyOptions, GpuLabels, GpuMatrix, Reduction, Targets, XentError};
 
-use super::common::{PROB, Rng, Tol, assert_close, contexts, describe, log_tol, small_binding_contexts};
+use super::common::{
+    PROB, Rng, Tol, assert_close, contexts, describe, log_tol, small_binding_contexts,
+};
 
 /// One cross-entropy problem on the host.
 #[derive(Clone, Debug)]
@@ -36,8 +38,14 @@ impl Case {
     pub fn run(&self, ctx: &Context) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
         let n = self.n();
         let z = GpuMatrix::from_slice(ctx, &self.logits, n, self.cols).unwrap();
-        let labels = self.labels.as_ref().map(|l| GpuLabels::from_slice(ctx, l).unwrap());
-        let probs = self.probs.as_ref().map(|p| GpuMatrix::from_slice(ctx, p, n, self.cols).unwrap());
+        let labels = self
+            .labels
+            .as_ref()
+            .map(|l| GpuLabels::from_slice(ctx, l).unwrap());
+        let probs = self
+            .probs
+            .as_ref()
+            .map(|p| GpuMatrix::from_slice(ctx, p, n, self.cols).unwrap());
         let targets = match (&labels, &probs) {
             (Some(l), _) => Targets::Labels(l),
             (_, Some(p)) => Targets::Probs(p),
@@ -50,8 +58,13 @@ impl Case {
         // The loss-only forward and the in-place variant agree bit for bit with the fused one.
         let fwd = ctx.cross_entropy(&z, targets, &self.opts).unwrap();
         let loss_fwd = fwd.read_loss(ctx).unwrap();
-        assert!(same_bits(&loss, &loss_fwd), "forward-only loss {loss_fwd:?} != fused {loss:?}");
-        let inplace = ctx.cross_entropy_fwd_bwd_in_place(z, targets, &self.opts).unwrap();
+        assert!(
+            same_bits(&loss, &loss_fwd),
+            "forward-only loss {loss_fwd:?} != fused {loss:?}"
+        );
+        let inplace = ctx
+            .cross_entropy_fwd_bwd_in_place(z, targets, &self.opts)
+            .unwrap();
         let g2 = inplace.grad.as_ref().unwrap().read_blocking(ctx).unwrap();
         assert!(same_bits(&grad, &g2), "in-place gradient differs");
         (loss, grad, rows)
@@ -64,7 +77,9 @@ fn same_bits(a: &[f32], b: &[f32]) -> bool {
 
 /// Largest class weight (1 without weights): gradients scale with it.
 fn wmax(opts: &CrossEntropyOptions) -> f32 {
-    opts.weight.as_ref().map_or(1.0, |w| w.iter().fold(0f32, |a, &b| a.max(b)))
+    opts.weight
+        .as_ref()
+        .map_or(1.0, |w| w.iter().fold(0f32, |a, &b| a.max(b)))
 }
 
 /// Checks the GPU against the reference; loss and gradient tolerances follow `common`'s formulas
@@ -73,15 +88,30 @@ pub fn check_case(ctx: &Context, case: &Case, what: &str) {
     let what = format!("{what} on {}", describe(ctx));
     let r = case.reference();
     let (loss, grad, rows) = case.run(ctx);
-    let scale = case.logits.iter().filter(|v| v.is_finite()).fold(1f32, |a, &b| a.max(b.abs()));
+    let scale = case
+        .logits
+        .iter()
+        .filter(|v| v.is_finite())
+        .fold(1f32, |a, &b| a.max(b.abs()));
     let w = wmax(&case.opts);
     let want_loss: Vec<f64> = match case.opts.reduction {
         Reduction::None => r.row_loss.clone(),
         _ => vec![r.loss],
     };
     let ltol = log_tol(scale * w * (1.0 + case.opts.z_loss * scale * 2.0));
-    assert_close(&format!("{what}: loss"), &loss, &want_loss, Tol { abs: ltol.abs, rel: 3e-5 });
-    let gtol = Tol { abs: PROB.abs * w as f64 * (1.0 + case.opts.z_loss as f64 * scale as f64 * 4.0), rel: 1e-4 };
+    assert_close(
+        &format!("{what}: loss"),
+        &loss,
+        &want_loss,
+        Tol {
+            abs: ltol.abs,
+            rel: 3e-5,
+        },
+    );
+    let gtol = Tol {
+        abs: PROB.abs * w as f64 * (1.0 + case.opts.z_loss as f64 * scale as f64 * 4.0),
+        rel: 1e-4,
+    };
     assert_close(&format!("{what}: grad"), &grad, &r.grad, gtol);
     let lse: Vec<f32> = rows.chunks_exact(4).map(|r| r[1]).collect();
     assert_close(&format!("{what}: lse"), &lse, &r.lse, log_tol(scale));
@@ -117,11 +147,23 @@ fn gen_case(seed: u64, n: usize, cols: usize, combo: u32) -> Case {
             opts.ignore_index = 3;
         }
         let l = (0..n)
-            .map(|i| if ignore && i % 3 == 0 { 3 } else { rng.below(cols) as i64 })
+            .map(|i| {
+                if ignore && i % 3 == 0 {
+                    3
+                } else {
+                    rng.below(cols) as i64
+                }
+            })
             .collect();
         (Some(l), None)
     };
-    Case { logits, cols, labels, probs, opts }
+    Case {
+        logits,
+        cols,
+        labels,
+        probs,
+        opts,
+    }
 }
 
 #[test]
@@ -136,7 +178,11 @@ fn option_matrix_matches_reference() {
         let (n, cols) = [(7, 5), (5, 300), (3, 1), (4, 1000)][combo as usize % 4];
         let case = gen_case(combo as u64, n, cols, combo);
         for ctx in contexts() {
-            check_case(ctx, &case, &format!("combo {combo} {n}×{cols} {:?}", case.opts));
+            check_case(
+                ctx,
+                &case,
+                &format!("combo {combo} {n}×{cols} {:?}", case.opts),
+            );
         }
         covered += 1;
     }
@@ -160,23 +206,48 @@ fn edge_cases_as_pytorch() {
     let cols = 5;
     let ninf = f32::NEG_INFINITY;
     let logits = vec![
-        1.0, 2.0, ninf, 0.5, 0.0, // −inf mask off the target
-        ninf, 1.0, 2.0, 3.0, 4.0, // −inf target logit: loss +inf, gradient finite
-        1.0, f32::NAN, 0.0, 0.0, 0.0, // NaN: loss and gradient NaN
-        1e4, -1e4, 0.0, 5e3, -5e3, // huge logits
+        1.0,
+        2.0,
+        ninf,
+        0.5,
+        0.0, // −inf mask off the target
+        ninf,
+        1.0,
+        2.0,
+        3.0,
+        4.0, // −inf target logit: loss +inf, gradient finite
+        1.0,
+        f32::NAN,
+        0.0,
+        0.0,
+        0.0, // NaN: loss and gradient NaN
+        1e4,
+        -1e4,
+        0.0,
+        5e3,
+        -5e3, // huge logits
     ];
     let case = Case {
         logits,
         cols,
         labels: Some(vec![0, 0, 1, 1]),
         probs: None,
-        opts: CrossEntropyOptions { reduction: Reduction::None, ..Default::default() },
+        opts: CrossEntropyOptions {
+            reduction: Reduction::None,
+            ..Default::default()
+        },
     };
     for ctx in contexts() {
         let (loss, grad, rows) = case.run(ctx);
-        assert!(loss[0].is_finite() && grad[2] == 0.0, "mask: {loss:?} {grad:?}");
+        assert!(
+            loss[0].is_finite() && grad[2] == 0.0,
+            "mask: {loss:?} {grad:?}"
+        );
         assert_eq!(loss[1], f32::INFINITY);
-        assert!(grad[5..10].iter().all(|g| g.is_finite()) && grad[5] == -1.0, "{grad:?}");
+        assert!(
+            grad[5..10].iter().all(|g| g.is_finite()) && grad[5] == -1.0,
+            "{grad:?}"
+        );
         assert!(loss[2].is_nan() && grad[10..15].iter().all(|g| g.is_nan()));
         assert!((loss[3] - 2e4).abs() <= 2e4 * 1e-6, "{}", loss[3]);
         assert_eq!(rows[2], 1.0, "argmax of row 0");
@@ -196,29 +267,55 @@ fn all_rows_ignored_and_empty_batch() {
             opts: CrossEntropyOptions::default(),
         };
         let (loss, grad, _) = case.run(ctx);
-        assert!(loss[0].is_nan(), "mean over no rows is NaN (PyTorch), got {loss:?}");
-        assert!(grad.iter().all(|&g| g == 0.0), "ignored rows get a zero gradient");
+        assert!(
+            loss[0].is_nan(),
+            "mean over no rows is NaN (PyTorch), got {loss:?}"
+        );
+        assert!(
+            grad.iter().all(|&g| g == 0.0),
+            "ignored rows get a zero gradient"
+        );
         for (red, want) in [(Reduction::Mean, f32::NAN), (Reduction::Sum, 0.0)] {
             let z = GpuMatrix::from_slice(ctx, &[], 0, 4).unwrap();
             let l = GpuLabels::from_slice::<i64>(ctx, &[]).unwrap();
-            let opts = CrossEntropyOptions { reduction: red, ..Default::default() };
-            let out = ctx.cross_entropy_fwd_bwd(&z, Targets::Labels(&l), &opts).unwrap();
+            let opts = CrossEntropyOptions {
+                reduction: red,
+                ..Default::default()
+            };
+            let out = ctx
+                .cross_entropy_fwd_bwd(&z, Targets::Labels(&l), &opts)
+                .unwrap();
             let got = out.read_loss(ctx).unwrap()[0];
-            assert!(got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()), "{red:?}: {got}");
+            assert!(
+                got.to_bits() == want.to_bits() || (got.is_nan() && want.is_nan()),
+                "{red:?}: {got}"
+            );
         }
     }
 }
 
 #[test]
 fn accuracy_and_argmax() {
-    let logits = vec![3.0, 1.0, 0.0, /**/ 0.0, 2.0, 2.0, /**/ 1.0, 1.0, 5.0, /**/ 9.0, 0.0, 0.0];
+    let logits = vec![
+        3.0, 1.0, 0.0, /**/ 0.0, 2.0, 2.0, /**/ 1.0, 1.0, 5.0, /**/ 9.0, 0.0, 0.0,
+    ];
     for ctx in contexts() {
         let z = GpuMatrix::from_slice(ctx, &logits, 4, 3).unwrap();
         let l = GpuLabels::from_slice(ctx, &[0u32, 2, 2, 1]).unwrap();
-        let out = ctx.cross_entropy(&z, Targets::Labels(&l), &CrossEntropyOptions::default()).unwrap();
-        assert_eq!(out.read_row_column(ctx, 2).unwrap(), vec![0.0, 1.0, 2.0, 0.0], "first maximal class");
+        let out = ctx
+            .cross_entropy(&z, Targets::Labels(&l), &CrossEntropyOptions::default())
+            .unwrap();
+        assert_eq!(
+            out.read_row_column(ctx, 2).unwrap(),
+            vec![0.0, 1.0, 2.0, 0.0],
+            "first maximal class"
+        );
         let stats = out.stats.read_blocking(ctx).unwrap();
-        assert_eq!((stats[2], stats[3]), (0.5, 4.0), "accuracy over 4 labelled rows");
+        assert_eq!(
+            (stats[2], stats[3]),
+            (0.5, 4.0),
+            "accuracy over 4 labelled rows"
+        );
     }
 }
 
@@ -231,9 +328,16 @@ fn per_row_upstream_gradient() {
         let z = GpuMatrix::from_slice(ctx, &case.logits, 6, 40).unwrap();
         let l = GpuLabels::from_slice(ctx, case.labels.as_ref().unwrap()).unwrap();
         let u = GpuMatrix::from_slice(ctx, &up, 6, 1).unwrap();
-        let out = ctx.cross_entropy_with_row_upstream(&z, Targets::Labels(&l), &case.opts, &u).unwrap();
+        let out = ctx
+            .cross_entropy_with_row_upstream(&z, Targets::Labels(&l), &case.opts, &u)
+            .unwrap();
         let g = out.grad.unwrap().read_blocking(ctx).unwrap();
-        let want: Vec<f64> = r.grad.iter().enumerate().map(|(k, &v)| v * up[k / 40] as f64).collect();
+        let want: Vec<f64> = r
+            .grad
+            .iter()
+            .enumerate()
+            .map(|(k, &v)| v * up[k / 40] as f64)
+            .collect();
         assert_close("per-row upstream", &g, &want, PROB);
     }
 }
@@ -244,21 +348,73 @@ fn bad_input_is_a_clear_error() {
         let z = GpuMatrix::from_slice(ctx, &[0.0; 6], 2, 3).unwrap();
         let ce = |labels: &[i64], opts: CrossEntropyOptions| {
             let l = GpuLabels::from_slice(ctx, labels).unwrap();
-            ctx.cross_entropy_fwd_bwd(&z, Targets::Labels(&l), &opts).unwrap_err()
+            ctx.cross_entropy_fwd_bwd(&z, Targets::Labels(&l), &opts)
+                .unwrap_err()
         };
         let d = CrossEntropyOptions::default;
         let e = ce(&[0, 3], d());
-        assert!(matches!(e, XentError::LabelOutOfRange { row: 1, label: 3, .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                XentError::LabelOutOfRange {
+                    row: 1,
+                    label: 3,
+                    ..
+                }
+            ),
+            "{e}"
+        );
         let e = ce(&[-1, 0], d());
         assert!(e.to_string().contains("row 0"), "{e}");
         assert!(matches!(ce(&[0], d()), XentError::LengthMismatch { .. }));
-        let e = ce(&[0, 1], CrossEntropyOptions { weight: Some(vec![1.0, f32::NAN, 1.0]), ..d() });
+        let e = ce(
+            &[0, 1],
+            CrossEntropyOptions {
+                weight: Some(vec![1.0, f32::NAN, 1.0]),
+                ..d()
+            },
+        );
         assert!(e.to_string().contains("class 1"), "{e}");
-        let e = ce(&[0, 1], CrossEntropyOptions { weight: Some(vec![1.0, -1.0, 1.0]), ..d() });
+        let e = ce(
+            &[0, 1],
+            CrossEntropyOptions {
+                weight: Some(vec![1.0, -1.0, 1.0]),
+                ..d()
+            },
+        );
         assert!(matches!(e, XentError::InvalidArgument(_)), "{e}");
-        assert!(matches!(ce(&[0, 1], CrossEntropyOptions { weight: Some(vec![1.0]), ..d() }), XentError::LengthMismatch { .. }));
-        assert!(ce(&[0, 1], CrossEntropyOptions { label_smoothing: 1.5, ..d() }).to_string().contains("1.5"));
-        assert!(ce(&[0, 1], CrossEntropyOptions { softcap: Some(0.0), ..d() }).to_string().contains("softcap"));
+        assert!(matches!(
+            ce(
+                &[0, 1],
+                CrossEntropyOptions {
+                    weight: Some(vec![1.0]),
+                    ..d()
+                }
+            ),
+            XentError::LengthMismatch { .. }
+        ));
+        assert!(
+            ce(
+                &[0, 1],
+                CrossEntropyOptions {
+                    label_smoothing: 1.5,
+                    ..d()
+                }
+            )
+            .to_string()
+            .contains("1.5")
+        );
+        assert!(
+            ce(
+                &[0, 1],
+                CrossEntropyOptions {
+                    softcap: Some(0.0),
+                    ..d()
+                }
+            )
+            .to_string()
+            .contains("softcap")
+        );
         let t = GpuMatrix::from_slice(ctx, &[0.0; 4], 2, 2).unwrap();
         let e = ctx.cross_entropy(&z, Targets::Probs(&t), &d()).unwrap_err();
         assert!(matches!(e, XentError::ShapeMismatch { .. }), "{e}");
@@ -282,20 +438,40 @@ fn information_theory_rows() {
     for ctx in contexts() {
         let zm = GpuMatrix::from_slice(ctx, &z, n, cols).unwrap();
         let tm = GpuMatrix::from_slice(ctx, &t, n, cols).unwrap();
-        let got = ctx.info_rows(&zm, Some(&tm), false).unwrap().read_blocking(ctx).unwrap();
+        let got = ctx
+            .info_rows(&zm, Some(&tm), false)
+            .unwrap()
+            .read_blocking(ctx)
+            .unwrap();
         for k in 0..3 {
             let g: Vec<f32> = got.chunks_exact(4).map(|r| r[k]).collect();
             let w: Vec<f64> = want.iter().map(|r| r[k]).collect();
-            assert_close(&format!("info column {k} on {}", describe(ctx)), &g, &w, log_tol(8.0));
+            assert_close(
+                &format!("info column {k} on {}", describe(ctx)),
+                &g,
+                &w,
+                log_tol(8.0),
+            );
         }
-        let bits = ctx.info_rows(&zm, None, true).unwrap().read_blocking(ctx).unwrap();
+        let bits = ctx
+            .info_rows(&zm, None, true)
+            .unwrap()
+            .read_blocking(ctx)
+            .unwrap();
         assert!((bits[0] as f64 - want[0][0] / std::f64::consts::LN_2).abs() < 1e-4);
         assert_eq!(bits[1], 0.0, "no targets: no cross-entropy");
         // KL(P‖P) = 0 with P = softmax(z).
         let p = xent::reference::softmax(&z, cols);
         let pm = GpuMatrix::from_slice(ctx, &p, n, cols).unwrap();
-        let kl = ctx.info_rows(&zm, Some(&pm), false).unwrap().read_blocking(ctx).unwrap();
-        assert!(kl.chunks_exact(4).all(|r| r[2].abs() < 1e-5), "KL(P‖P) {kl:?}");
+        let kl = ctx
+            .info_rows(&zm, Some(&pm), false)
+            .unwrap()
+            .read_blocking(ctx)
+            .unwrap();
+        assert!(
+            kl.chunks_exact(4).all(|r| r[2].abs() < 1e-5),
+            "KL(P‖P) {kl:?}"
+        );
     }
 }
 

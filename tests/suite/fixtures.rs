@@ -25,14 +25,30 @@ fn load_case(dir: &Path) -> (Case, Vec<f64>, Vec<f64>) {
         ..Default::default()
     };
     let (labels, probs) = if opts_json["target"] == "labels" {
-        (Some(npy::read_labels(&dir.join("labels.npy")).unwrap().1), None)
+        (
+            Some(npy::read_labels(&dir.join("labels.npy")).unwrap().1),
+            None,
+        )
     } else {
-        (None, Some(npy::read_f32(&dir.join("targets.npy")).unwrap().1))
+        (
+            None,
+            Some(npy::read_f32(&dir.join("targets.npy")).unwrap().1),
+        )
     };
     let loss = npy::read_f32(&dir.join("loss.npy")).unwrap().1;
     let grad = npy::read_f32(&dir.join("grad.npy")).unwrap().1;
     let f64s = |v: Vec<f32>| v.into_iter().map(f64::from).collect();
-    (Case { logits, cols, labels, probs, opts }, f64s(loss), f64s(grad))
+    (
+        Case {
+            logits,
+            cols,
+            labels,
+            probs,
+            opts,
+        },
+        f64s(loss),
+        f64s(grad),
+    )
 }
 
 fn case_dirs() -> Vec<PathBuf> {
@@ -49,8 +65,15 @@ fn case_dirs() -> Vec<PathBuf> {
 /// torch's float32 results carry their own rounding; 2e-6 absolute + 1e-5 relative (plus the ulp of
 /// the 1e4 logits in the large-logit case) bounds the difference seen.
 fn torch_tol(case: &Case) -> Tol {
-    let scale = case.logits.iter().filter(|v| v.is_finite()).fold(1f32, |a, &b| a.max(b.abs()));
-    Tol { abs: 2e-6 + scale as f64 * 4.0 * f32::EPSILON as f64, rel: 1e-5 }
+    let scale = case
+        .logits
+        .iter()
+        .filter(|v| v.is_finite())
+        .fold(1f32, |a, &b| a.max(b.abs()));
+    Tol {
+        abs: 2e-6 + scale as f64 * 4.0 * f32::EPSILON as f64,
+        rel: 1e-5,
+    }
 }
 
 #[test]
@@ -65,9 +88,19 @@ fn reference_matches_pytorch() {
             _ => vec![r.loss as f32],
         };
         let name = dir.file_name().unwrap().to_string_lossy();
-        assert_close(&format!("{name}: reference loss"), &got_loss, &loss, torch_tol(&case));
+        assert_close(
+            &format!("{name}: reference loss"),
+            &got_loss,
+            &loss,
+            torch_tol(&case),
+        );
         let got_grad: Vec<f32> = r.grad.iter().map(|&v| v as f32).collect();
-        assert_close(&format!("{name}: reference grad"), &got_grad, &grad, torch_tol(&case));
+        assert_close(
+            &format!("{name}: reference grad"),
+            &got_grad,
+            &grad,
+            torch_tol(&case),
+        );
     }
 }
 
@@ -78,7 +111,11 @@ fn gpu_matches_pytorch() {
     for ctx in contexts() {
         for dir in &dirs {
             let (case, loss, grad) = load_case(dir);
-            let name = format!("{} on {}", dir.file_name().unwrap().to_string_lossy(), describe(ctx));
+            let name = format!(
+                "{} on {}",
+                dir.file_name().unwrap().to_string_lossy(),
+                describe(ctx)
+            );
             let (got_loss, got_grad, _) = case.run(ctx);
             assert_close(&format!("{name}: loss"), &got_loss, &loss, torch_tol(&case));
             assert_close(&format!("{name}: grad"), &got_grad, &grad, torch_tol(&case));
@@ -90,5 +127,10 @@ fn gpu_matches_pytorch() {
             }
         }
     }
-    eprintln!("xent tests: worst |GPU − torch| over {} fixtures: {:.3e} ({})", dirs.len(), worst.0, worst.1);
+    eprintln!(
+        "xent tests: worst |GPU − torch| over {} fixtures: {:.3e} ({})",
+        dirs.len(),
+        worst.0,
+        worst.1
+    );
 }

@@ -1,5 +1,6 @@
 pub mod common;
-mod cross_entropy;
+mod cpu;
+pub mod cross_entropy;
 mod fixtures;
 mod reference;
 mod shaders;

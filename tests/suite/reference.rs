@@ -6,7 +6,13 @@ use xent::{CrossEntropyOptions, Reduction};
 
 use super::common::Rng;
 
-fn fd_check(logits: &[f32], cols: usize, labels: Option<&[i64]>, probs: Option<&[f32]>, opts: &CrossEntropyOptions) {
+fn fd_check(
+    logits: &[f32],
+    cols: usize,
+    labels: Option<&[i64]>,
+    probs: Option<&[f32]>,
+    opts: &CrossEntropyOptions,
+) {
     let target = match (labels, probs) {
         (Some(l), _) => RefTargets::Labels(l),
         (_, Some(p)) => RefTargets::Probs(p),
@@ -28,7 +34,11 @@ fn fd_check(logits: &[f32], cols: usize, labels: Option<&[i64]>, probs: Option<&
         down[k] -= h;
         let fd = (total(&up) - total(&down)) / (up[k] as f64 - down[k] as f64);
         let err = (fd - grad[k]).abs();
-        assert!(err <= 1e-5 + 1e-4 * grad[k].abs(), "{opts:?} index {k}: fd {fd} vs closed form {}", grad[k]);
+        assert!(
+            err <= 1e-5 + 1e-4 * grad[k].abs(),
+            "{opts:?} index {k}: fd {fd} vs closed form {}",
+            grad[k]
+        );
     }
 }
 
@@ -77,7 +87,10 @@ fn softmax_backward_matches_finite_differences() {
     let d_log = reference::log_softmax_backward(&lp, &g, cols);
     let f = |z: &[f32], log: bool| -> f64 {
         let y = reference::row_log_softmax(z);
-        y.iter().zip(&g).map(|(&l, &gj)| gj as f64 * if log { l } else { l.exp() }).sum()
+        y.iter()
+            .zip(&g)
+            .map(|(&l, &gj)| gj as f64 * if log { l } else { l.exp() })
+            .sum()
     };
     for k in 0..cols {
         let (mut up, mut down) = (z.clone(), z.clone());
@@ -86,8 +99,16 @@ fn softmax_backward_matches_finite_differences() {
         let dz = up[k] as f64 - down[k] as f64;
         let fd_soft = (f(&up, false) - f(&down, false)) / dz;
         let fd_log = (f(&up, true) - f(&down, true)) / dz;
-        assert!((fd_soft - d_soft[k] as f64).abs() < 1e-5, "softmax {k}: {fd_soft} vs {}", d_soft[k]);
-        assert!((fd_log - d_log[k] as f64).abs() < 1e-5, "log_softmax {k}: {fd_log} vs {}", d_log[k]);
+        assert!(
+            (fd_soft - d_soft[k] as f64).abs() < 1e-5,
+            "softmax {k}: {fd_soft} vs {}",
+            d_soft[k]
+        );
+        assert!(
+            (fd_log - d_log[k] as f64).abs() < 1e-5,
+            "log_softmax {k}: {fd_log} vs {}",
+            d_log[k]
+        );
     }
 }
 
@@ -95,9 +116,16 @@ fn softmax_backward_matches_finite_differences() {
 fn reference_edge_cases_follow_pytorch() {
     let ninf = f32::NEG_INFINITY;
     assert_eq!(reference::row_logsumexp(&[ninf, ninf]), f64::NEG_INFINITY);
-    assert_eq!(reference::row_logsumexp(&[f32::INFINITY, 0.0]), f64::INFINITY);
+    assert_eq!(
+        reference::row_logsumexp(&[f32::INFINITY, 0.0]),
+        f64::INFINITY
+    );
     assert!(reference::row_logsumexp(&[f32::NAN, 0.0]).is_nan());
-    assert!(reference::softmax(&[ninf, ninf], 2).iter().all(|v| v.is_nan()));
+    assert!(
+        reference::softmax(&[ninf, ninf], 2)
+            .iter()
+            .all(|v| v.is_nan())
+    );
     let lse = reference::row_logsumexp(&[1e4, 1e4]);
     assert!((lse - (1e4 + std::f64::consts::LN_2)).abs() < 1e-9);
 }

@@ -8,13 +8,18 @@ use xent::shaders::{Kernel, source};
 fn every_shader_validates_on_both_reduction_paths() {
     let mut checked = 0;
     for &kernel in Kernel::ALL {
-        for path in [ReducePath::Workgroup, ReducePath::Subgroup(8), ReducePath::Subgroup(32)] {
+        for path in [
+            ReducePath::Workgroup,
+            ReducePath::Subgroup(8),
+            ReducePath::Subgroup(32),
+        ] {
             let src = source(kernel, path);
             let module = naga::front::wgsl::parse_str(&src)
                 .unwrap_or_else(|e| panic!("{kernel:?}/{path:?}: {}", e.emit_to_string(&src)));
             let caps = match path {
                 ReducePath::Subgroup(_) => {
-                    naga::valid::Capabilities::SUBGROUP | naga::valid::Capabilities::SUBGROUP_BARRIER
+                    naga::valid::Capabilities::SUBGROUP
+                        | naga::valid::Capabilities::SUBGROUP_BARRIER
                 }
                 ReducePath::Workgroup => naga::valid::Capabilities::empty(),
             };
@@ -38,6 +43,9 @@ fn workgroup_path_uses_no_subgroup_operation() {
     for &kernel in Kernel::ALL {
         let src = source(kernel, ReducePath::Workgroup);
         let code: String = src.lines().map(|l| l.split("//").next().unwrap()).collect();
-        assert!(!code.contains("subgroup"), "{kernel:?} workgroup path mentions subgroups");
+        assert!(
+            !code.contains("subgroup"),
+            "{kernel:?} workgroup path mentions subgroups"
+        );
     }
 }

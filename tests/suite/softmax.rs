@@ -4,34 +4,70 @@
 use proptest::prelude::*;
 use xent::{Context, GpuMatrix, XentError, reference};
 
-use super::common::{PROB, Rng, assert_close, contexts, describe, log_tol, small_binding_contexts, to_f64};
+use super::common::{
+    PROB, Rng, assert_close, contexts, describe, log_tol, small_binding_contexts, to_f64,
+};
 
 /// Runs every softmax-family kernel on `x` (n × cols) and compares with the reference.
 fn check_family(ctx: &Context, x: &[f32], cols: usize, case: &str) {
     let what = |k: &str| format!("{case} {k} on {}", describe(ctx));
-    let scale = x.iter().filter(|v| v.is_finite()).fold(0f32, |a, &b| a.max(b.abs()));
+    let scale = x
+        .iter()
+        .filter(|v| v.is_finite())
+        .fold(0f32, |a, &b| a.max(b.abs()));
     let n = x.len() / cols;
     let xm = GpuMatrix::from_slice(ctx, x, n, cols).unwrap();
 
     let (probs, lse) = ctx.softmax_with_lse(&xm).unwrap();
     let p = probs.read_blocking(ctx).unwrap();
-    assert_close(&what("softmax"), &p, &to_f64(&reference::softmax(x, cols)), PROB);
+    assert_close(
+        &what("softmax"),
+        &p,
+        &to_f64(&reference::softmax(x, cols)),
+        PROB,
+    );
     let lse_ref: Vec<f64> = x.chunks_exact(cols).map(reference::row_logsumexp).collect();
-    assert_close(&what("lse (with softmax)"), &lse.read_blocking(ctx).unwrap(), &lse_ref, log_tol(scale));
+    assert_close(
+        &what("lse (with softmax)"),
+        &lse.read_blocking(ctx).unwrap(),
+        &lse_ref,
+        log_tol(scale),
+    );
     let lse_only = ctx.logsumexp(&xm).unwrap().read_blocking(ctx).unwrap();
     assert_close(&what("logsumexp"), &lse_only, &lse_ref, log_tol(scale));
 
     let logp = ctx.log_softmax(&xm).unwrap();
     let lp = logp.read_blocking(ctx).unwrap();
-    assert_close(&what("log_softmax"), &lp, &to_f64(&reference::log_softmax(x, cols)), log_tol(scale));
+    assert_close(
+        &what("log_softmax"),
+        &lp,
+        &to_f64(&reference::log_softmax(x, cols)),
+        log_tol(scale),
+    );
 
     // Backward with a seeded upstream gradient, from the GPU's own forward outputs.
     let g = Rng::new(cols as u64 ^ 0x5eed).vec(x.len(), -1.0, 1.0);
     let gm = GpuMatrix::from_slice(ctx, &g, n, cols).unwrap();
-    let dz = ctx.softmax_backward(&probs, &gm).unwrap().read_blocking(ctx).unwrap();
-    assert_close(&what("softmax_backward"), &dz, &to_f64(&reference::softmax_backward(&p, &g, cols)), PROB);
-    let dz = ctx.log_softmax_backward(&logp, &gm).unwrap().read_blocking(ctx).unwrap();
-    let gsum = g.chunks_exact(cols).map(|r| r.iter().map(|v| v.abs()).sum::<f32>()).fold(0f32, f32::max);
+    let dz = ctx
+        .softmax_backward(&probs, &gm)
+        .unwrap()
+        .read_blocking(ctx)
+        .unwrap();
+    assert_close(
+        &what("softmax_backward"),
+        &dz,
+        &to_f64(&reference::softmax_backward(&p, &g, cols)),
+        PROB,
+    );
+    let dz = ctx
+        .log_softmax_backward(&logp, &gm)
+        .unwrap()
+        .read_blocking(ctx)
+        .unwrap();
+    let gsum = g
+        .chunks_exact(cols)
+        .map(|r| r.iter().map(|v| v.abs()).sum::<f32>())
+        .fold(0f32, f32::max);
     assert_close(
         &what("log_softmax_backward"),
         &dz,
@@ -78,7 +114,13 @@ fn empty_batch() {
     for ctx in contexts() {
         let x = GpuMatrix::from_slice(ctx, &[], 0, 7).unwrap();
         assert_eq!(ctx.softmax(&x).unwrap().shape(), (0, 7));
-        assert!(ctx.logsumexp(&x).unwrap().read_blocking(ctx).unwrap().is_empty());
+        assert!(
+            ctx.logsumexp(&x)
+                .unwrap()
+                .read_blocking(ctx)
+                .unwrap()
+                .is_empty()
+        );
     }
 }
 
@@ -113,7 +155,10 @@ fn masks_and_non_finite_rows() {
         assert!(lse[2].is_nan(), "NaN row: lse = NaN");
         assert_eq!(lse[3], f32::INFINITY, "+inf row: lse = +inf");
         let p = ctx.softmax_host(&x, cols).unwrap();
-        assert!(p[cols..2 * cols].iter().all(|v| v.is_nan()), "all −inf row: softmax NaN");
+        assert!(
+            p[cols..2 * cols].iter().all(|v| v.is_nan()),
+            "all −inf row: softmax NaN"
+        );
         assert_eq!(p[4 * cols + 123], 1.0);
         assert_eq!(p[0], 0.0, "−inf mask: probability 0");
     }
@@ -128,7 +173,10 @@ fn matrix_past_binding_limit_is_chunked() {
         let limit = ctx.limits().max_storage_buffer_binding_size;
         let n = (limit / 4 / cols as u64 + 7) as usize;
         if (n * cols * 4) as u64 > ctx.limits().max_buffer_size {
-            eprintln!("{}: binding limit {limit} too large to cross here; skipped", describe(ctx));
+            eprintln!(
+                "{}: binding limit {limit} too large to cross here; skipped",
+                describe(ctx)
+            );
             continue;
         }
         let x = random(8, n, cols, -6.0, 6.0);
@@ -137,7 +185,12 @@ fn matrix_past_binding_limit_is_chunked() {
         let want = reference::softmax(&x, cols);
         for i in (0..n).step_by(97).chain(n - 10..n) {
             let r = i * cols..(i + 1) * cols;
-            assert_close(&format!("row {i} of {n}×{cols}"), &got[r.clone()], &to_f64(&want[r]), PROB);
+            assert_close(
+                &format!("row {i} of {n}×{cols}"),
+                &got[r.clone()],
+                &to_f64(&want[r]),
+                PROB,
+            );
         }
     }
 }
@@ -146,8 +199,18 @@ fn matrix_past_binding_limit_is_chunked() {
 #[test]
 fn many_small_chunks() {
     for ctx in small_binding_contexts(4096) {
-        check_family(&ctx, &random(9, 40, 333, -5.0, 5.0), 333, "4 KiB bindings, N=333");
-        check_family(&ctx, &random(10, 300, 3, -5.0, 5.0), 3, "4 KiB bindings, N=3");
+        check_family(
+            &ctx,
+            &random(9, 40, 333, -5.0, 5.0),
+            333,
+            "4 KiB bindings, N=333",
+        );
+        check_family(
+            &ctx,
+            &random(10, 300, 3, -5.0, 5.0),
+            3,
+            "4 KiB bindings, N=3",
+        );
     }
 }
 
@@ -157,7 +220,10 @@ fn row_too_wide_for_one_binding_is_an_error() {
         let x = GpuMatrix::from_slice(&ctx, &vec![0.0; 2 * 2000], 2, 2000).unwrap();
         let err = ctx.softmax(&x).unwrap_err();
         assert!(matches!(err, XentError::TooLarge { .. }), "{err}");
-        assert!(err.to_string().contains("max_storage_buffer_binding_size"), "{err}");
+        assert!(
+            err.to_string().contains("max_storage_buffer_binding_size"),
+            "{err}"
+        );
     }
 }
 
@@ -173,8 +239,14 @@ fn row_past_loop_cap_is_refused_or_right() {
         let x = random(11, 1, cols, -3.0, 3.0);
         match (ctx.loop_cap(), ctx.softmax_host(&x, cols)) {
             (Some(_), Err(XentError::TooLarge { needed, .. })) => assert!(needed.contains("loop")),
-            (None, Ok(p)) => assert_close("N=10M", &p, &to_f64(&reference::softmax(&x, cols)), PROB),
-            (cap, r) => panic!("{}: cap {cap:?} gave {:?}", describe(ctx), r.map(|v| v.len())),
+            (None, Ok(p)) => {
+                assert_close("N=10M", &p, &to_f64(&reference::softmax(&x, cols)), PROB)
+            }
+            (cap, r) => panic!(
+                "{}: cap {cap:?} gave {:?}",
+                describe(ctx),
+                r.map(|v| v.len())
+            ),
         }
     }
 }
@@ -182,12 +254,24 @@ fn row_past_loop_cap_is_refused_or_right() {
 #[test]
 fn bad_input_is_an_error() {
     for ctx in contexts() {
-        assert!(matches!(GpuMatrix::from_slice(ctx, &[1.0; 5], 2, 3), Err(XentError::LengthMismatch { .. })));
-        assert!(matches!(ctx.softmax_host(&[1.0; 5], 0), Err(XentError::InvalidShape(_))));
-        assert!(matches!(ctx.softmax_host(&[1.0; 5], 3), Err(XentError::LengthMismatch { .. })));
+        assert!(matches!(
+            GpuMatrix::from_slice(ctx, &[1.0; 5], 2, 3),
+            Err(XentError::LengthMismatch { .. })
+        ));
+        assert!(matches!(
+            ctx.softmax_host(&[1.0; 5], 0),
+            Err(XentError::InvalidShape(_))
+        ));
+        assert!(matches!(
+            ctx.softmax_host(&[1.0; 5], 3),
+            Err(XentError::LengthMismatch { .. })
+        ));
         let a = GpuMatrix::from_slice(ctx, &[1.0; 6], 2, 3).unwrap();
         let b = GpuMatrix::from_slice(ctx, &[1.0; 6], 3, 2).unwrap();
-        assert!(matches!(ctx.softmax_backward(&a, &b), Err(XentError::ShapeMismatch { .. })));
+        assert!(matches!(
+            ctx.softmax_backward(&a, &b),
+            Err(XentError::ShapeMismatch { .. })
+        ));
         let huge = GpuMatrix::zeros(ctx, 1 << 20, 1 << 20);
         assert!(matches!(huge, Err(XentError::TooLarge { .. })), "{huge:?}");
     }
@@ -199,7 +283,11 @@ fn identical_run_to_run() {
     for ctx in contexts() {
         let a = ctx.log_softmax_host(&x, 5000).unwrap();
         let b = ctx.log_softmax_host(&x, 5000).unwrap();
-        assert!(a.iter().zip(&b).all(|(u, v)| u.to_bits() == v.to_bits()), "{}", describe(ctx));
+        assert!(
+            a.iter().zip(&b).all(|(u, v)| u.to_bits() == v.to_bits()),
+            "{}",
+            describe(ctx)
+        );
     }
 }
 
@@ -212,5 +300,26 @@ proptest! {
             if n == 0 { continue; }
             check_family(ctx, &x, cols, &format!("{n}×{cols} ±{scale}"));
         }
+    }
+}
+
+/// `.ci/run` sets XENT_REQUIRE_BACKENDS=vulkan,gl: the suite must have run on both software adapters.
+#[test]
+fn adapters_required_by_ci_are_present() {
+    let Ok(required) = std::env::var("XENT_REQUIRE_BACKENDS") else {
+        eprintln!(
+            "xent tests: XENT_REQUIRE_BACKENDS unset; ran on {} context(s)",
+            contexts().len()
+        );
+        return;
+    };
+    for backend in required.split(',').filter(|b| !b.is_empty()) {
+        let found = contexts()
+            .iter()
+            .any(|c| format!("{:?}", c.adapter().backend).eq_ignore_ascii_case(backend));
+        assert!(
+            found,
+            "XENT_REQUIRE_BACKENDS names {backend}, but no such adapter ran the tests"
+        );
     }
 }

@@ -1,0 +1,298 @@
+//! `xent check`: every kernel on a realistic batch against the CPU reference, as a table.
+
+use std::process::ExitCode;
+
+use clap::Args;
+use xent::reference::{self, RefTargets};
+use xent::{Context, CrossEntropyOptions, GpuLabels, GpuMatrix, Targets, XentError};
+
+use super::{DeviceArgs, parse_shape, print_table, progress, timed};
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// Shapes ROWSxCOLS, comma-separated.
+    #[arg(long, value_delimiter = ',', value_parser = parse_shape, default_value = "4096x32000,65536x10")]
+    pub shapes: Vec<(usize, usize)>,
+    /// Seed of the random logits (uniform in ±8) and labels.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+/// Tolerance of `check`: |gpu − ref| ≤ ABS + REL·|ref| (as the test suite's PROB / log tolerances).
+const ABS: f64 = 1e-5;
+const REL: f64 = 1e-4;
+
+struct Row {
+    kernel: &'static str,
+    shape: (usize, usize),
+    max_abs: f64,
+    max_rel: f64,
+    worst_ratio: f64,
+    gpu_ms: f64,
+    cpu_ms: f64,
+}
+
+/// Max abs error, max relative error (over |ref| ≥ 1e-6), and the worst error ÷ tolerance.
+fn compare(got: &[f32], want: &[f64]) -> (f64, f64, f64) {
+    let (mut abs, mut rel, mut ratio) = (0f64, 0f64, 0f64);
+    for (&g, &w) in got.iter().zip(want) {
+        let g = g as f64;
+        if w.is_nan() || w.is_infinite() {
+            if !(g.is_nan() && w.is_nan() || g == w) {
+                ratio = f64::INFINITY;
+            }
+            continue;
+        }
+        let e = (g - w).abs();
+        abs = abs.max(e);
+        if w.abs() >= 1e-6 {
+            rel = rel.max(e / w.abs());
+        }
+        ratio = ratio.max(e / (ABS + REL * w.abs()));
+        if e.is_nan() {
+            ratio = f64::INFINITY;
+        }
+    }
+    (abs, rel, ratio)
+}
+
+fn f64s(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+/// GPU milliseconds of a kernel launch, waited for (upload and readback excluded), after one untimed
+/// warm-up launch that builds the pipeline.
+fn gpu_time<T>(ctx: &Context, f: impl Fn() -> Result<T, XentError>) -> Result<(T, f64), XentError> {
+    drop(f()?);
+    ctx.wait_idle()?;
+    let (r, ms) = timed(|| -> Result<T, XentError> {
+        let r = f()?;
+        ctx.wait_idle()?;
+        Ok(r)
+    });
+    Ok((r?, ms))
+}
+
+type Kernel = fn(
+    &Context,
+    &[f32],
+    &[i64],
+    (usize, usize),
+) -> Result<(Vec<f32>, Vec<f64>, f64, f64), XentError>;
+
+fn softmax(
+    ctx: &Context,
+    x: &[f32],
+    _: &[i64],
+    (n, c): (usize, usize),
+) -> Result<(Vec<f32>, Vec<f64>, f64, f64), XentError> {
+    let m = GpuMatrix::from_slice(ctx, x, n, c)?;
+    let (y, g_ms) = gpu_time(ctx, || ctx.softmax(&m))?;
+    let (r, c_ms) = timed(|| reference::softmax(x, c));
+    Ok((y.read_blocking(ctx)?, f64s(&r), g_ms, c_ms))
+}
+
+fn log_softmax(
+    ctx: &Context,
+    x: &[f32],
+    _: &[i64],
+    (n, c): (usize, usize),
+) -> Result<(Vec<f32>, Vec<f64>, f64, f64), XentError> {
+    let m = GpuMatrix::from_slice(ctx, x, n, c)?;
+    let (y, g_ms) = gpu_time(ctx, || ctx.log_softmax(&m))?;
+    let (r, c_ms) = timed(|| reference::log_softmax(x, c));
+    Ok((y.read_blocking(ctx)?, f64s(&r), g_ms, c_ms))
+}
+
+fn logsumexp(
+    ctx: &Context,
+    x: &[f32],
+    _: &[i64],
+    (n, c): (usize, usize),
+) -> Result<(Vec<f32>, Vec<f64>, f64, f64), XentError> {
+    let m = GpuMatrix::from_slice(ctx, x, n, c)?;
+    let (y, g_ms) = gpu_time(ctx, || ctx.logsumexp(&m))?;
+    let (r, c_ms) = timed(|| {
+        x.chunks_exact(c)
+            .map(reference::row_logsumexp)
+            .collect::<Vec<f64>>()
+    });
+    Ok((y.read_blocking(ctx)?, r, g_ms, c_ms))
+}
+
+/// Upstream gradient for the backward checks: a fixed pattern in [−1, 1].
+fn upstream(len: usize) -> Vec<f32> {
+    (0..len)
+        .map(|i| ((i * 7919 % 2001) as f32 - 1000.0) / 1000.0)
+        .collect()
+}
+
+fn softmax_bwd(
+    ctx: &Context,
+    x: &[f32],
+    _: &[i64],
+    (n, c): (usize, usize),
+) -> Result<(Vec<f32>, Vec<f64>, f64, f64), XentError> {
+    let p = reference::softmax(x, c);
+    let g = upstream(x.len());
+    let (pm, gm) = (
+        GpuMatrix::from_slice(ctx, &p, n, c)?,
+        GpuMatrix::from_slice(ctx, &g, n, c)?,
+    );
+    let (y, g_ms) = gpu_time(ctx, || ctx.softmax_backward(&pm, &gm))?;
+    let (r, c_ms) = timed(|| reference::softmax_backward(&p, &g, c));
+    Ok((y.read_blocking(ctx)?, f64s(&r), g_ms, c_ms))
+}
+
+fn log_softmax_bwd(
+    ctx: &Context,
+    x: &[f32],
+    _: &[i64],
+    (n, c): (usize, usize),
+) -> Result<(Vec<f32>, Vec<f64>, f64, f64), XentError> {
+    let lp = reference::log_softmax(x, c);
+    let g = upstream(x.len());
+    let (pm, gm) = (
+        GpuMatrix::from_slice(ctx, &lp, n, c)?,
+        GpuMatrix::from_slice(ctx, &g, n, c)?,
+    );
+    let (y, g_ms) = gpu_time(ctx, || ctx.log_softmax_backward(&pm, &gm))?;
+    let (r, c_ms) = timed(|| reference::log_softmax_backward(&lp, &g, c));
+    Ok((y.read_blocking(ctx)?, f64s(&r), g_ms, c_ms))
+}
+
+/// Loss (first value) and gradient, concatenated, of mean cross-entropy with label smoothing 0.1.
+fn ce_labels(
+    ctx: &Context,
+    x: &[f32],
+    labels: &[i64],
+    (n, c): (usize, usize),
+) -> Result<(Vec<f32>, Vec<f64>, f64, f64), XentError> {
+    let opts = CrossEntropyOptions {
+        label_smoothing: 0.1,
+        ..Default::default()
+    };
+    let m = GpuMatrix::from_slice(ctx, x, n, c)?;
+    let l = GpuLabels::from_slice(ctx, labels)?;
+    let (out, g_ms) = gpu_time(ctx, || {
+        ctx.cross_entropy_fwd_bwd(&m, Targets::Labels(&l), &opts)
+    })?;
+    let (r, c_ms) = timed(|| reference::cross_entropy(x, c, RefTargets::Labels(labels), &opts));
+    let mut got = out.read_loss(ctx)?;
+    got.extend(out.grad.as_ref().expect("gradient").read_blocking(ctx)?);
+    let mut want = vec![r.loss];
+    want.extend(r.grad);
+    Ok((got, want, g_ms, c_ms))
+}
+
+/// Entropy per row of softmax(z).
+fn entropy(
+    ctx: &Context,
+    x: &[f32],
+    _: &[i64],
+    (n, c): (usize, usize),
+) -> Result<(Vec<f32>, Vec<f64>, f64, f64), XentError> {
+    let m = GpuMatrix::from_slice(ctx, x, n, c)?;
+    let (out, g_ms) = gpu_time(ctx, || ctx.info_rows(&m, None, false))?;
+    let (r, c_ms) = timed(|| reference::info_rows(x, None, c));
+    let got = out
+        .read_blocking(ctx)?
+        .chunks_exact(4)
+        .map(|r| r[0])
+        .collect();
+    Ok((got, r.iter().map(|v| v[0]).collect(), g_ms, c_ms))
+}
+
+const KERNELS: &[(&str, Kernel)] = &[
+    ("softmax", softmax),
+    ("log_softmax", log_softmax),
+    ("logsumexp", logsumexp),
+    ("softmax_backward", softmax_bwd),
+    ("log_softmax_backward", log_softmax_bwd),
+    ("cross_entropy fwd+bwd", ce_labels),
+    ("entropy", entropy),
+];
+
+pub fn run(args: &CheckArgs) -> Result<ExitCode, XentError> {
+    let ctx = args.device.context()?;
+    println!(
+        "adapter: {} ({:?}, {:?}), reduction path {:?}, loop cap {:?}",
+        ctx.adapter().name,
+        ctx.adapter().backend,
+        ctx.adapter().device_type,
+        ctx.reduce_path(),
+        ctx.loop_cap()
+    );
+    let bar = progress((args.shapes.len() * KERNELS.len()) as u64, "check");
+    let mut rows = Vec::new();
+    for &(n, c) in &args.shapes {
+        let mut rng = args.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        let x: Vec<f32> = (0..n * c)
+            .map(|_| (next() >> 40) as f32 / (1u64 << 24) as f32 * 16.0 - 8.0)
+            .collect();
+        let labels: Vec<i64> = (0..n).map(|_| (next() % c as u64) as i64).collect();
+        for &(name, kernel) in KERNELS {
+            bar.set_message(format!("{name} {n}x{c}"));
+            let (got, want, gpu_ms, cpu_ms) = kernel(&ctx, &x, &labels, (n, c))?;
+            let (max_abs, max_rel, worst_ratio) = compare(&got, &want);
+            rows.push(Row {
+                kernel: name,
+                shape: (n, c),
+                max_abs,
+                max_rel,
+                worst_ratio,
+                gpu_ms,
+                cpu_ms,
+            });
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.kernel.to_string(),
+                format!("{}x{}", r.shape.0, r.shape.1),
+                format!("{:.2e}", r.max_abs),
+                format!("{:.2e}", r.max_rel),
+                if r.worst_ratio <= 1.0 {
+                    "ok".into()
+                } else {
+                    "FAIL".into()
+                },
+                format!("{:.2}", r.gpu_ms),
+                format!("{:.1}", r.cpu_ms),
+            ]
+        })
+        .collect();
+    print_table(
+        &[
+            "kernel",
+            "shape",
+            "max abs err",
+            "max rel err",
+            "within tol",
+            "GPU ms",
+            "CPU ref ms",
+        ],
+        &table,
+    );
+    println!(
+        "tolerance: |gpu - ref| <= {ABS:e} + {REL:e}*|ref|; rel err over |ref| >= 1e-6; GPU ms = launch + wait, CPU = f64 reference, 1 thread"
+    );
+    let failed = rows.iter().filter(|r| r.worst_ratio > 1.0).count();
+    if failed > 0 {
+        eprintln!("xent check: {failed} kernel(s) outside tolerance");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,327 @@
+//! `xent eval`: cross-entropy and friends of NumPy inputs, written as NumPy outputs, on the GPU or
+//! the CPU reference. All outputs are written into a temporary folder beside `--out` and renamed into
+//! place at the end, so a failed run leaves no output file at all.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Args;
+use xent::reference::{self, RefTargets};
+use xent::{
+    Context, CrossEntropyOptions, GpuLabels, GpuMatrix, Reduction, Targets, XentError, npy,
+};
+
+use super::DeviceArgs;
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// Logits, float32 [n, N].
+    #[arg(long)]
+    pub logits: PathBuf,
+    /// Class labels, int64 or int32 [n].
+    #[arg(long, conflicts_with = "targets")]
+    pub labels: Option<PathBuf>,
+    /// Probability targets, float32 [n, N].
+    #[arg(long)]
+    pub targets: Option<PathBuf>,
+    /// Class weights, float32 [N].
+    #[arg(long)]
+    pub weight: Option<PathBuf>,
+    /// Rows with this label are ignored.
+    #[arg(long, default_value_t = -100, allow_hyphen_values = true)]
+    pub ignore_index: i64,
+    /// Label smoothing ε in [0, 1].
+    #[arg(long, default_value_t = 0.0)]
+    pub label_smoothing: f32,
+    /// mean, sum or none.
+    #[arg(long, default_value = "mean")]
+    pub reduction: String,
+    /// Features X, float32 [n, d]: also writes grad_weight = Xᵀ·grad and grad_bias.
+    #[arg(long)]
+    pub features: Option<PathBuf>,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// Output folder (created; existing files of the same names are replaced).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Everything eval writes, as (file name, shape, data).
+type Outputs = Vec<(&'static str, Vec<usize>, Vec<f32>)>;
+
+struct Inputs {
+    logits: Vec<f32>,
+    n: usize,
+    cols: usize,
+    labels: Option<Vec<i64>>,
+    targets: Option<Vec<f32>>,
+    features: Option<(usize, Vec<f32>)>,
+    opts: CrossEntropyOptions,
+}
+
+fn load(args: &EvalArgs) -> Result<Inputs, XentError> {
+    let (shape, logits) = npy::read_f32(&args.logits)?;
+    let shape = npy::expect_rank(&args.logits, &shape, 2)?;
+    let (n, cols) = (shape[0], shape[1]);
+    let mismatch = |path: &Path, expected: Vec<usize>, got: &[usize]| XentError::Io {
+        path: path.display().to_string(),
+        reason: format!("shape {got:?} does not match the logits: expected {expected:?}"),
+    };
+    let labels = match &args.labels {
+        Some(p) => {
+            let (s, l) = npy::read_labels(p)?;
+            if s != [n] {
+                return Err(mismatch(p, vec![n], &s));
+            }
+            Some(l)
+        }
+        None => None,
+    };
+    let targets = match &args.targets {
+        Some(p) => {
+            let (s, t) = npy::read_f32(p)?;
+            if s != [n, cols] {
+                return Err(mismatch(p, vec![n, cols], &s));
+            }
+            Some(t)
+        }
+        None => None,
+    };
+    if labels.is_none() && targets.is_none() {
+        return Err(XentError::InvalidArgument(
+            "give --labels or --targets".into(),
+        ));
+    }
+    let weight = match &args.weight {
+        Some(p) => {
+            let (s, w) = npy::read_f32(p)?;
+            if s != [cols] {
+                return Err(mismatch(p, vec![cols], &s));
+            }
+            Some(w)
+        }
+        None => None,
+    };
+    let features = match &args.features {
+        Some(p) => {
+            let (s, x) = npy::read_f32(p)?;
+            if s.len() != 2 || s[0] != n {
+                return Err(mismatch(p, vec![n, s.get(1).copied().unwrap_or(0)], &s));
+            }
+            Some((s[1], x))
+        }
+        None => None,
+    };
+    let opts = CrossEntropyOptions {
+        weight,
+        ignore_index: args.ignore_index,
+        reduction: args.reduction.parse()?,
+        label_smoothing: args.label_smoothing,
+        ..Default::default()
+    };
+    opts.validate(cols)?;
+    if let Some(l) = &labels {
+        for (row, &y) in l.iter().enumerate() {
+            if y != opts.ignore_index && !(0..cols as i64).contains(&y) {
+                return Err(XentError::LabelOutOfRange {
+                    row,
+                    label: y,
+                    classes: cols,
+                    ignore_index: opts.ignore_index,
+                });
+            }
+        }
+    }
+    Ok(Inputs {
+        logits,
+        n,
+        cols,
+        labels,
+        targets,
+        features,
+        opts,
+    })
+}
+
+fn loss_shape(red: Reduction, n: usize) -> Vec<usize> {
+    match red {
+        Reduction::None => vec![n],
+        _ => vec![],
+    }
+}
+
+/// Xᵀ·G (d × N) and the column sums of G, in f64 on the host.
+fn weight_bias_grads(
+    x: &[f32],
+    d: usize,
+    g: &[f32],
+    n: usize,
+    cols: usize,
+) -> (Vec<f32>, Vec<f32>) {
+    let mut gw = vec![0f64; d * cols];
+    let mut gb = vec![0f64; cols];
+    for i in 0..n {
+        let gi = &g[i * cols..(i + 1) * cols];
+        for (b, &v) in gb.iter_mut().zip(gi) {
+            *b += v as f64;
+        }
+        for k in 0..d {
+            let xik = x[i * d + k] as f64;
+            for (w, &v) in gw[k * cols..(k + 1) * cols].iter_mut().zip(gi) {
+                *w += xik * v as f64;
+            }
+        }
+    }
+    (
+        gw.iter().map(|&v| v as f32).collect(),
+        gb.iter().map(|&v| v as f32).collect(),
+    )
+}
+
+fn eval_cpu(inp: &Inputs) -> Outputs {
+    let (n, c) = (inp.n, inp.cols);
+    let t = match (&inp.labels, &inp.targets) {
+        (Some(l), _) => RefTargets::Labels(l),
+        (_, Some(p)) => RefTargets::Probs(p),
+        _ => unreachable!("checked in load"),
+    };
+    let r = reference::cross_entropy(&inp.logits, c, t, &inp.opts);
+    let loss: Vec<f32> = match inp.opts.reduction {
+        Reduction::None => r.row_loss.iter().map(|&v| v as f32).collect(),
+        _ => vec![r.loss as f32],
+    };
+    let grad: Vec<f32> = r.grad.iter().map(|&v| v as f32).collect();
+    let info = reference::info_rows(&inp.logits, inp.targets.as_deref(), c);
+    let mut out: Outputs = vec![
+        ("loss.npy", loss_shape(inp.opts.reduction, n), loss),
+        ("grad.npy", vec![n, c], grad),
+        (
+            "softmax.npy",
+            vec![n, c],
+            reference::softmax(&inp.logits, c),
+        ),
+        (
+            "log_softmax.npy",
+            vec![n, c],
+            reference::log_softmax(&inp.logits, c),
+        ),
+        (
+            "entropy.npy",
+            vec![n],
+            info.iter().map(|v| v[0] as f32).collect(),
+        ),
+    ];
+    if inp.targets.is_some() {
+        out.push((
+            "kl.npy",
+            vec![n],
+            info.iter().map(|v| v[2] as f32).collect(),
+        ));
+    }
+    out
+}
+
+fn eval_gpu(ctx: &Context, inp: &Inputs) -> Result<Outputs, XentError> {
+    let (n, c) = (inp.n, inp.cols);
+    let z = GpuMatrix::from_slice(ctx, &inp.logits, n, c)?;
+    let labels = inp
+        .labels
+        .as_ref()
+        .map(|l| GpuLabels::from_slice(ctx, l))
+        .transpose()?;
+    let probs = inp
+        .targets
+        .as_ref()
+        .map(|t| GpuMatrix::from_slice(ctx, t, n, c))
+        .transpose()?;
+    let targets = match (&labels, &probs) {
+        (Some(l), _) => Targets::Labels(l),
+        (_, Some(p)) => Targets::Probs(p),
+        _ => unreachable!("checked in load"),
+    };
+    let ce = ctx.cross_entropy_fwd_bwd(&z, targets, &inp.opts)?;
+    let info = ctx
+        .info_rows(&z, probs.as_ref(), false)?
+        .read_blocking(ctx)?;
+    let mut out: Outputs = vec![
+        (
+            "loss.npy",
+            loss_shape(inp.opts.reduction, n),
+            ce.read_loss(ctx)?,
+        ),
+        (
+            "grad.npy",
+            vec![n, c],
+            ce.grad.as_ref().expect("gradient").read_blocking(ctx)?,
+        ),
+        (
+            "softmax.npy",
+            vec![n, c],
+            ctx.softmax(&z)?.read_blocking(ctx)?,
+        ),
+        (
+            "log_softmax.npy",
+            vec![n, c],
+            ctx.log_softmax(&z)?.read_blocking(ctx)?,
+        ),
+        (
+            "entropy.npy",
+            vec![n],
+            info.chunks_exact(4).map(|r| r[0]).collect(),
+        ),
+    ];
+    if probs.is_some() {
+        out.push((
+            "kl.npy",
+            vec![n],
+            info.chunks_exact(4).map(|r| r[2]).collect(),
+        ));
+    }
+    Ok(out)
+}
+
+pub fn run(args: &EvalArgs) -> Result<ExitCode, XentError> {
+    let inp = load(args)?;
+    let mut outputs = if args.device.is_cpu() {
+        eval_cpu(&inp)
+    } else {
+        eval_gpu(&args.device.context()?, &inp)?
+    };
+    if let Some((d, x)) = &inp.features {
+        let grad = &outputs
+            .iter()
+            .find(|o| o.0 == "grad.npy")
+            .expect("grad output")
+            .2;
+        let (gw, gb) = weight_bias_grads(x, *d, grad, inp.n, inp.cols);
+        outputs.push(("grad_weight.npy", vec![*d, inp.cols], gw));
+        outputs.push(("grad_bias.npy", vec![inp.cols], gb));
+    }
+    write_all(&args.out, &outputs)?;
+    for (name, shape, _) in &outputs {
+        println!("wrote {} {shape:?}", args.out.join(name).display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes every output into `out/.xent-tmp-PID`, then renames each into `out`.
+fn write_all(out: &Path, outputs: &Outputs) -> Result<(), XentError> {
+    let io = |p: &Path, e: std::io::Error| XentError::Io {
+        path: p.display().to_string(),
+        reason: e.to_string(),
+    };
+    std::fs::create_dir_all(out).map_err(|e| io(out, e))?;
+    let tmp = out.join(format!(".xent-tmp-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
+    let written = outputs
+        .iter()
+        .try_for_each(|(name, shape, data)| npy::write_f32(&tmp.join(name), shape, data));
+    if let Err(e) = written {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    for (name, _, _) in outputs {
+        std::fs::rename(tmp.join(name), out.join(name)).map_err(|e| io(out, e))?;
+    }
+    std::fs::remove_dir(&tmp).map_err(|e| io(&tmp, e))
+}

@@ -1,0 +1,1 @@
+//! Fast CPU path against the reference (being written).
