@@ -30,7 +30,7 @@ const CE_PASS2: u32 = 64u;
 @group(0) @binding(7) var<storage, read_write> row_out: array<f32>;
 
 fn has(f: u32) -> bool {
-    return (p.flags & f) != 0u;
+    return (FLAGS & f) != 0u;
 }
 
 // Soft-capping c·tanh(z/c) (f2 = c). tanh saturates to ±1 in f32 beyond |x| = 15; clamping keeps
@@ -52,6 +52,7 @@ fn w_of(j: u32) -> f32 {
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
     let lane = lane_of(lid);
+    let w = walk(lane);
     let row = row_of(lid, wid);
     let live = row < p.rows;
     let base = p.shift + row * p.cols;
@@ -74,7 +75,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     var best_j = 0xffffffffu;
     var tw = 0.0;
     if (live) {
-        for (var j = lane; j < p.cols; j += p.tpr) {
+        for (var j = w.start; j < w.end; j += w.step) {
             let v = capped(z[base + j]);
             if (v > best) {
                 best = v;
@@ -121,7 +122,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     // Pass 2: the gradient, and the loss terms that need the final log-sum-exp.
     var loss_acc = 0.0;
     if (live && has(CE_PASS2)) {
-        for (var j = lane; j < p.cols; j += p.tpr) {
+        for (var j = w.start; j < w.end; j += w.step) {
             let v = capped(z[base + j]);
             let lp = (v - m_norm) - log_s;
             var direct = 0.0;

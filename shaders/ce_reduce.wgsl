@@ -21,17 +21,18 @@ const CE_MEAN: u32 = 128u;
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
     let lane = lane_of(lid);
+    let w = walk(lane);
     let live = row_of(lid, wid) == 0u;
     var acc = vec4<f32>(0.0);
     if (live) {
-        for (var i = lane; i < p.cols; i += p.tpr) {
-            if (p.mode == 0u) {
+        for (var i = w.start; i < w.end; i += w.step) {
+            if (MODE == 0u) {
                 var w = 1.0;
-                if ((p.flags & CE_LABELS) != 0u) {
+                if ((FLAGS & CE_LABELS) != 0u) {
                     let l = labels[i];
                     if (l == p.ignore_index) {
                         w = 0.0;
-                    } else if ((p.flags & CE_WEIGHT) != 0u) {
+                    } else if ((FLAGS & CE_WEIGHT) != 0u) {
                         w = weight[u32(l)];
                     }
                 }
@@ -46,8 +47,8 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     if (!live || lane != 0u) {
         return;
     }
-    let mean = (p.flags & CE_MEAN) != 0u;
-    if (p.mode == 0u) {
+    let mean = (FLAGS & CE_MEAN) != 0u;
+    if (MODE == 0u) {
         stats[1] = t.x;
         gscale[0] = select(p.f0, p.f0 / t.x, mean);
     } else {

@@ -2,8 +2,9 @@
 //
 // Row kernels see an n×N row-major matrix in chunks of `rows` rows (the host splits work at the
 // storage-binding limit). A row is owned by `tpr` consecutive invocations (a power of two ≤ WG), so one
-// workgroup owns WG / tpr rows. Every invocation walks its row with stride `tpr`: at most
-// ceil(N / tpr) iterations per pass, which the host checks against the adapter's loop cap.
+// workgroup owns WG / tpr rows. The row's lanes form blocks of LB lanes; each block owns one contiguous
+// stretch of the row and walks it LB elements at a time (see `walk`): at most about ceil(N / tpr)
+// iterations per pass, which the host checks against the adapter's loop cap.
 
 // Keep in sync with `RowParams` in src/launch.rs.
 struct Params {
@@ -12,8 +13,9 @@ struct Params {
     row0: u32,          // global index of the chunk's first row (indexes per-row vectors)
     shift: u32,         // elements from the start of an n×N binding to the chunk's first element
     tpr: u32,           // invocations per row (power of two)
-    mode: u32,          // kernel-specific
-    flags: u32,         // kernel-specific bit set
+    mode: u32,          // the same values as the MODE and FLAGS overrides below (kept for
+    flags: u32,         // inspection); the kernels read the overrides
+
     ignore_index: i32,  // cross-entropy: label to skip
     ninf: f32,          // -inf and NaN come from the host: WGSL has no literal for them
     nan: f32,
@@ -26,6 +28,12 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
+
+// Kernel-specific mode and option bits, fixed when the pipeline is built (one cached pipeline per
+// value): the driver's compiler removes the branches a launch does not use, which on CPU drivers, where
+// both sides of a branch may run under a lane mask, is most of the cost of an option.
+override MODE: u32 = 0u;
+override FLAGS: u32 = 0u;
 
 const F32_MAX: f32 = 3.40282347e+38;
 
@@ -46,6 +54,27 @@ fn lane_of(lid: u32) -> u32 {
 
 fn row_of(lid: u32, wid: vec3<u32>) -> u32 {
     return wid.x * (WG / p.tpr) + lid / p.tpr;
+}
+
+// Lanes per block of the row walk. A block reads LB consecutive floats per step: one 32-byte sector on
+// a GPU (a warp's load stays fully used), one SIMD register on a CPU driver (lavapipe runs 8 lanes per
+// SIMD batch, one batch after another; each batch then streams through its own stretch of the row
+// instead of re-walking the whole row with a 1 KiB stride).
+const LB: u32 = 8u;
+
+// This lane's part of a row: indices start, start + step, … < end.
+struct Walk {
+    start: u32,
+    end: u32,
+    step: u32,
+}
+
+fn walk(lane: u32) -> Walk {
+    let b = min(LB, p.tpr);
+    let blocks = p.tpr / b;
+    let stretch = ((p.cols + blocks - 1u) / blocks + b - 1u) / b * b;
+    let first = (lane / b) * stretch;
+    return Walk(first + lane % b, min(first + stretch, p.cols), b);
 }
 
 // Online (max, sum of exp) over the lane's share of a row of `src` starting at element `base`;

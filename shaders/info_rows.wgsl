@@ -14,14 +14,15 @@ const INFO_TARGETS: u32 = 1u;
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
     let lane = lane_of(lid);
+    let w = walk(lane);
     let row = row_of(lid, wid);
     let live = row < p.rows;
     let base = p.shift + row * p.cols;
-    let with_targets = (p.flags & INFO_TARGETS) != 0u;
+    let with_targets = (FLAGS & INFO_TARGETS) != 0u;
 
     var acc = MaxSum(p.ninf, 0.0);
     if (live) {
-        for (var j = lane; j < p.cols; j += p.tpr) {
+        for (var j = w.start; j < w.end; j += w.step) {
             acc = online_push(acc, z[base + j]);
         }
     }
@@ -31,7 +32,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
 
     var sums = vec4<f32>(0.0);
     if (live) {
-        for (var j = lane; j < p.cols; j += p.tpr) {
+        for (var j = w.start; j < w.end; j += w.step) {
             let lq = (z[base + j] - m_norm) - log_s;
             let q = exp(lq);
             if (!(q == 0.0)) {

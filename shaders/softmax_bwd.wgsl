@@ -12,14 +12,15 @@
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
     let lane = lane_of(lid);
+    let w = walk(lane);
     let row = row_of(lid, wid);
     let live = row < p.rows;
     let base = p.shift + row * p.cols;
-    let log_mode = p.mode == 1u;
+    let log_mode = MODE == 1u;
 
     var acc = 0.0;
     if (live) {
-        for (var j = lane; j < p.cols; j += p.tpr) {
+        for (var j = w.start; j < w.end; j += w.step) {
             let gj = g[base + j];
             acc += select(gj * y[base + j], gj, log_mode);
         }
@@ -28,7 +29,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     if (!live) {
         return;
     }
-    for (var j = lane; j < p.cols; j += p.tpr) {
+    for (var j = w.start; j < w.end; j += w.step) {
         let yj = y[base + j];
         let gj = g[base + j];
         dz[base + j] = select(yj * (gj - dot), gj - exp(yj) * dot, log_mode);

@@ -12,13 +12,14 @@
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
     let lane = lane_of(lid);
+    let w = walk(lane);
     let row = row_of(lid, wid);
     let live = row < p.rows;
     let base = p.shift + row * p.cols;
 
     var acc = MaxSum(p.ninf, 0.0);
     if (live) {
-        for (var j = lane; j < p.cols; j += p.tpr) {
+        for (var j = w.start; j < w.end; j += w.step) {
             acc = online_push(acc, x[base + j]);
         }
     }
@@ -30,13 +31,13 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     if (lane == 0u) {
         lse[p.row0 + row] = t.m + log_s;
     }
-    if (p.mode == 2u) {
+    if (MODE == 2u) {
         return;
     }
     // z - lse computed as (z - M) - log Σ: exact-ish for huge logits, where lse itself rounds.
     let m = select(t.m, p.nan, is_inf(t.m));
-    for (var j = lane; j < p.cols; j += p.tpr) {
+    for (var j = w.start; j < w.end; j += w.step) {
         let ls = (x[base + j] - m) - log_s;
-        y[base + j] = select(exp(ls), ls, p.mode == 1u);
+        y[base + j] = select(exp(ls), ls, MODE == 1u);
     }
 }

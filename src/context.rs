@@ -102,10 +102,22 @@ pub struct Context {
     features: wgpu::Features,
     reduce_path: ReducePath,
     loop_cap: Option<u32>,
-    pipelines: Mutex<HashMap<(Kernel, ReducePath), wgpu::ComputePipeline>>,
+    pipelines: Mutex<HashMap<(Kernel, ReducePath, u32, u32), wgpu::ComputePipeline>>,
     /// First error wgpu reported outside an error scope; taken (and returned as `Err`) after each submit.
     gpu_error: Arc<Mutex<Option<String>>>,
+    /// GPU timestamps around every row-kernel launch, when enabled (benchmarks).
+    timer: Mutex<Option<GpuTimer>>,
 }
+
+/// Timestamp queries written in pairs (start, end) around each launch.
+struct GpuTimer {
+    queries: wgpu::QuerySet,
+    resolve: wgpu::Buffer,
+    used: u32,
+}
+
+/// Queries the timer holds: 128 launches between two readings.
+const TIMER_QUERIES: u32 = 256;
 
 impl std::fmt::Debug for Context {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -238,6 +250,7 @@ impl Context {
             loop_cap: None,
             pipelines: Mutex::new(HashMap::new()),
             gpu_error,
+            timer: Mutex::new(None),
         };
         ctx.loop_cap = ctx.probe_loop_cap()?;
         Ok(ctx)
@@ -289,7 +302,7 @@ impl Context {
             wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
         )?;
         let params = self.uniform_buffer("xent.probe.params", &[PROBE_ITERATIONS, 0, 0, 0]);
-        let pipeline = self.pipeline(Kernel::LoopProbe)?;
+        let pipeline = self.pipeline(Kernel::LoopProbe, 0, 0)?;
         let bind = self.bind_group(
             &pipeline,
             &[params.as_entire_binding(), out.as_entire_binding()],
@@ -439,9 +452,80 @@ impl Context {
         self.take_gpu_error()
     }
 
-    /// The cached pipeline of `kernel` for this context's reduction path, built on first use.
-    pub(crate) fn pipeline(&self, kernel: Kernel) -> Result<wgpu::ComputePipeline> {
-        let key = (kernel, self.reduce_path);
+    /// Starts timing every kernel launch with GPU timestamps. Returns `false` (and times nothing) on
+    /// adapters without timestamp queries inside encoders.
+    pub fn enable_gpu_timer(&self) -> bool {
+        if !self.features.contains(
+            wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS,
+        ) {
+            return false;
+        }
+        let queries = self.device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("xent.timer"),
+            ty: wgpu::QueryType::Timestamp,
+            count: TIMER_QUERIES,
+        });
+        let resolve = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("xent.timer.resolve"),
+            size: TIMER_QUERIES as u64 * 8,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        *self.timer.lock().unwrap_or_else(|p| p.into_inner()) = Some(GpuTimer {
+            queries,
+            resolve,
+            used: 0,
+        });
+        true
+    }
+
+    /// Writes the next timestamp when the timer is on (the launcher calls it before and after its passes).
+    pub(crate) fn timestamp(&self, encoder: &mut wgpu::CommandEncoder) {
+        let mut timer = self.timer.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = timer.as_mut() {
+            if t.used < TIMER_QUERIES {
+                encoder.write_timestamp(&t.queries, t.used);
+                t.used += 1;
+            }
+        }
+    }
+
+    /// GPU milliseconds of the launches since the last call (sum of each launch's end − start), and
+    /// resets the count. `None` when the timer is off, nothing ran, or more launches ran than it holds.
+    pub fn take_gpu_time_ms(&self) -> Result<Option<f64>> {
+        let (resolve, used) = {
+            let mut timer = self.timer.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(t) = timer.as_mut() else {
+                return Ok(None);
+            };
+            let used = std::mem::take(&mut t.used);
+            if used == 0 || used % 2 == 1 {
+                return Ok(None);
+            }
+            let mut encoder = self.encoder("xent.timer");
+            encoder.resolve_query_set(&t.queries, 0..used, &t.resolve, 0);
+            self.submit(encoder)?;
+            (t.resolve.clone(), used)
+        };
+        let ticks: Vec<u64> = pollster::block_on(self.read_buffer(&resolve, 0, used as u64 * 8))?;
+        let period = self.queue.get_timestamp_period() as f64;
+        let ns: f64 = ticks
+            .chunks_exact(2)
+            .map(|p| p[1].saturating_sub(p[0]) as f64 * period)
+            .sum();
+        Ok((used < TIMER_QUERIES).then_some(ns / 1e6))
+    }
+
+    /// The cached pipeline of `kernel` for this context's reduction path, specialised on the `MODE` and
+    /// `FLAGS` overrides of row kernels (ignored for others), built on first use.
+    pub(crate) fn pipeline(
+        &self,
+        kernel: Kernel,
+        mode: u32,
+        flags: u32,
+    ) -> Result<wgpu::ComputePipeline> {
+        let flags = flags & kernel.flag_mask();
+        let key = (kernel, self.reduce_path, mode, flags);
         let mut cache = self.pipelines.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(p) = cache.get(&key) {
             return Ok(p.clone());
@@ -453,6 +537,12 @@ impl Context {
                 label: Some(kernel.label()),
                 source: wgpu::ShaderSource::Wgsl(source.into()),
             });
+        let constants = [("MODE", mode as f64), ("FLAGS", flags as f64)];
+        let constants: &[(&str, f64)] = if kernel.is_row_kernel() {
+            &constants
+        } else {
+            &[]
+        };
         // Auto layout: the shader's own declarations (read-only vs read-write) define the bindings.
         let pipeline = self
             .device
@@ -461,7 +551,10 @@ impl Context {
                 layout: None,
                 module: &module,
                 entry_point: Some("main"),
-                compilation_options: wgpu::PipelineCompilationOptions::default(),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants,
+                    ..Default::default()
+                },
                 cache: None,
             });
         self.take_gpu_error()?;

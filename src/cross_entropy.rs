@@ -184,11 +184,12 @@ mod flags {
 }
 
 /// Where the gradient goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum GradTo {
+#[derive(Clone, Copy, Debug)]
+enum GradTo<'a> {
     Nowhere,
     NewBuffer,
     Logits,
+    Into(&'a GpuMatrix),
 }
 
 impl Context {
@@ -210,6 +211,19 @@ impl Context {
         opts: &CrossEntropyOptions,
     ) -> Result<CrossEntropyOutput> {
         self.ce(logits, targets, opts, None, GradTo::NewBuffer)
+    }
+
+    /// As [`Context::cross_entropy_fwd_bwd`], writing the gradient into an existing `grad` (n × N);
+    /// the output's `grad` is then `None`. A reused buffer skips wgpu's zero-fill of new buffers.
+    pub fn cross_entropy_fwd_bwd_into(
+        &self,
+        logits: &GpuMatrix,
+        targets: Targets<'_>,
+        opts: &CrossEntropyOptions,
+        grad: &GpuMatrix,
+    ) -> Result<CrossEntropyOutput> {
+        grad.expect_shape("gradient output", logits.rows(), logits.cols())?;
+        self.ce(logits, targets, opts, None, GradTo::Into(grad))
     }
 
     /// As [`Context::cross_entropy_fwd_bwd`], writing the gradient over the logits to save memory: the
@@ -251,7 +265,7 @@ impl Context {
         targets: Targets<'_>,
         opts: &CrossEntropyOptions,
         upstream: Option<&GpuMatrix>,
-        grad_to: GradTo,
+        grad_to: GradTo<'_>,
     ) -> Result<CrossEntropyOutput> {
         let (n, cols) = logits.shape();
         check_cols(cols)?;
@@ -281,12 +295,16 @@ impl Context {
         if opts.reduction == Reduction::Mean {
             fl |= flags::MEAN;
         }
-        if grad_to != GradTo::Nowhere {
+        if !matches!(grad_to, GradTo::Nowhere) {
             fl |= flags::GRAD | flags::PASS2;
         }
-        if grad_to == GradTo::Logits {
+        if matches!(grad_to, GradTo::Logits) {
             fl |= flags::IN_PLACE;
         }
+        let grad_into = match grad_to {
+            GradTo::Into(g) => Some(g),
+            _ => None,
+        };
         if opts.label_smoothing > 0.0 || matches!(targets, Targets::Probs(_)) {
             fl |= flags::PASS2;
         }
@@ -368,7 +386,7 @@ impl Context {
             0.0,
             0.0,
         ];
-        let grad_arg = match &grad {
+        let grad_arg = match grad.as_ref().or(grad_into) {
             Some(g) => Arg::Rows(g.buffer()),
             None => Arg::Whole(no_grad.buffer()),
         };

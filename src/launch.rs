@@ -58,12 +58,12 @@ pub(crate) enum Arg<'a> {
 /// log2(WG) tree levels or WG / SG serial steps each.
 const REDUCTION_SLACK: u64 = WG_SIZE as u64;
 
-/// Invocations per row: enough lanes that each walks about 8 elements, at most a workgroup.
-/// Small rows share a workgroup (65536×10 runs 128 rows per workgroup); wide rows get all 256 lanes.
-pub(crate) fn lanes_per_row(cols: usize) -> u32 {
-    let want = cols.div_ceil(8).next_power_of_two();
-    (want.min(WG_SIZE as usize)) as u32
-}
+/// Elements one lane walks per pass before a row gets more lanes, on a GPU: short walks, many lanes
+/// per row, so that a wide row keeps a whole workgroup busy and latency hidden.
+const GPU_ELEMS_PER_LANE: usize = 8;
+/// The same on a CPU driver (lavapipe, llvmpipe), where lanes are SIMD lanes run batch after batch:
+/// long walks, few lanes per row, few barriers. A row of up to 2,048 floats is one lane's job.
+const CPU_ELEMS_PER_LANE: usize = 2048;
 
 impl Context {
     /// Iterations one invocation runs for `passes` walks over a row of `cols` elements with `tpr`
@@ -72,7 +72,8 @@ impl Context {
         let Some(cap) = self.loop_cap() else {
             return Ok(());
         };
-        let per_pass = cols.div_ceil(tpr as usize) as u64;
+        // A lane's stretch is rounded up to whole blocks: one step more at most.
+        let per_pass = cols.div_ceil(tpr as usize) as u64 + 1;
         let needed = per_pass * passes as u64 + REDUCTION_SLACK;
         if needed > cap as u64 {
             return Err(XentError::TooLarge {
@@ -84,6 +85,19 @@ impl Context {
             });
         }
         Ok(())
+    }
+
+    /// Invocations per row (a power of two, at most a workgroup), by the device's kind: see
+    /// [`GPU_ELEMS_PER_LANE`] and [`CPU_ELEMS_PER_LANE`]. Small rows share a workgroup.
+    pub(crate) fn lanes_per_row(&self, cols: usize) -> u32 {
+        let per_lane = if self.adapter().device_type == wgpu::DeviceType::Cpu {
+            CPU_ELEMS_PER_LANE
+        } else {
+            GPU_ELEMS_PER_LANE
+        };
+        cols.div_ceil(per_lane)
+            .next_power_of_two()
+            .min(WG_SIZE as usize) as u32
     }
 
     /// Rows per chunk under the binding and dispatch limits; `Err` when a single row does not fit.
@@ -123,12 +137,13 @@ impl Context {
         if n == 0 {
             return Ok(());
         }
-        let tpr = lanes_per_row(cols);
+        let tpr = self.lanes_per_row(cols);
         self.check_loop_cap(cols, tpr, passes)?;
         let chunk = self.rows_per_chunk(cols, tpr)?;
-        let pipeline = self.pipeline(kernel)?;
+        let pipeline = self.pipeline(kernel, base.mode, base.flags)?;
         let align = self.limits().min_storage_buffer_offset_alignment as u64;
         let mut encoder = self.encoder(kernel.label());
+        self.timestamp(&mut encoder);
         let mut row0 = 0usize;
         while row0 < n {
             let rows = chunk.min(n - row0);
@@ -168,6 +183,7 @@ impl Context {
             }
             row0 += rows;
         }
+        self.timestamp(&mut encoder);
         self.submit(encoder)?;
         Ok(())
     }

@@ -25,6 +25,8 @@ enum Command {
     Check(cli::check::CheckArgs),
     /// Cross-entropy, softmax, entropy and gradients of .npy inputs, written as .npy files.
     Eval(cli::eval::EvalArgs),
+    /// Throughput of the kernels against the copy roofline and the CPU, as a table, JSON or a plot.
+    Bench(cli::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +35,7 @@ fn main() -> ExitCode {
         Command::Info(args) => cli::info(&args),
         Command::Check(args) => cli::check::run(&args),
         Command::Eval(args) => cli::eval::run(&args),
+        Command::Bench(args) => cli::bench::run(&args),
     };
     match result {
         Ok(code) => code,

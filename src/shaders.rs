@@ -36,6 +36,8 @@ pub enum Kernel {
     CeReduce,
     /// Entropy, cross-entropy and KL per row (`info_rows.wgsl`).
     InfoRows,
+    /// The bandwidth roofline: a copy walked like the row kernels (`copy_rows.wgsl`).
+    CopyRows,
 }
 
 impl Kernel {
@@ -47,6 +49,7 @@ impl Kernel {
         Kernel::CeFwdBwd,
         Kernel::CeReduce,
         Kernel::InfoRows,
+        Kernel::CopyRows,
     ];
 
     /// The wgpu label of the kernel's module and pipeline.
@@ -58,6 +61,7 @@ impl Kernel {
             Kernel::CeFwdBwd => "xent.ce_fwd_bwd",
             Kernel::CeReduce => "xent.ce_reduce",
             Kernel::InfoRows => "xent.info_rows",
+            Kernel::CopyRows => "xent.copy_rows",
         }
     }
 
@@ -70,11 +74,26 @@ impl Kernel {
             Kernel::CeFwdBwd => include_str!("../shaders/ce_fwd_bwd.wgsl"),
             Kernel::CeReduce => include_str!("../shaders/ce_reduce.wgsl"),
             Kernel::InfoRows => include_str!("../shaders/info_rows.wgsl"),
+            Kernel::CopyRows => include_str!("../shaders/copy_rows.wgsl"),
         }
     }
 
-    /// Whether the kernel uses `common.wgsl` and an in-row reduction.
-    fn is_row_kernel(self) -> bool {
+    /// The `FLAGS` bits the kernel reads (the rest are masked out of its pipeline key, so that options a
+    /// kernel ignores do not build extra pipelines).
+    pub fn flag_mask(self) -> u32 {
+        match self {
+            // LABELS | WEIGHT | GRAD | IN_PLACE | ROW_UPSTREAM | SOFTCAP | PASS2
+            Kernel::CeFwdBwd => 0x7f,
+            // LABELS | WEIGHT | MEAN
+            Kernel::CeReduce => 0x83,
+            Kernel::InfoRows => 0x1,
+            _ => 0,
+        }
+    }
+
+    /// Whether the kernel uses `common.wgsl` (its `Params`, the `MODE`/`FLAGS` overrides) and an
+    /// in-row reduction.
+    pub fn is_row_kernel(self) -> bool {
         !matches!(self, Kernel::LoopProbe)
     }
 }

@@ -25,19 +25,24 @@ pub(crate) fn check_cols(cols: usize) -> Result<()> {
 }
 
 impl Context {
-    fn softmax_fwd(&self, x: &GpuMatrix, mode: u32) -> Result<(Option<GpuMatrix>, GpuMatrix)> {
+    /// Runs softmax_fwd in `mode`, writing `y` (absent in mode 2) and the per-row log-sum-exp.
+    fn softmax_fwd(
+        &self,
+        x: &GpuMatrix,
+        mode: u32,
+        y: Option<&GpuMatrix>,
+        lse: &GpuMatrix,
+    ) -> Result<()> {
         let (n, cols) = x.shape();
         check_cols(cols)?;
-        let lse = GpuMatrix::zeros(self, n, 1)?;
-        let y = if mode == FWD_LSE {
-            None
-        } else {
-            Some(GpuMatrix::zeros(self, n, cols)?)
-        };
+        lse.expect_shape("log-sum-exp output", n, 1)?;
         // mode 2 never writes y: a 4-byte stand-in takes its binding.
         let stand_in;
-        let y_arg = match &y {
-            Some(y) => Arg::Rows(y.buffer()),
+        let y_arg = match y {
+            Some(y) => {
+                y.expect_shape("output", n, cols)?;
+                Arg::Rows(y.buffer())
+            }
             None => {
                 stand_in = GpuMatrix::zeros(self, 1, 1)?;
                 Arg::Whole(stand_in.buffer())
@@ -50,42 +55,57 @@ impl Context {
             cols,
             2,
             &[Arg::Rows(x.buffer()), y_arg, Arg::Whole(lse.buffer())],
-        )?;
-        Ok((y, lse))
+        )
     }
 
     /// Row-wise softmax `exp(z − lse(z))`. A row whose max is ±inf (an all −inf row too) or that holds
     /// a NaN comes out all NaN, as in PyTorch.
     pub fn softmax(&self, x: &GpuMatrix) -> Result<GpuMatrix> {
-        Ok(self.softmax_fwd(x, FWD_SOFTMAX)?.0.expect("softmax output"))
+        Ok(self.softmax_with_lse(x)?.0)
+    }
+
+    /// [`Context::softmax`] into an existing `out` of the same shape. A reused output skips the
+    /// zero-fill wgpu gives every new buffer on first use (one write pass over memory).
+    pub fn softmax_into(&self, x: &GpuMatrix, out: &GpuMatrix) -> Result<()> {
+        let lse = GpuMatrix::zeros(self, x.rows(), 1)?;
+        self.softmax_fwd(x, FWD_SOFTMAX, Some(out), &lse)
     }
 
     /// Row-wise log-softmax `z − lse(z)`; same edge cases as [`Context::softmax`]. `−inf` logits in an
     /// otherwise finite row give `−inf`.
     pub fn log_softmax(&self, x: &GpuMatrix) -> Result<GpuMatrix> {
-        Ok(self
-            .softmax_fwd(x, FWD_LOG_SOFTMAX)?
-            .0
-            .expect("log_softmax output"))
+        let y = GpuMatrix::zeros(self, x.rows(), x.cols())?;
+        self.log_softmax_into(x, &y)?;
+        Ok(y)
+    }
+
+    /// [`Context::log_softmax`] into an existing `out` of the same shape.
+    pub fn log_softmax_into(&self, x: &GpuMatrix, out: &GpuMatrix) -> Result<()> {
+        let lse = GpuMatrix::zeros(self, x.rows(), 1)?;
+        self.softmax_fwd(x, FWD_LOG_SOFTMAX, Some(out), &lse)
     }
 
     /// Row-wise log-sum-exp as an `n × 1` matrix: `−inf` for an all −inf row, `+inf` when the row has
     /// `+inf`, NaN when it has a NaN (as `torch.logsumexp`).
     pub fn logsumexp(&self, x: &GpuMatrix) -> Result<GpuMatrix> {
-        Ok(self.softmax_fwd(x, FWD_LSE)?.1)
+        let lse = GpuMatrix::zeros(self, x.rows(), 1)?;
+        self.softmax_fwd(x, FWD_LSE, None, &lse)?;
+        Ok(lse)
     }
 
-    /// Softmax and its log-sum-exp in one pass over memory.
+    /// Softmax and its log-sum-exp (`n × 1`) in one pass over memory.
     pub fn softmax_with_lse(&self, x: &GpuMatrix) -> Result<(GpuMatrix, GpuMatrix)> {
-        let (y, lse) = self.softmax_fwd(x, FWD_SOFTMAX)?;
-        Ok((y.expect("softmax output"), lse))
+        let y = GpuMatrix::zeros(self, x.rows(), x.cols())?;
+        let lse = GpuMatrix::zeros(self, x.rows(), 1)?;
+        self.softmax_fwd(x, FWD_SOFTMAX, Some(&y), &lse)?;
+        Ok((y, lse))
     }
 
-    fn softmax_bwd(&self, y: &GpuMatrix, g: &GpuMatrix, mode: u32) -> Result<GpuMatrix> {
+    fn softmax_bwd(&self, y: &GpuMatrix, g: &GpuMatrix, mode: u32, dz: &GpuMatrix) -> Result<()> {
         let (n, cols) = y.shape();
         check_cols(cols)?;
         g.expect_shape("upstream gradient", n, cols)?;
-        let dz = GpuMatrix::zeros(self, n, cols)?;
+        dz.expect_shape("gradient output", n, cols)?;
         self.run_rows(
             Kernel::SoftmaxBwd,
             RowParams::mode(mode),
@@ -97,19 +117,49 @@ impl Context {
                 Arg::Rows(g.buffer()),
                 Arg::Rows(dz.buffer()),
             ],
-        )?;
-        Ok(dz)
+        )
+    }
+
+    /// [`Context::softmax_backward`] into an existing `out`.
+    pub fn softmax_backward_into(
+        &self,
+        probs: &GpuMatrix,
+        g: &GpuMatrix,
+        out: &GpuMatrix,
+    ) -> Result<()> {
+        self.softmax_bwd(probs, g, BWD_SOFTMAX, out)
     }
 
     /// The softmax Jacobian-vector product `p̂ ⊙ (g − ⟨g, p̂⟩)`, from the forward output `p̂` and the
     /// upstream gradient `g = ∂L/∂p̂` (never builds the N×N Jacobian).
     pub fn softmax_backward(&self, probs: &GpuMatrix, g: &GpuMatrix) -> Result<GpuMatrix> {
-        self.softmax_bwd(probs, g, BWD_SOFTMAX)
+        let dz = GpuMatrix::zeros(self, probs.rows(), probs.cols())?;
+        self.softmax_bwd(probs, g, BWD_SOFTMAX, &dz)?;
+        Ok(dz)
     }
 
     /// The log-softmax backward `g − exp(y) · Σ g` from the forward output `y = log_softmax(z)`.
     pub fn log_softmax_backward(&self, log_probs: &GpuMatrix, g: &GpuMatrix) -> Result<GpuMatrix> {
-        self.softmax_bwd(log_probs, g, BWD_LOG_SOFTMAX)
+        let dz = GpuMatrix::zeros(self, log_probs.rows(), log_probs.cols())?;
+        self.softmax_bwd(log_probs, g, BWD_LOG_SOFTMAX, &dz)?;
+        Ok(dz)
+    }
+
+    /// A copy of `x` walked exactly as the row kernels walk memory: the bandwidth roofline that
+    /// benchmarks compare the memory-bound kernels with.
+    pub fn copy_rows(&self, x: &GpuMatrix) -> Result<GpuMatrix> {
+        let (n, cols) = x.shape();
+        check_cols(cols)?;
+        let y = GpuMatrix::zeros(self, n, cols)?;
+        self.run_rows(
+            Kernel::CopyRows,
+            RowParams::mode(0),
+            n,
+            cols,
+            1,
+            &[Arg::Rows(x.buffer()), Arg::Rows(y.buffer())],
+        )?;
+        Ok(y)
     }
 
     /// Host-slice convenience: uploads `x` (`x.len() / cols` rows), runs [`Context::softmax`], reads back.

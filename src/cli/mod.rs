@@ -1,5 +1,6 @@
 //! Command-line plumbing shared by the subcommands: device selection, shapes, tables, progress bars.
 
+pub mod bench;
 pub mod check;
 pub mod eval;
 

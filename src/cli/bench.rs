@@ -1,0 +1,428 @@
+//! `xent bench`: throughput of the kernels on the GPU adapter, the fast CPU path and (optionally) the
+//! CPU reference, with the copy roofline measured on the same adapter in the same run.
+//!
+//! Bytes counted (MATH.md's cost model): softmax and cross-entropy forward+backward read the logits
+//! and write n·N values (n·N·8 bytes); the softmax backward reads p̂ and g and writes dz (n·N·12);
+//! the copy reads and writes (n·N·8).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use xent::{
+    Context, CrossEntropyOptions, GpuLabels, GpuMatrix, Targets, XentError, cpu, reference,
+};
+
+use super::{DeviceArgs, parse_shape, print_table, progress, timed};
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// Shapes ROWSxCOLS, comma-separated.
+    #[arg(long, value_delimiter = ',', value_parser = parse_shape,
+          default_value = "4096x1000,1024x32000,256x128256,65536x10")]
+    pub shapes: Vec<(usize, usize)>,
+    /// Operations: softmax, ce (cross-entropy forward+backward, labels, mean), softmax_bwd, copy.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "copy,softmax,ce,softmax_bwd"
+    )]
+    pub ops: Vec<String>,
+    /// Timed repetitions per measurement (the median is reported).
+    #[arg(long, default_value_t = 7)]
+    pub reps: usize,
+    /// Also time the f64 CPU reference (slow).
+    #[arg(long)]
+    pub with_reference: bool,
+    /// Skip the CPU paths (GPU only).
+    #[arg(long)]
+    pub gpu_only: bool,
+    /// Print one JSON object per line instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Draw GB/s against shape as SVG (or PNG when the name ends in .png... only SVG is built in).
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+}
+
+/// One measurement.
+#[derive(Clone, Debug)]
+pub struct Measurement {
+    pub op: String,
+    pub n: usize,
+    pub k: usize,
+    pub backend: String,
+    pub median_ms: f64,
+    pub gpu_ms: Option<f64>,
+    pub bytes: f64,
+}
+
+impl Measurement {
+    pub fn gbps(&self) -> f64 {
+        self.bytes / (self.median_ms * 1e-3) / 1e9
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Bytes an op moves at least, per MATH.md.
+fn bytes_of(op: &str, n: usize, k: usize) -> f64 {
+    let e = (n * k) as f64 * 4.0;
+    match op {
+        "softmax_bwd" => 3.0 * e,
+        _ => 2.0 * e,
+    }
+}
+
+/// Times `launch` on the GPU: one warm-up, then `reps` launches each waited for; returns the median
+/// wall milliseconds and the median GPU-timestamp milliseconds (when the adapter has timestamps).
+fn time_gpu(
+    ctx: &Context,
+    reps: usize,
+    launch: &dyn Fn() -> Result<(), XentError>,
+) -> Result<(f64, Option<f64>), XentError> {
+    launch()?;
+    ctx.wait_idle()?;
+    ctx.take_gpu_time_ms()?;
+    let (mut wall, mut gpu) = (Vec::new(), Vec::new());
+    for _ in 0..reps {
+        let (r, ms) = timed(|| -> Result<(), XentError> {
+            launch()?;
+            ctx.wait_idle()
+        });
+        r?;
+        wall.push(ms);
+        if let Some(g) = ctx.take_gpu_time_ms()? {
+            gpu.push(g);
+        }
+    }
+    Ok((median(wall), (gpu.len() == reps).then(|| median(gpu))))
+}
+
+fn time_cpu(reps: usize, f: &mut dyn FnMut()) -> f64 {
+    f();
+    median((0..reps).map(|_| timed(&mut *f).1).collect())
+}
+
+struct Data {
+    x: Vec<f32>,
+    labels: Vec<i64>,
+    g: Vec<f32>,
+}
+
+fn data(n: usize, k: usize) -> Data {
+    let mut s = 0x2545_F491_4F6C_DD1Du64 ^ (n * 31 + k) as u64;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    };
+    let x = (0..n * k)
+        .map(|_| (next() >> 40) as f32 / (1u64 << 24) as f32 * 16.0 - 8.0)
+        .collect();
+    let labels = (0..n).map(|_| (next() % k as u64) as i64).collect();
+    let g = (0..n * k)
+        .map(|_| (next() >> 40) as f32 / (1u64 << 24) as f32 - 0.5)
+        .collect();
+    Data { x, labels, g }
+}
+
+fn gpu_measure(
+    ctx: &Context,
+    op: &str,
+    n: usize,
+    k: usize,
+    d: &Data,
+    reps: usize,
+) -> Result<(f64, Option<f64>), XentError> {
+    let x = GpuMatrix::from_slice(ctx, &d.x, n, k)?;
+    let out = GpuMatrix::zeros(ctx, n, k)?;
+    match op {
+        "copy" => time_gpu(ctx, reps, &|| ctx.copy_rows(&x).map(drop)),
+        "softmax" => time_gpu(ctx, reps, &|| ctx.softmax_into(&x, &out)),
+        "softmax_bwd" => {
+            let g = GpuMatrix::from_slice(ctx, &d.g, n, k)?;
+            time_gpu(ctx, reps, &|| ctx.softmax_backward_into(&x, &g, &out))
+        }
+        "ce" => {
+            let labels = GpuLabels::from_slice(ctx, &d.labels)?;
+            let opts = CrossEntropyOptions::default();
+            time_gpu(ctx, reps, &|| {
+                ctx.cross_entropy_fwd_bwd_into(&x, Targets::Labels(&labels), &opts, &out)
+                    .map(drop)
+            })
+        }
+        other => Err(XentError::InvalidArgument(format!("unknown op `{other}`"))),
+    }
+}
+
+fn cpu_measure(
+    op: &str,
+    k: usize,
+    d: &Data,
+    reps: usize,
+    reference_path: bool,
+) -> Result<Option<f64>, XentError> {
+    let opts = CrossEntropyOptions::default();
+    let mut grad = vec![0f32; d.x.len()];
+    let ms = match (op, reference_path) {
+        ("copy", _) => return Ok(None),
+        ("softmax", false) => time_cpu(reps, &mut || drop(cpu::softmax(&d.x, k))),
+        ("softmax", true) => time_cpu(reps, &mut || drop(reference::softmax(&d.x, k))),
+        ("softmax_bwd", false) => {
+            time_cpu(reps, &mut || drop(cpu::softmax_backward(&d.x, &d.g, k)))
+        }
+        ("softmax_bwd", true) => time_cpu(reps, &mut || {
+            drop(reference::softmax_backward(&d.x, &d.g, k))
+        }),
+        ("ce", false) => {
+            cpu::cross_entropy(
+                &d.x,
+                k,
+                cpu::CpuTargets::Labels(&d.labels),
+                &opts,
+                Some(&mut grad),
+            )?;
+            time_cpu(reps, &mut || {
+                drop(cpu::cross_entropy(
+                    &d.x,
+                    k,
+                    cpu::CpuTargets::Labels(&d.labels),
+                    &opts,
+                    Some(&mut grad),
+                ))
+            })
+        }
+        ("ce", true) => time_cpu(reps, &mut || {
+            drop(reference::cross_entropy(
+                &d.x,
+                k,
+                reference::RefTargets::Labels(&d.labels),
+                &opts,
+            ))
+        }),
+        (other, _) => return Err(XentError::InvalidArgument(format!("unknown op `{other}`"))),
+    };
+    Ok(Some(ms))
+}
+
+/// Runs the sweep; the measurements in order (op-major within each shape).
+pub fn measure(args: &BenchArgs, ctx: &Context) -> Result<Vec<Measurement>, XentError> {
+    let timer = ctx.enable_gpu_timer();
+    let per_shape =
+        args.ops.len() * (1 + usize::from(!args.gpu_only) + usize::from(args.with_reference));
+    let bar = progress((args.shapes.len() * per_shape) as u64, "bench");
+    let mut out = Vec::new();
+    for &(n, k) in &args.shapes {
+        let d = data(n, k);
+        for op in &args.ops {
+            let bytes = bytes_of(op, n, k);
+            bar.set_message(format!("{op} {n}x{k} gpu"));
+            let (wall, gpu) = gpu_measure(ctx, op, n, k, &d, args.reps)?;
+            out.push(Measurement {
+                op: op.clone(),
+                n,
+                k,
+                backend: "gpu".into(),
+                median_ms: wall,
+                gpu_ms: gpu.filter(|_| timer),
+                bytes,
+            });
+            bar.inc(1);
+            let mut cpu_paths = Vec::new();
+            if !args.gpu_only {
+                cpu_paths.push(("cpu", false));
+            }
+            if args.with_reference {
+                cpu_paths.push(("reference", true));
+            }
+            for (name, is_ref) in cpu_paths {
+                bar.set_message(format!("{op} {n}x{k} {name}"));
+                if let Some(ms) = cpu_measure(
+                    op,
+                    k,
+                    &d,
+                    if is_ref {
+                        1.max(args.reps / 3)
+                    } else {
+                        args.reps
+                    },
+                    is_ref,
+                )? {
+                    out.push(Measurement {
+                        op: op.clone(),
+                        n,
+                        k,
+                        backend: name.into(),
+                        median_ms: ms,
+                        gpu_ms: None,
+                        bytes,
+                    });
+                }
+                bar.inc(1);
+            }
+        }
+    }
+    bar.finish_and_clear();
+    Ok(out)
+}
+
+pub fn run(args: &BenchArgs) -> Result<ExitCode, XentError> {
+    let ctx = args.device.context()?;
+    let results = measure(args, &ctx)?;
+    let adapter = format!("{} ({:?})", ctx.adapter().name, ctx.adapter().backend);
+    // Roofline: the copy's GB/s on this adapter and shape.
+    let copy_gbps = |n: usize, k: usize| {
+        results
+            .iter()
+            .find(|m| m.op == "copy" && m.backend == "gpu" && (m.n, m.k) == (n, k))
+            .map(Measurement::gbps)
+    };
+    let cpu_ms = |m: &Measurement| {
+        results
+            .iter()
+            .find(|c| c.op == m.op && c.backend == "cpu" && (c.n, c.k) == (m.n, m.k))
+            .map(|c| c.median_ms)
+    };
+    if args.json {
+        for m in &results {
+            let obj = serde_json::json!({
+                "op": m.op, "n": m.n, "k": m.k, "backend": m.backend, "adapter": adapter,
+                "median_ms": m.median_ms, "gpu_ms": m.gpu_ms, "gbps": m.gbps(),
+                "pct_of_copy": copy_gbps(m.n, m.k).map(|c| 100.0 * m.gbps() / c),
+                "speedup_vs_cpu": cpu_ms(m).map(|c| c / m.median_ms),
+            });
+            println!("{obj}");
+        }
+    } else {
+        println!(
+            "adapter: {adapter}; CPU: {} threads",
+            rayon::current_num_threads()
+        );
+        let rows: Vec<Vec<String>> = results
+            .iter()
+            .map(|m| {
+                let pct = match (m.backend.as_str(), copy_gbps(m.n, m.k)) {
+                    ("gpu", Some(c)) => format!("{:.0}%", 100.0 * m.gbps() / c),
+                    _ => "-".into(),
+                };
+                let speedup = match (m.backend.as_str(), cpu_ms(m)) {
+                    ("gpu", Some(c)) => format!("{:.2}x", c / m.median_ms),
+                    _ => "-".into(),
+                };
+                vec![
+                    m.op.clone(),
+                    format!("{}x{}", m.n, m.k),
+                    m.backend.clone(),
+                    format!("{:.3}", m.median_ms),
+                    m.gpu_ms.map_or("-".into(), |g| format!("{g:.3}")),
+                    format!("{:.2}", m.gbps()),
+                    pct,
+                    speedup,
+                ]
+            })
+            .collect();
+        print_table(
+            &[
+                "op",
+                "shape",
+                "backend",
+                "median ms",
+                "GPU ms",
+                "GB/s",
+                "% of copy",
+                "GPU÷CPU",
+            ],
+            &rows,
+        );
+        println!(
+            "GB/s from wall time (launch + wait); GPU ms from timestamp queries; % of copy = GB/s over the copy kernel's on this adapter and shape"
+        );
+    }
+    if let Some(path) = &args.plot {
+        plot(path, &results, &adapter)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// GB/s against shape, one line per (op, backend), as SVG.
+fn plot(path: &std::path::Path, results: &[Measurement], adapter: &str) -> Result<(), XentError> {
+    use plotters::prelude::*;
+    let err = |e: &dyn std::fmt::Display| XentError::Io {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    let mut shapes: Vec<(usize, usize)> = Vec::new();
+    for m in results {
+        if !shapes.contains(&(m.n, m.k)) {
+            shapes.push((m.n, m.k));
+        }
+    }
+    let ymax = results.iter().map(Measurement::gbps).fold(0.0, f64::max) * 1.15 + 1e-9;
+    let root = SVGBackend::new(path, (960, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(format!("xent throughput — {adapter}"), ("sans-serif", 20))
+        .margin(16)
+        .x_label_area_size(40)
+        .y_label_area_size(56)
+        .build_cartesian_2d(-0.5f64..(shapes.len() as f64 - 0.5), 0.0..ymax)
+        .map_err(|e| err(&e))?;
+    let labels = shapes.clone();
+    chart
+        .configure_mesh()
+        .x_labels(shapes.len())
+        .x_label_formatter(&|v| {
+            let i = v.round() as usize;
+            labels
+                .get(i)
+                .map_or(String::new(), |(n, k)| format!("{n}x{k}"))
+        })
+        .y_desc("GB/s")
+        .draw()
+        .map_err(|e| err(&e))?;
+    let mut series: Vec<(String, String)> = Vec::new();
+    for m in results {
+        let key = (m.op.clone(), m.backend.clone());
+        if !series.contains(&key) {
+            series.push(key);
+        }
+    }
+    for (i, (op, backend)) in series.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        let pts: Vec<(f64, f64)> = results
+            .iter()
+            .filter(|m| &m.op == op && &m.backend == backend)
+            .map(|m| {
+                (
+                    shapes.iter().position(|&s| s == (m.n, m.k)).unwrap_or(0) as f64,
+                    m.gbps(),
+                )
+            })
+            .collect();
+        chart
+            .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+            .map_err(|e| err(&e))?
+            .label(format!("{op} / {backend}"))
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+            });
+        chart
+            .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
+            .map_err(|e| err(&e))?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))
+}
