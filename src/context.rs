@@ -537,12 +537,11 @@ impl Context {
                 label: Some(kernel.label()),
                 source: wgpu::ShaderSource::Wgsl(source.into()),
             });
-        let constants = [("MODE", mode as f64), ("FLAGS", flags as f64)];
-        let constants: &[(&str, f64)] = if kernel.is_row_kernel() {
-            &constants
-        } else {
-            &[]
-        };
+        let constants: Vec<(&str, f64)> = kernel
+            .overrides()
+            .iter()
+            .map(|&name| (name, if name == "MODE" { mode } else { flags } as f64))
+            .collect();
         // Auto layout: the shader's own declarations (read-only vs read-write) define the bindings.
         let pipeline = self
             .device
@@ -552,7 +551,7 @@ impl Context {
                 module: &module,
                 entry_point: Some("main"),
                 compilation_options: wgpu::PipelineCompilationOptions {
-                    constants,
+                    constants: &constants,
                     ..Default::default()
                 },
                 cache: None,

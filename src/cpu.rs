@@ -95,81 +95,189 @@ fn tanh<const F: bool>(x: f32) -> f32 {
     sel(ax < 0.625, small, big.copysign(x))
 }
 
-/// Sum of the lanes, pairwise.
-#[inline(always)]
-fn hsum(mut a: [f32; LANES]) -> f32 {
-    let mut len = LANES;
-    while len > 1 {
-        len /= 2;
-        for k in 0..len {
-            a[k] += a[k + len];
-        }
-    }
-    a[0]
-}
-
-/// The last `rem` (< LANES) elements of `x` in a full chunk, padded with `fill`.
-#[inline(always)]
-fn padded(x: &[f32], fill: f32) -> [f32; LANES] {
-    let mut buf = [fill; LANES];
-    buf[..x.len()].copy_from_slice(x);
-    buf
-}
-
 // ---------------------------------------------------------------------------------------------
-// Row passes.
+// Vectorisable passes. Maps are plain loops over slices, which LLVM's loop vectoriser takes whole;
+// reductions go through a pairwise tree of such maps over a block in L1 (strict f32 sums cannot be
+// reordered by the compiler, so the reordering is written out), which is also accurate: the error
+// grows with log₂ of the block, then with the number of blocks.
 // ---------------------------------------------------------------------------------------------
 
-/// A chunk of `LANES` elements of a slice that `chunks_exact(LANES)` produced.
-#[inline(always)]
-fn lanes(c: &[f32]) -> &[f32; LANES] {
-    c.try_into().expect("a chunk of LANES elements")
+/// One thread's buffers for the reductions: a block of mapped values and half a block for the tree.
+struct Scratch {
+    buf: [f32; BLOCK],
+    tree: [f32; BLOCK / 2],
 }
 
-/// As [`lanes`], mutable.
-#[inline(always)]
-fn lanes_mut(c: &mut [f32]) -> &mut [f32; LANES] {
-    c.try_into().expect("a chunk of LANES elements")
-}
-
-/// Largest element, NaN ignored (−inf for an empty or all-NaN row).
-#[inline(always)]
-fn row_max(x: &[f32]) -> f32 {
-    #[inline(always)]
-    fn step(acc: &mut [f32; LANES], c: &[f32; LANES]) {
-        for k in 0..LANES {
-            acc[k] = sel(c[k] > acc[k], c[k], acc[k]);
+impl Scratch {
+    fn new() -> Self {
+        Self {
+            buf: [0.0; BLOCK],
+            tree: [0.0; BLOCK / 2],
         }
     }
-    let mut acc = [f32::NEG_INFINITY; LANES];
-    let chunks = x.chunks_exact(LANES);
-    let rest = chunks.remainder();
-    for c in chunks {
-        step(&mut acc, lanes(c));
-    }
-    if !rest.is_empty() {
-        step(&mut acc, &padded(rest, f32::NEG_INFINITY));
-    }
-    acc.into_iter()
-        .fold(f32::NEG_INFINITY, |a, b| sel(b > a, b, a))
 }
 
-/// Writes `v = c · tanh(z / c)` and returns its largest element (NaN ignored).
+/// Reductions of at most this many elements are a plain fold.
+const FOLD_MAX: usize = 16;
+
+/// `op`-reduction of `x` (at most [`BLOCK`] elements) as a pairwise tree: each level is a
+/// vectorised map `t_i = op(t_i, t_{i+h})`. `op` must be commutative and associative up to
+/// rounding, with identity `id`.
 #[inline(always)]
-fn capped_max<const F: bool>(z: &[f32], c: f32, v: &mut [f32]) -> f32 {
-    let inv = 1.0 / c;
-    map_in_place2(v, z, |_, x| c * tanh::<F>(x * inv));
-    row_max(v)
+fn pairwise(x: &[f32], tree: &mut [f32; BLOCK / 2], id: f32, op: impl Fn(f32, f32) -> f32) -> f32 {
+    let n = x.len();
+    if n <= FOLD_MAX {
+        return x.iter().fold(id, |a, &b| op(a, b));
+    }
+    let h = n / 2;
+    let (lo, hi) = x.split_at(h);
+    let tree = &mut tree[..h];
+    for ((t, &a), &b) in tree.iter_mut().zip(lo).zip(hi) {
+        *t = op(a, b);
+    }
+    let mut acc = if n % 2 == 1 { hi[h] } else { id };
+    let mut len = h;
+    while len > FOLD_MAX {
+        let half = len / 2;
+        if len % 2 == 1 {
+            acc = op(acc, tree[len - 1]);
+        }
+        let (a, b) = tree[..2 * half].split_at_mut(half);
+        for (t, &u) in a.iter_mut().zip(b.iter()) {
+            *t = op(*t, u);
+        }
+        len = half;
+    }
+    tree[..len].iter().fold(acc, |a, &b| op(a, b))
 }
 
-/// Index of the first element equal to `m` (0 if none): with `m` the NaN-ignoring maximum, this is
-/// the reference's first argmax.
+/// Pairwise sum of a block.
+#[inline(always)]
+fn block_sum(x: &[f32], tree: &mut [f32; BLOCK / 2]) -> f32 {
+    pairwise(x, tree, 0.0, |a, b| a + b)
+}
+
+/// The largest element when the row holds no NaN. With NaNs the result is NaN or the maximum of
+/// some of the elements (the tree's `a > b ? a : b`, one `maxps`, is not NaN-symmetric): callers
+/// only use it when the row turns out NaN-free, and otherwise produce NaN results (and take the
+/// argmax from [`exact_argmax`]).
+#[inline(always)]
+fn row_max(x: &[f32], s: &mut Scratch) -> f32 {
+    let max = |a: f32, b: f32| sel(a > b, a, b);
+    let mut m = f32::NEG_INFINITY;
+    for b in x.chunks(BLOCK) {
+        m = max(pairwise(b, &mut s.tree, f32::NEG_INFINITY, max), m);
+    }
+    m
+}
+
+/// The reference's first argmax: the first maximal element with NaN skipped (0 for an all-NaN
+/// row). Scalar: only for rows holding a NaN or an infinite maximum.
+fn exact_argmax(x: &[f32]) -> usize {
+    let mut best = 0;
+    for (j, &v) in x.iter().enumerate() {
+        if v > x[best] || (x[best].is_nan() && !v.is_nan()) {
+            best = j;
+        }
+    }
+    best
+}
+
+/// Σ_j f(a_j, b_j) over slices of equal length: each block mapped into the buffer, then summed.
+#[inline(always)]
+fn sum_map2(a: &[f32], b: &[f32], s: &mut Scratch, f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut total = 0.0;
+    for (ab, bb) in a.chunks(BLOCK).zip(b.chunks(BLOCK)) {
+        let buf = &mut s.buf[..ab.len()];
+        map2(buf, ab, bb, &f);
+        total += block_sum(buf, &mut s.tree);
+    }
+    total
+}
+
+/// Σ_j f(x_j).
+#[inline(always)]
+fn sum_map(x: &[f32], s: &mut Scratch, f: impl Fn(f32) -> f32) -> f32 {
+    sum_map2(x, x, s, |a, _| f(a))
+}
+
+/// Σ_j f(a_j, b_j, c_j) over slices of equal length.
+#[inline(always)]
+fn sum_map3(
+    a: &[f32],
+    b: &[f32],
+    c: &[f32],
+    s: &mut Scratch,
+    f: impl Fn(f32, f32, f32) -> f32,
+) -> f32 {
+    let mut total = 0.0;
+    for ((ab, bb), cb) in a.chunks(BLOCK).zip(b.chunks(BLOCK)).zip(c.chunks(BLOCK)) {
+        let buf = &mut s.buf[..ab.len()];
+        for (o, (&x, (&y, &z))) in buf.iter_mut().zip(ab.iter().zip(bb.iter().zip(cb))) {
+            *o = f(x, y, z);
+        }
+        total += block_sum(buf, &mut s.tree);
+    }
+    total
+}
+
+/// Writes `e_j = exp(v_j − m)` into `out` and returns Σ e_j (each block summed while in L1).
+#[inline(always)]
+fn exp_sum_store<const F: bool>(v: &[f32], m: f32, out: &mut [f32], s: &mut Scratch) -> f32 {
+    let mut total = 0.0;
+    for (vb, ob) in v.chunks(BLOCK).zip(out.chunks_mut(BLOCK)) {
+        map_in_place2(ob, vb, |_, x| exp::<F>(x - m));
+        total += block_sum(ob, &mut s.tree);
+    }
+    total
+}
+
+/// Σ exp(v_j − m).
+#[inline(always)]
+fn exp_sum<const F: bool>(v: &[f32], m: f32, s: &mut Scratch) -> f32 {
+    sum_map(v, s, |x| exp::<F>(x - m))
+}
+
+/// `out_j = f(a_j, b_j)`.
+#[inline(always)]
+fn map2(out: &mut [f32], a: &[f32], b: &[f32], f: &impl Fn(f32, f32) -> f32) {
+    for (o, (&x, &y)) in out.iter_mut().zip(a.iter().zip(b)) {
+        *o = f(x, y);
+    }
+}
+
+/// `out_j = f(out_j)`.
+#[inline(always)]
+fn map_in_place(out: &mut [f32], f: impl Fn(f32) -> f32) {
+    for o in out.iter_mut() {
+        *o = f(*o);
+    }
+}
+
+/// `out_j = f(out_j, a_j)`.
+#[inline(always)]
+fn map_in_place2(out: &mut [f32], a: &[f32], f: impl Fn(f32, f32) -> f32) {
+    for (o, &x) in out.iter_mut().zip(a) {
+        *o = f(*o, x);
+    }
+}
+
+/// `out_j = f(out_j, a_j, b_j)`.
+#[inline(always)]
+fn map_in_place3(out: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32, f32) -> f32) {
+    for (o, (&x, &y)) in out.iter_mut().zip(a.iter().zip(b)) {
+        *o = f(*o, x, y);
+    }
+}
+
+/// Index of the first element equal to `m` (0 if none): with `m` the maximum of a NaN-free row, the
+/// reference's first argmax. Whole chunks of [`LANES`] are tested at once.
 #[inline(always)]
 fn first_index(x: &[f32], m: f32) -> usize {
     let chunks = x.chunks_exact(LANES);
     let rest = chunks.remainder();
     for (i, c) in chunks.enumerate() {
-        let c = lanes(c);
+        let c: &[f32; LANES] = c.try_into().expect("a chunk of LANES elements");
         let mut hits = 0u32;
         for k in 0..LANES {
             hits |= u32::from(c[k] == m) << k;
@@ -183,178 +291,7 @@ fn first_index(x: &[f32], m: f32) -> usize {
         .map_or(0, |j| x.len() - rest.len() + j)
 }
 
-/// `acc_k += f(x_k)` over one chunk.
-#[inline(always)]
-fn add_map(acc: &mut [f32; LANES], x: &[f32; LANES], f: &impl Fn(f32) -> f32) {
-    for k in 0..LANES {
-        acc[k] += f(x[k]);
-    }
-}
-
-/// `acc_k += f(x_k, y_k)` over one chunk.
-#[inline(always)]
-fn add_map2(
-    acc: &mut [f32; LANES],
-    x: &[f32; LANES],
-    y: &[f32; LANES],
-    f: &impl Fn(f32, f32) -> f32,
-) {
-    for k in 0..LANES {
-        acc[k] += f(x[k], y[k]);
-    }
-}
-
-/// `total_k += acc_k`.
-#[inline(always)]
-fn fold_block(total: &mut [f32; LANES], acc: &[f32; LANES]) {
-    for k in 0..LANES {
-        total[k] += acc[k];
-    }
-}
-
-/// Blocked Σ f(x_j); `pad` must satisfy f(pad) = 0.
-#[inline(always)]
-fn sum_map(x: &[f32], pad: f32, f: impl Fn(f32) -> f32) -> f32 {
-    let mut total = [0f32; LANES];
-    for xb in x.chunks(BLOCK) {
-        let mut acc = [0f32; LANES];
-        let chunks = xb.chunks_exact(LANES);
-        let rest = chunks.remainder();
-        for c in chunks {
-            add_map(&mut acc, lanes(c), &f);
-        }
-        if !rest.is_empty() {
-            add_map(&mut acc, &padded(rest, pad), &f);
-        }
-        fold_block(&mut total, &acc);
-    }
-    hsum(total)
-}
-
-/// Blocked Σ f(a_j, b_j) over slices of equal length; f(0, 0) must be 0.
-#[inline(always)]
-fn sum_map2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
-    let mut total = [0f32; LANES];
-    for (ab, bb) in a.chunks(BLOCK).zip(b.chunks(BLOCK)) {
-        let mut acc = [0f32; LANES];
-        let (ac, bc) = (ab.chunks_exact(LANES), bb.chunks_exact(LANES));
-        let (ar, br) = (ac.remainder(), bc.remainder());
-        for (x, y) in ac.zip(bc) {
-            add_map2(&mut acc, lanes(x), lanes(y), &f);
-        }
-        if !ar.is_empty() {
-            add_map2(&mut acc, &padded(ar, 0.0), &padded(br, 0.0), &f);
-        }
-        fold_block(&mut total, &acc);
-    }
-    hsum(total)
-}
-
-/// Σ exp(v_j − m).
-#[inline(always)]
-fn exp_sum<const F: bool>(v: &[f32], m: f32) -> f32 {
-    sum_map(v, f32::NEG_INFINITY, |x| exp::<F>(x - m))
-}
-
-/// `o_k = exp(x_k − m)`, `acc_k += o_k` over one chunk.
-#[inline(always)]
-fn exp_store_add<const F: bool>(
-    acc: &mut [f32; LANES],
-    x: &[f32; LANES],
-    m: f32,
-    o: &mut [f32; LANES],
-) {
-    for k in 0..LANES {
-        let e = exp::<F>(x[k] - m);
-        o[k] = e;
-        acc[k] += e;
-    }
-}
-
-/// Writes `e_j = exp(v_j − m)` into `out` and returns Σ e_j.
-#[inline(always)]
-fn exp_sum_store<const F: bool>(v: &[f32], m: f32, out: &mut [f32]) -> f32 {
-    let mut total = [0f32; LANES];
-    for (vb, ob) in v.chunks(BLOCK).zip(out.chunks_mut(BLOCK)) {
-        let mut acc = [0f32; LANES];
-        let vc = vb.chunks_exact(LANES);
-        let rest = vc.remainder();
-        let mut oc = ob.chunks_exact_mut(LANES);
-        for (x, o) in vc.zip(&mut oc) {
-            exp_store_add::<F>(&mut acc, lanes(x), m, lanes_mut(o));
-        }
-        if !rest.is_empty() {
-            let mut e = [0f32; LANES];
-            exp_store_add::<F>(&mut acc, &padded(rest, f32::NEG_INFINITY), m, &mut e);
-            oc.into_remainder().copy_from_slice(&e[..rest.len()]);
-        }
-        fold_block(&mut total, &acc);
-    }
-    hsum(total)
-}
-
-/// `o_k = f(o_k, x_k, y_k)` over one chunk.
-#[inline(always)]
-fn apply3(
-    o: &mut [f32; LANES],
-    x: &[f32; LANES],
-    y: &[f32; LANES],
-    f: &impl Fn(f32, f32, f32) -> f32,
-) {
-    for k in 0..LANES {
-        o[k] = f(o[k], x[k], y[k]);
-    }
-}
-
-/// `out_j = f(out_j, a_j, b_j)`, element-wise over whole chunks (the tail padded with zeros).
-#[inline(always)]
-fn map_in_place3(out: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32, f32) -> f32) {
-    let mut oc = out.chunks_exact_mut(LANES);
-    let (ac, bc) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let (ar, br) = (ac.remainder(), bc.remainder());
-    for (o, (x, y)) in (&mut oc).zip(ac.zip(bc)) {
-        apply3(lanes_mut(o), lanes(x), lanes(y), &f);
-    }
-    let rest = oc.into_remainder();
-    if !rest.is_empty() {
-        let mut buf = padded(rest, 0.0);
-        apply3(&mut buf, &padded(ar, 0.0), &padded(br, 0.0), &f);
-        let len = rest.len();
-        rest.copy_from_slice(&buf[..len]);
-    }
-}
-
-/// `out_j = f(out_j, a_j)`.
-#[inline(always)]
-fn map_in_place2(out: &mut [f32], a: &[f32], f: impl Fn(f32, f32) -> f32) {
-    map_in_place3(out, a, a, |o, x, _| f(o, x));
-}
-
-/// `o_k = f(o_k)` over one chunk.
-#[inline(always)]
-fn apply1(o: &mut [f32; LANES], f: &impl Fn(f32) -> f32) {
-    for v in o.iter_mut() {
-        *v = f(*v);
-    }
-}
-
-/// `out_j = f(out_j)`.
-#[inline(always)]
-fn map_in_place(out: &mut [f32], f: impl Fn(f32) -> f32) {
-    let mut oc = out.chunks_exact_mut(LANES);
-    for o in &mut oc {
-        apply1(lanes_mut(o), &f);
-    }
-    let rest = oc.into_remainder();
-    if !rest.is_empty() {
-        let mut buf = padded(rest, 0.0);
-        apply1(&mut buf, &f);
-        let len = rest.len();
-        rest.copy_from_slice(&buf[..len]);
-    }
-}
-
-/// log Σ exp of a row whose maximum (NaN ignored) `m` is not finite: NaN with any NaN, else `m`.
+/// log Σ exp of a row whose [`row_max`] `m` is not finite: NaN with any NaN, else `m` (±inf).
 fn degenerate_lse(x: &[f32], m: f32) -> f32 {
     if x.iter().any(|v| v.is_nan()) {
         f32::NAN
@@ -369,36 +306,39 @@ fn degenerate_lse(x: &[f32], m: f32) -> f32 {
 
 #[inline(always)]
 fn softmax_rows<const F: bool>(x: &[f32], out: &mut [f32], cols: usize) {
+    let s = &mut Scratch::new();
     for (x, out) in x.chunks_exact(cols).zip(out.chunks_exact_mut(cols)) {
-        let m = row_max(x);
+        let m = row_max(x, s);
         if !m.is_finite() {
             out.fill(f32::NAN);
             continue;
         }
-        let inv = 1.0 / exp_sum_store::<F>(x, m, out);
+        let inv = 1.0 / exp_sum_store::<F>(x, m, out, s);
         map_in_place(out, |e| e * inv);
     }
 }
 
 #[inline(always)]
 fn log_softmax_rows<const F: bool>(x: &[f32], out: &mut [f32], cols: usize) {
+    let s = &mut Scratch::new();
     for (x, out) in x.chunks_exact(cols).zip(out.chunks_exact_mut(cols)) {
-        let m = row_max(x);
+        let m = row_max(x, s);
         if !m.is_finite() {
             out.fill(f32::NAN);
             continue;
         }
-        let ln_s = exp_sum::<F>(x, m).ln();
+        let ln_s = exp_sum::<F>(x, m, s).ln();
         map_in_place2(out, x, |_, v| (v - m) - ln_s);
     }
 }
 
 #[inline(always)]
 fn logsumexp_rows<const F: bool>(x: &[f32], out: &mut [f32], cols: usize) {
+    let s = &mut Scratch::new();
     for (x, out) in x.chunks_exact(cols).zip(out.iter_mut()) {
-        let m = row_max(x);
+        let m = row_max(x, s);
         *out = if m.is_finite() {
-            m + exp_sum::<F>(x, m).ln()
+            m + exp_sum::<F>(x, m, s).ln()
         } else {
             degenerate_lse(x, m)
         };
@@ -407,19 +347,21 @@ fn logsumexp_rows<const F: bool>(x: &[f32], out: &mut [f32], cols: usize) {
 
 #[inline(always)]
 fn softmax_backward_rows<const F: bool>(y: &[f32], g: &[f32], out: &mut [f32], cols: usize) {
+    let s = &mut Scratch::new();
     let rows = y.chunks_exact(cols).zip(g.chunks_exact(cols));
     for ((y, g), out) in rows.zip(out.chunks_exact_mut(cols)) {
-        let dot = sum_map2(y, g, |a, b| a * b);
-        map_in_place3(out, y, g, |_, a, b| a * (b - dot));
+        let dot = sum_map2(y, g, s, |a, b| a * b);
+        map2(out, y, g, &|a, b| a * (b - dot));
     }
 }
 
 #[inline(always)]
 fn log_softmax_backward_rows<const F: bool>(y: &[f32], g: &[f32], out: &mut [f32], cols: usize) {
+    let s = &mut Scratch::new();
     let rows = y.chunks_exact(cols).zip(g.chunks_exact(cols));
     for ((y, g), out) in rows.zip(out.chunks_exact_mut(cols)) {
-        let s = sum_map(g, 0.0, |b| b);
-        map_in_place3(out, y, g, |_, a, b| madd::<F>(-exp::<F>(a), s, b));
+        let sum = sum_map(g, s, |b| b);
+        map2(out, y, g, &|a, b| madd::<F>(-exp::<F>(a), sum, b));
     }
 }
 
@@ -465,7 +407,8 @@ fn ce_rows<const F: bool>(
     mut grad: Option<&mut [f32]>,
 ) {
     let cols = cfg.cols;
-    let mut scratch = if cfg.softcap.is_some() {
+    let s = &mut Scratch::new();
+    let mut capped = if cfg.softcap.is_some() {
         vec![0f32; cols]
     } else {
         Vec::new()
@@ -474,7 +417,7 @@ fn ce_rows<const F: bool>(
         let g = grad
             .as_deref_mut()
             .map(|g| &mut g[r * cols..(r + 1) * cols]);
-        *o = ce_row::<F>(cfg, row0 + r, z, g, &mut scratch);
+        *o = ce_row::<F>(cfg, row0 + r, z, g, &mut capped, s);
     }
 }
 
@@ -485,25 +428,29 @@ fn ce_row<const F: bool>(
     i: usize,
     z: &[f32],
     mut grad: Option<&mut [f32]>,
-    scratch: &mut [f32],
+    capped: &mut [f32],
+    s: &mut Scratch,
 ) -> RowOut {
     let cols = cfg.cols;
     let label = cfg.labels.map(|l| l[i]);
     let ignored = label == Some(cfg.ignore_index);
     let probs = cfg.probs.map(|p| &p[i * cols..(i + 1) * cols]);
     let (eps, eps_n, zl, scale) = (cfg.eps, cfg.eps_n, cfg.z_loss, cfg.scale);
+    let keep = 1.0 - eps;
 
-    // Pass 1: the (soft-capped) values and their maximum.
-    let (v, m): (&[f32], f32) = match cfg.softcap {
+    // Pass 1: the (soft-capped) values v and their maximum.
+    let v: &[f32] = match cfg.softcap {
         Some(c) => {
-            let m = capped_max::<F>(z, c, scratch);
-            (scratch, m)
+            let inv = 1.0 / c;
+            map_in_place2(capped, z, |_, x| c * tanh::<F>(x * inv));
+            capped
         }
-        None => (z, row_max(z)),
+        None => z,
     };
-    let argmax = first_index(v, m) as u32;
+    let m = row_max(v, s);
 
     if !m.is_finite() {
+        let argmax = exact_argmax(v) as u32;
         // No softmax: log p̂ is NaN everywhere (as in the reference), so are the loss terms and the
         // gradient.
         let lse = degenerate_lse(v, m);
@@ -513,9 +460,8 @@ fn ce_row<const F: bool>(
             let terms = match probs {
                 // Σ over the non-zero target terms of NaN: 0 when there are none.
                 Some(p) => {
-                    let w = cfg.w_or_ones;
-                    let d = |(&p, &w): (&f32, &f32)| w * ((1.0 - eps) * p + eps_n);
-                    if p.iter().zip(w).any(|t| d(t) != 0.0) {
+                    let d = |(&p, &w): (&f32, &f32)| w * (keep * p + eps_n);
+                    if p.iter().zip(cfg.w_or_ones).any(|t| d(t) != 0.0) {
                         f32::NAN
                     } else {
                         0.0
@@ -532,12 +478,18 @@ fn ce_row<const F: bool>(
     }
 
     // Pass 2: e_j = exp(v_j − m) (stored in the gradient row when there is one) and Σ e_j.
-    let s = match grad.as_deref_mut() {
-        Some(g) if !ignored => exp_sum_store::<F>(v, m, g),
-        _ => exp_sum::<F>(v, m),
+    let sum = match grad.as_deref_mut() {
+        Some(g) if !ignored => exp_sum_store::<F>(v, m, g, s),
+        _ => exp_sum::<F>(v, m, s),
     };
-    let ln_s = s.ln();
+    let ln_s = sum.ln();
     let lse = m + ln_s;
+    // Σe is NaN exactly when the row holds a NaN (m is then unreliable: see `row_max`).
+    let argmax = if sum.is_nan() {
+        exact_argmax(v)
+    } else {
+        first_index(v, m)
+    } as u32;
     if ignored {
         if let Some(g) = grad {
             g.fill(0.0);
@@ -554,29 +506,35 @@ fn ce_row<const F: bool>(
         (Some(y), _) => {
             let y = y as usize;
             let wy = cfg.weight.map_or(1.0, |w| w[y]);
-            let mut loss = (1.0 - eps) * wy * ((m - v[y]) + ln_s);
+            let mut loss = keep * wy * ((m - v[y]) + ln_s);
             if eps > 0.0 {
                 // Σ_{w_j ≠ 0} w_j · (−log p̂_j) as Σ w_j (m − v_j) + W · ln s: no cancellation.
                 let shifted = match cfg.weight {
-                    None => sum_map(v, m, |x| m - x),
-                    Some(w) => sum_map2(w, v, |w, x| sel(w != 0.0, w * (m - x), 0.0)),
+                    None => sum_map(v, s, |x| m - x),
+                    Some(w) => sum_map2(w, v, s, |w, x| sel(w != 0.0, w * (m - x), 0.0)),
                 };
                 loss += eps_n * (shifted + cfg.w_sum * ln_s);
             }
-            (loss, (1.0 - eps) * wy + eps_n * cfg.w_sum)
+            (loss, keep * wy + eps_n * cfg.w_sum)
         }
         (None, Some(p)) => {
-            let (shifted, d_sum) = probs_sums(p, cfg.w_or_ones, v, m, eps, eps_n);
+            // d_j = w_j ((1 − ε) p_j + ε/N); the loss is Σ_{d_j ≠ 0} d_j (m − v_j) + (Σ d_j) ln s.
+            let w = cfg.w_or_ones;
+            let d_sum = sum_map2(p, w, s, |p, w| w * madd::<F>(keep, p, eps_n));
+            let shifted = sum_map3(p, w, v, s, |p, w, x| {
+                let d = w * madd::<F>(keep, p, eps_n);
+                sel(d != 0.0, d * (m - x), 0.0)
+            });
             (shifted + d_sum * ln_s, d_sum)
         }
         (None, None) => unreachable!("targets are labels or probabilities"),
     };
     let loss = loss + zl * lse * lse;
 
-    // Pass 3: the gradient from e_j: (coef · e_j / s − direct_j) · scale, times 1 − tanh² when
-    // soft-capped.
+    // Pass 3: the gradient from the stored e_j: (coef · e_j / Σe − direct_j) · scale, times
+    // 1 − tanh² when soft-capped.
     if let Some(g) = grad {
-        let a = (coef + 2.0 * zl * lse) / s * scale;
+        let a = (coef + 2.0 * zl * lse) / sum * scale;
         let inv_c = cfg.softcap.map_or(0.0, |c| 1.0 / c);
         let cap_factor = |x: f32| {
             let t = x * inv_c;
@@ -587,27 +545,25 @@ fn ce_row<const F: bool>(
                 let y = y as usize;
                 let e_y = g[y];
                 let b = eps_n * scale;
-                if cfg.weight.is_none() {
-                    map_in_place(g, |e| madd::<F>(a, e, -b));
-                } else {
-                    map_in_place2(g, cfg.w_or_ones, |e, w| madd::<F>(a, e, -b * w));
-                }
-                if cfg.softcap.is_some() {
-                    map_in_place2(g, v, |gj, x| gj * cap_factor(x));
+                match (cfg.weight, cfg.softcap) {
+                    (None, None) => map_in_place(g, |e| madd::<F>(a, e, -b)),
+                    (Some(w), None) => map_in_place2(g, w, |e, w| madd::<F>(a, e, -b * w)),
+                    (_, Some(_)) => map_in_place3(g, cfg.w_or_ones, v, |e, w, x| {
+                        madd::<F>(a, e, -b * w) * cap_factor(x)
+                    }),
                 }
                 // The target class also carries (1 − ε) w_y.
                 let wy = cfg.weight.map_or(1.0, |w| w[y]);
-                let mut gy = madd::<F>(a, e_y, -(eps_n * wy + (1.0 - eps) * wy) * scale);
+                let mut gy = madd::<F>(a, e_y, -(eps_n * wy + keep * wy) * scale);
                 if cfg.softcap.is_some() {
                     gy *= cap_factor(v[y]);
                 }
                 g[y] = gy;
             }
             (None, Some(p)) => {
-                let keep = 1.0 - eps;
-                map_in_place3(g, p, cfg.w_or_ones, |e, p, w| {
-                    madd::<F>(a, e, -scale * w * madd::<F>(keep, p, eps_n))
-                });
+                let w = cfg.w_or_ones;
+                let direct = |p: f32, w: f32| scale * w * madd::<F>(keep, p, eps_n);
+                map_in_place3(g, p, w, |e, p, w| madd::<F>(a, e, -direct(p, w)));
                 if cfg.softcap.is_some() {
                     map_in_place2(g, v, |gj, x| gj * cap_factor(x));
                 }
@@ -616,58 +572,6 @@ fn ce_row<const F: bool>(
         }
     }
     RowOut { loss, lse, argmax }
-}
-
-/// For probability targets: (Σ_{d_j ≠ 0} d_j (m − v_j), Σ_j d_j) with d_j = w_j ((1 − ε) p_j + ε/N).
-#[inline(always)]
-fn probs_sums(p: &[f32], w: &[f32], v: &[f32], m: f32, eps: f32, eps_n: f32) -> (f32, f32) {
-    type Acc = ([f32; LANES], [f32; LANES]);
-    #[inline(always)]
-    fn step(
-        acc: &mut Acc,
-        p: &[f32; LANES],
-        w: &[f32; LANES],
-        v: &[f32; LANES],
-        m: f32,
-        keep: f32,
-        eps_n: f32,
-    ) {
-        for k in 0..LANES {
-            let d = w[k] * (keep * p[k] + eps_n);
-            acc.0[k] += sel(d != 0.0, d * (m - v[k]), 0.0);
-            acc.1[k] += d;
-        }
-    }
-    let keep = 1.0 - eps;
-    let mut total = ([0f32; LANES], [0f32; LANES]);
-    let blocks = p.chunks(BLOCK).zip(w.chunks(BLOCK)).zip(v.chunks(BLOCK));
-    for ((pb, wb), vb) in blocks {
-        let mut acc = ([0f32; LANES], [0f32; LANES]);
-        let (pc, wc, vc) = (
-            pb.chunks_exact(LANES),
-            wb.chunks_exact(LANES),
-            vb.chunks_exact(LANES),
-        );
-        let (pr, wr, vr) = (pc.remainder(), wc.remainder(), vc.remainder());
-        for ((p, w), v) in pc.zip(wc).zip(vc) {
-            step(&mut acc, lanes(p), lanes(w), lanes(v), m, keep, eps_n);
-        }
-        if !pr.is_empty() {
-            // Zero weights in the padding: d = 0 there.
-            step(
-                &mut acc,
-                &padded(pr, 0.0),
-                &padded(wr, 0.0),
-                &padded(vr, m),
-                m,
-                keep,
-                eps_n,
-            );
-        }
-        fold_block(&mut total.0, &acc.0);
-        fold_block(&mut total.1, &acc.1);
-    }
-    (hsum(total.0), hsum(total.1))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -984,7 +888,7 @@ pub fn cross_entropy(
     let w_or_ones = match weight {
         Some(w) => w,
         None => {
-            let general = probs.is_some() || opts.label_smoothing > 0.0;
+            let general = probs.is_some() || opts.label_smoothing > 0.0 || opts.softcap.is_some();
             ones = if general { vec![1.0; cols] } else { Vec::new() };
             &ones[..]
         }

@@ -239,6 +239,16 @@ impl Context {
         Ok(out)
     }
 
+    /// The in-place variant on a borrowed matrix (the trainer reuses its logits buffer every step).
+    pub(crate) fn cross_entropy_overwrite(
+        &self,
+        logits: &GpuMatrix,
+        targets: Targets<'_>,
+        opts: &CrossEntropyOptions,
+    ) -> Result<CrossEntropyOutput> {
+        self.ce(logits, targets, opts, None, GradTo::Logits)
+    }
+
     /// Loss and gradient with a per-row upstream gradient `∂L/∂loss_i` (`n × 1`), for
     /// `Reduction::None` losses that feed further computation.
     pub fn cross_entropy_with_row_upstream(

@@ -26,13 +26,16 @@
 pub mod context;
 pub mod cpu;
 pub mod cross_entropy;
+pub mod data;
 pub mod error;
 mod launch;
+pub mod matmul;
 pub mod matrix;
 pub mod npy;
 pub mod reference;
 pub mod shaders;
 pub mod softmax;
+pub mod train;
 
 pub use context::{AdapterSummary, Context, ContextOptions, list_adapters};
 pub use cross_entropy::{CrossEntropyOptions, CrossEntropyOutput, Reduction, Targets};

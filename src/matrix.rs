@@ -159,3 +159,10 @@ impl GpuLabels {
         &self.buffer
     }
 }
+
+impl GpuLabels {
+    /// Labels already on the device (`buffer`, i32 per row) with their host copy.
+    pub(crate) fn from_parts(buffer: wgpu::Buffer, host: Vec<i32>) -> Self {
+        Self { buffer, host }
+    }
+}

@@ -268,3 +268,59 @@ pub fn info_rows(logits: &[f32], targets: Option<&[f32]>, cols: usize) -> Vec<[f
         })
         .collect()
 }
+
+/// `X W + b` (n × N) for X n × d, W d × N, b of length N (or none), in f64.
+pub fn linear(x: &[f32], w: &[f32], b: Option<&[f32]>, d: usize, classes: usize) -> Vec<f64> {
+    let n = if d == 0 { 0 } else { x.len() / d };
+    let mut z = vec![0.0; n * classes];
+    for i in 0..n {
+        for j in 0..classes {
+            let mut s = b.map_or(0.0, |b| b[j] as f64);
+            for k in 0..d {
+                s += x[i * d + k] as f64 * w[k * classes + j] as f64;
+            }
+            z[i * classes + j] = s;
+        }
+    }
+    z
+}
+
+/// `Xᵀ G` (d × N) for X n × d and G n × N, in f64.
+pub fn weight_grad(x: &[f32], g: &[f32], d: usize, classes: usize) -> Vec<f64> {
+    let n = g.len() / classes.max(1);
+    let mut out = vec![0.0; d * classes];
+    for i in 0..n {
+        for k in 0..d {
+            let xik = x[i * d + k] as f64;
+            for j in 0..classes {
+                out[k * classes + j] += xik * g[i * classes + j] as f64;
+            }
+        }
+    }
+    out
+}
+
+/// Column sums of G (length N), in f64.
+pub fn bias_grad(g: &[f32], classes: usize) -> Vec<f64> {
+    let mut out = vec![0.0; classes];
+    for row in g.chunks_exact(classes) {
+        for (o, &v) in out.iter_mut().zip(row) {
+            *o += v as f64;
+        }
+    }
+    out
+}
+
+/// `G Wᵀ` (n × d) for G n × N and W d × N, in f64.
+pub fn input_grad(g: &[f32], w: &[f32], d: usize, classes: usize) -> Vec<f64> {
+    let n = g.len() / classes.max(1);
+    let mut out = vec![0.0; n * d];
+    for i in 0..n {
+        for k in 0..d {
+            out[i * d + k] = (0..classes)
+                .map(|j| g[i * classes + j] as f64 * w[k * classes + j] as f64)
+                .sum();
+        }
+    }
+    out
+}

@@ -38,6 +38,12 @@ pub enum Kernel {
     InfoRows,
     /// The bandwidth roofline: a copy walked like the row kernels (`copy_rows.wgsl`).
     CopyRows,
+    /// Tiled matrix product for softmax regression (`matmul.wgsl`).
+    Matmul,
+    /// SGD with momentum and L2, in place (`sgd_update.wgsl`).
+    SgdUpdate,
+    /// Minibatch rows and labels gathered by index (`gather_rows.wgsl`).
+    GatherRows,
 }
 
 impl Kernel {
@@ -50,6 +56,9 @@ impl Kernel {
         Kernel::CeReduce,
         Kernel::InfoRows,
         Kernel::CopyRows,
+        Kernel::Matmul,
+        Kernel::SgdUpdate,
+        Kernel::GatherRows,
     ];
 
     /// The wgpu label of the kernel's module and pipeline.
@@ -62,6 +71,9 @@ impl Kernel {
             Kernel::CeReduce => "xent.ce_reduce",
             Kernel::InfoRows => "xent.info_rows",
             Kernel::CopyRows => "xent.copy_rows",
+            Kernel::Matmul => "xent.matmul",
+            Kernel::SgdUpdate => "xent.sgd_update",
+            Kernel::GatherRows => "xent.gather_rows",
         }
     }
 
@@ -75,6 +87,9 @@ impl Kernel {
             Kernel::CeReduce => include_str!("../shaders/ce_reduce.wgsl"),
             Kernel::InfoRows => include_str!("../shaders/info_rows.wgsl"),
             Kernel::CopyRows => include_str!("../shaders/copy_rows.wgsl"),
+            Kernel::Matmul => include_str!("../shaders/matmul.wgsl"),
+            Kernel::SgdUpdate => include_str!("../shaders/sgd_update.wgsl"),
+            Kernel::GatherRows => include_str!("../shaders/gather_rows.wgsl"),
         }
     }
 
@@ -87,6 +102,7 @@ impl Kernel {
             // LABELS | WEIGHT | MEAN
             Kernel::CeReduce => 0x83,
             Kernel::InfoRows => 0x1,
+            Kernel::Matmul => 0x1f,
             _ => 0,
         }
     }
@@ -94,7 +110,16 @@ impl Kernel {
     /// Whether the kernel uses `common.wgsl` (its `Params`, the `MODE`/`FLAGS` overrides) and an
     /// in-row reduction.
     pub fn is_row_kernel(self) -> bool {
-        !matches!(self, Kernel::LoopProbe)
+        !matches!(self, Kernel::LoopProbe | Kernel::Matmul)
+    }
+
+    /// The pipeline-overridable constants the kernel declares (filled from the launch's mode and flags).
+    pub fn overrides(self) -> &'static [&'static str] {
+        match self {
+            Kernel::LoopProbe => &[],
+            Kernel::Matmul => &["FLAGS"],
+            _ => &["MODE", "FLAGS"],
+        }
     }
 }
 

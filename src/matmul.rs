@@ -1,0 +1,360 @@
+//! The matmul kernels of softmax regression and their launcher: `XW + b`, `Xᵀ G`, column sums of `G`,
+//! `G Wᵀ`. Deterministic: each output tile has one owner, and long reductions are split into chunks
+//! added into the output in a fixed order.
+
+use crate::context::Context;
+use crate::error::{Result, XentError};
+use crate::matrix::GpuMatrix;
+use crate::shaders::{Kernel, TILE};
+
+/// The uniform of `matmul.wgsl`. Keep in sync with `MmParams` there.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct MatmulParams {
+    m: u32,
+    n: u32,
+    k: u32,
+    lda: u32,
+    ldb: u32,
+    ldc: u32,
+    a_off: u32,
+    b_off: u32,
+    c_off: u32,
+    pad: [u32; 3],
+}
+
+/// Bits of `FLAGS` in matmul.wgsl.
+mod mm_flags {
+    pub const TRANS_A: u32 = 1;
+    pub const TRANS_B: u32 = 2;
+    pub const ACCUM: u32 = 4;
+    pub const BIAS: u32 = 8;
+    pub const A_ONES: u32 = 16;
+}
+
+/// Step of the kernel's reduction loop (TK in matmul.wgsl).
+const TK: u64 = 16;
+
+/// Which dimension of the product runs over the batch rows (the one the host splits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Batch {
+    /// Rows of A (not transposed) and of C: `X W`, `G Wᵀ`.
+    M,
+    /// The reduction: rows of A (transposed, or all ones) and of B: `Xᵀ G`, `1ᵀ G`.
+    K,
+}
+
+/// One product `C (m × n) = op(A) · op(B)` with leading dimensions and flags.
+struct Product<'a> {
+    a: Option<&'a wgpu::Buffer>,
+    b: &'a wgpu::Buffer,
+    bias: Option<&'a wgpu::Buffer>,
+    c: &'a wgpu::Buffer,
+    m: usize,
+    n: usize,
+    k: usize,
+    lda: usize,
+    ldb: usize,
+    ldc: usize,
+    flags: u32,
+    batch: Batch,
+}
+
+/// The byte range and element shift of rows `[r0, r0 + rows)` of a row-major operand.
+fn row_range(r0: usize, rows: usize, row_len: usize, align: u64) -> (u64, u64, u32) {
+    let first = r0 as u64 * row_len as u64 * 4;
+    let offset = first / align * align;
+    let size = (first - offset + rows as u64 * row_len as u64 * 4).max(4);
+    (offset, size, ((first - offset) / 4) as u32)
+}
+
+impl Context {
+    /// Largest reduction one dispatch may run under the loop cap (a multiple of 16), if any cap.
+    fn max_k_per_dispatch(&self) -> Option<u64> {
+        // Per invocation: k/16 outer steps of 1 + 16 iterations, plus the 4×4 write-back loops. Only
+        // half the cap is used: measured on lavapipe, a chunk that fills the cap to within 50 iterations
+        // came out wrong, so how the driver counts is not exactly the probe's single loop.
+        self.loop_cap()
+            .map(|cap| (cap as u64 / 2).saturating_sub(64) * TK / (TK + 1) / TK * TK)
+    }
+
+    fn run_matmul(&self, p: &Product<'_>) -> Result<()> {
+        let limits = self.limits();
+        let align = limits.min_storage_buffer_offset_alignment as u64;
+        let max_groups = limits.max_compute_workgroups_per_dimension as usize;
+        let batch_len = match p.batch {
+            Batch::M => p.m,
+            Batch::K => p.k,
+        };
+        if p.m == 0 || p.n == 0 {
+            return Ok(());
+        }
+        // Row lengths of the operands split along the batch rows.
+        let batched: Vec<usize> = match p.batch {
+            Batch::M => vec![p.lda, p.ldc],
+            Batch::K => [p.a.map(|_| p.lda), Some(p.ldb)]
+                .into_iter()
+                .flatten()
+                .collect(),
+        };
+        let binding_elems = limits.max_storage_buffer_binding_size / 4;
+        let mut chunk = batched
+            .iter()
+            .map(|&len| binding_elems.saturating_sub(align / 4) / len.max(1) as u64)
+            .min()
+            .unwrap_or(u64::MAX);
+        let (other_dim, what) = match p.batch {
+            Batch::M => (p.k as u64, "reduction length"),
+            Batch::K => (p.m as u64, "output rows"),
+        };
+        match p.batch {
+            Batch::M => {
+                chunk = chunk.min((max_groups * TILE as usize) as u64);
+                if let Some(kmax) = self.max_k_per_dispatch() {
+                    if other_dim > kmax {
+                        return Err(XentError::TooLarge {
+                            what: format!("a matmul {what} of {other_dim}"),
+                            needed: format!("{other_dim} reduction steps in one dispatch"),
+                            limit: format!("{kmax} under this adapter's loop cap"),
+                        });
+                    }
+                }
+            }
+            Batch::K => {
+                if let Some(kmax) = self.max_k_per_dispatch() {
+                    chunk = chunk.min(kmax);
+                }
+                if p.m.div_ceil(TILE as usize) > max_groups {
+                    return Err(XentError::TooLarge {
+                        what: format!("a matmul with {} output rows", p.m),
+                        needed: format!("{} workgroups", p.m.div_ceil(TILE as usize)),
+                        limit: format!("{max_groups} per dimension"),
+                    });
+                }
+            }
+        }
+        if chunk == 0 {
+            return Err(XentError::TooLarge {
+                what: "one batch row of a matmul operand".into(),
+                needed: format!("{} bytes", batched.iter().max().unwrap_or(&0) * 4),
+                limit: format!(
+                    "{} bytes (max_storage_buffer_binding_size)",
+                    limits.max_storage_buffer_binding_size
+                ),
+            });
+        }
+        if p.n.div_ceil(TILE as usize) > max_groups {
+            return Err(XentError::TooLarge {
+                what: format!("a matmul with {} output columns", p.n),
+                needed: format!("{} workgroups", p.n.div_ceil(TILE as usize)),
+                limit: format!("{max_groups} per dimension"),
+            });
+        }
+        let chunk = chunk as usize;
+        let pipeline_first = self.pipeline(Kernel::Matmul, 0, p.flags)?;
+        let pipeline_rest = self.pipeline(Kernel::Matmul, 0, p.flags | mm_flags::ACCUM)?;
+        let stand_in = GpuMatrix::zeros(self, 1, 1)?;
+        let mut encoder = self.encoder("xent.matmul");
+        self.timestamp(&mut encoder);
+        let mut r0 = 0;
+        // A K-split reduction must still run once when k = 0 (to write C = 0 + bias).
+        while r0 < batch_len || (r0 == 0 && batch_len == 0) {
+            let rows = chunk.min(batch_len - r0);
+            let whole = |b: &wgpu::Buffer| (0u64, b.size(), 0u32);
+            let (a_rng, b_rng, c_rng) = match p.batch {
+                Batch::M => (
+                    p.a.map(|_| row_range(r0, rows, p.lda, align)),
+                    whole(p.b),
+                    row_range(r0, rows, p.ldc, align),
+                ),
+                Batch::K => (
+                    p.a.map(|_| row_range(r0, rows, p.lda, align)),
+                    row_range(r0, rows, p.ldb, align),
+                    whole(p.c),
+                ),
+            };
+            let a_buf = p.a.unwrap_or(stand_in.buffer());
+            let a_rng = a_rng.unwrap_or((0, 4, 0));
+            let (m, k) = match p.batch {
+                Batch::M => (rows, p.k),
+                Batch::K => (p.m, rows),
+            };
+            let params = MatmulParams {
+                m: m as u32,
+                n: p.n as u32,
+                k: k as u32,
+                lda: p.lda as u32,
+                ldb: p.ldb as u32,
+                ldc: p.ldc as u32,
+                a_off: a_rng.2,
+                b_off: b_rng.2,
+                c_off: c_rng.2,
+                pad: [0; 3],
+            };
+            let uniform = self.uniform_buffer("xent.matmul", &params);
+            fn bind(
+                buf: &wgpu::Buffer,
+                (offset, size, _): (u64, u64, u32),
+            ) -> wgpu::BindingResource<'_> {
+                wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: buf,
+                    offset,
+                    size: wgpu::BufferSize::new(size.min(buf.size() - offset)),
+                })
+            }
+            let bias = p.bias.unwrap_or(stand_in.buffer());
+            let resources = [
+                uniform.as_entire_binding(),
+                bind(a_buf, a_rng),
+                bind(p.b, b_rng),
+                bias.as_entire_binding(),
+                bind(p.c, c_rng),
+            ];
+            // Along K every chunk after the first adds into C; along M the chunks are disjoint.
+            let pipeline = if p.batch == Batch::K && r0 > 0 {
+                &pipeline_rest
+            } else {
+                &pipeline_first
+            };
+            let group = self.bind_group(pipeline, &resources);
+            {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("xent.matmul"),
+                    timestamp_writes: None,
+                });
+                pass.set_pipeline(pipeline);
+                pass.set_bind_group(0, &group, &[]);
+                pass.dispatch_workgroups(
+                    p.n.div_ceil(TILE as usize) as u32,
+                    m.div_ceil(TILE as usize) as u32,
+                    1,
+                );
+            }
+            r0 += rows;
+            if batch_len == 0 {
+                break;
+            }
+        }
+        self.timestamp(&mut encoder);
+        self.submit(encoder)?;
+        Ok(())
+    }
+
+    /// Logits of a linear layer, `Z = X W + b`: X is n × d, W is d × N, b (optional) 1 × N.
+    pub fn linear_into(
+        &self,
+        x: &GpuMatrix,
+        w: &GpuMatrix,
+        b: Option<&GpuMatrix>,
+        z: &GpuMatrix,
+    ) -> Result<()> {
+        let (n, d) = x.shape();
+        let classes = w.cols();
+        w.expect_shape("weights W (d × N)", d, classes)?;
+        if let Some(b) = b {
+            b.expect_shape("bias b (1 × N)", 1, classes)?;
+        }
+        z.expect_shape("logits Z (n × N)", n, classes)?;
+        self.run_matmul(&Product {
+            a: Some(x.buffer()),
+            b: w.buffer(),
+            bias: b.map(GpuMatrix::buffer),
+            c: z.buffer(),
+            m: n,
+            n: classes,
+            k: d,
+            lda: d,
+            ldb: classes,
+            ldc: classes,
+            flags: if b.is_some() { mm_flags::BIAS } else { 0 },
+            batch: Batch::M,
+        })
+    }
+
+    /// [`Context::linear_into`] into a new matrix.
+    pub fn linear(&self, x: &GpuMatrix, w: &GpuMatrix, b: Option<&GpuMatrix>) -> Result<GpuMatrix> {
+        let z = GpuMatrix::zeros(self, x.rows(), w.cols())?;
+        self.linear_into(x, w, b, &z)?;
+        Ok(z)
+    }
+
+    /// The weight gradient `dW = Xᵀ G` (d × N) for X n × d and G n × N; the reduction over the n rows
+    /// runs in chunks added in order.
+    pub fn weight_grad_into(&self, x: &GpuMatrix, g: &GpuMatrix, dw: &GpuMatrix) -> Result<()> {
+        let (n, d) = x.shape();
+        let classes = g.cols();
+        g.expect_shape("gradient G (n × N)", n, classes)?;
+        dw.expect_shape("weight gradient (d × N)", d, classes)?;
+        self.run_matmul(&Product {
+            a: Some(x.buffer()),
+            b: g.buffer(),
+            bias: None,
+            c: dw.buffer(),
+            m: d,
+            n: classes,
+            k: n,
+            lda: d,
+            ldb: classes,
+            ldc: classes,
+            flags: mm_flags::TRANS_A,
+            batch: Batch::K,
+        })
+    }
+
+    /// [`Context::weight_grad_into`] into a new matrix.
+    pub fn weight_grad(&self, x: &GpuMatrix, g: &GpuMatrix) -> Result<GpuMatrix> {
+        let dw = GpuMatrix::zeros(self, x.cols(), g.cols())?;
+        self.weight_grad_into(x, g, &dw)?;
+        Ok(dw)
+    }
+
+    /// The bias gradient `db = Σ_i G_i` (column sums, 1 × N).
+    pub fn bias_grad_into(&self, g: &GpuMatrix, db: &GpuMatrix) -> Result<()> {
+        let (n, classes) = g.shape();
+        db.expect_shape("bias gradient (1 × N)", 1, classes)?;
+        self.run_matmul(&Product {
+            a: None,
+            b: g.buffer(),
+            bias: None,
+            c: db.buffer(),
+            m: 1,
+            n: classes,
+            k: n,
+            lda: 1,
+            ldb: classes,
+            ldc: classes,
+            flags: mm_flags::TRANS_A | mm_flags::A_ONES,
+            batch: Batch::K,
+        })
+    }
+
+    /// [`Context::bias_grad_into`] into a new matrix.
+    pub fn bias_grad(&self, g: &GpuMatrix) -> Result<GpuMatrix> {
+        let db = GpuMatrix::zeros(self, 1, g.cols())?;
+        self.bias_grad_into(g, &db)?;
+        Ok(db)
+    }
+
+    /// The input gradient `dX = G Wᵀ` (n × d) for a layer before this one.
+    pub fn input_grad(&self, g: &GpuMatrix, w: &GpuMatrix) -> Result<GpuMatrix> {
+        let (n, classes) = g.shape();
+        let d = w.rows();
+        w.expect_shape("weights W (d × N)", d, classes)?;
+        let dx = GpuMatrix::zeros(self, n, d)?;
+        self.run_matmul(&Product {
+            a: Some(g.buffer()),
+            b: w.buffer(),
+            bias: None,
+            c: dx.buffer(),
+            m: n,
+            n: d,
+            k: classes,
+            lda: classes,
+            ldb: classes,
+            ldc: d,
+            flags: mm_flags::TRANS_B,
+            batch: Batch::M,
+        })?;
+        Ok(dx)
+    }
+}

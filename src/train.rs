@@ -1,0 +1,471 @@
+//! Softmax regression (multinomial logistic regression) trained by gradient descent or minibatch SGD,
+//! with the whole step on the device: gather the minibatch → `Z = X W + b` → fused cross-entropy
+//! (loss and `P̂ − P`, in place) → `dW = Xᵀ G`, `db = 1ᵀ G` → SGD with momentum and L2, in place. Losses
+//! are copied into a log buffer on the device and read once per epoch, so steps never wait for the host.
+//!
+//! [`train_cpu`] runs the same algorithm, step for step, on the f64 CPU reference.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use crate::context::Context;
+use crate::cross_entropy::{CrossEntropyOptions, Reduction, Targets};
+use crate::data::{Dataset, SplitMix64};
+use crate::error::{Result, XentError};
+use crate::launch::{Arg, RowParams};
+use crate::matrix::{GpuLabels, GpuMatrix};
+use crate::reference::{self, RefTargets};
+use crate::shaders::Kernel;
+
+/// How to train. Every field is documented and has a default; [`TrainConfig::validate`] checks them.
+#[derive(Clone, Debug)]
+pub struct TrainConfig {
+    /// Passes over the training set.
+    pub epochs: usize,
+    /// Rows per minibatch, sampled without replacement by a seeded shuffle each epoch (the last
+    /// minibatch of an epoch may be smaller). 0: full-batch gradient descent, rows in order.
+    pub batch_size: usize,
+    /// Learning rate h in `W ← W − h · step`.
+    pub learning_rate: f32,
+    /// Momentum μ: `v ← μ v + g`, step = v (0: plain SGD).
+    pub momentum: f32,
+    /// L2 penalty λ on the weights (not the bias): the gradient gains `λ W`.
+    pub l2: f32,
+    /// Seed of the shuffles.
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 30,
+            batch_size: 64,
+            learning_rate: 0.5,
+            momentum: 0.9,
+            l2: 1e-4,
+            seed: 0,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Checks the hyper-parameters.
+    pub fn validate(&self) -> Result<()> {
+        let finite_non_neg = |v: f32| v.is_finite() && v >= 0.0;
+        if !finite_non_neg(self.learning_rate) || !finite_non_neg(self.l2) {
+            return Err(XentError::InvalidArgument(format!(
+                "learning rate {} and l2 {} must be finite and non-negative",
+                self.learning_rate, self.l2
+            )));
+        }
+        if !(0.0..1.0).contains(&self.momentum) {
+            return Err(XentError::InvalidArgument(format!(
+                "momentum {} must be in [0, 1)",
+                self.momentum
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What one epoch did.
+#[derive(Clone, Debug)]
+pub struct EpochStats {
+    /// 1-based epoch number.
+    pub epoch: usize,
+    /// Mean training loss over the epoch's minibatches, weighted by their rows (before each step).
+    pub loss: f32,
+    /// Training accuracy over the epoch's minibatches (before each step).
+    pub train_accuracy: f32,
+    /// Accuracy on the test set after the epoch, when one was given.
+    pub test_accuracy: Option<f32>,
+}
+
+/// The result of training.
+#[derive(Clone, Debug)]
+pub struct TrainOutcome {
+    /// One entry per epoch.
+    pub epochs: Vec<EpochStats>,
+    /// Weights W (d × N, row-major).
+    pub weights: Vec<f32>,
+    /// Bias b (N).
+    pub bias: Vec<f32>,
+    /// Wall seconds of the training loop.
+    pub seconds: f64,
+}
+
+/// The minibatches of one epoch: row indices, shuffled with a seed derived from `(seed, epoch)`;
+/// full batch (`batch_size` 0) keeps the rows in order. Shared by the GPU and CPU trainers.
+pub fn epoch_batches(n: usize, batch_size: usize, seed: u64, epoch: usize) -> Vec<Vec<u32>> {
+    let mut idx: Vec<u32> = (0..n as u32).collect();
+    if batch_size == 0 || batch_size >= n {
+        return if n == 0 { Vec::new() } else { vec![idx] };
+    }
+    let mut rng = SplitMix64::new(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    rng.shuffle(&mut idx);
+    idx.chunks(batch_size).map(<[u32]>::to_vec).collect()
+}
+
+fn check_data(train: &Dataset, test: Option<&Dataset>) -> Result<()> {
+    if train.n == 0 || train.d == 0 || train.classes == 0 {
+        return Err(XentError::InvalidShape(format!(
+            "training set of {} rows, {} features, {} classes",
+            train.n, train.d, train.classes
+        )));
+    }
+    if let Some(t) = test {
+        if t.d != train.d || t.classes > train.classes {
+            return Err(XentError::ShapeMismatch {
+                what: "test set (features, classes)",
+                expected: vec![train.d, train.classes],
+                got: vec![t.d, t.classes],
+            });
+        }
+    }
+    Ok(())
+}
+
+const CE_OPTS: CrossEntropyOptions = CrossEntropyOptions {
+    weight: None,
+    ignore_index: -100,
+    reduction: Reduction::Mean,
+    label_smoothing: 0.0,
+    z_loss: 0.0,
+    softcap: None,
+    grad_output: 1.0,
+};
+
+/// Device buffers of one minibatch size.
+struct BatchBuffers {
+    idx: wgpu::Buffer,
+    x: GpuMatrix,
+    labels: wgpu::Buffer,
+    z: GpuMatrix,
+}
+
+/// The model and data on the device.
+pub struct GpuTrainer<'c> {
+    ctx: &'c Context,
+    train: &'c Dataset,
+    x_all: GpuMatrix,
+    y_all: GpuLabels,
+    w: GpuMatrix,
+    b: GpuMatrix,
+    vw: GpuMatrix,
+    vb: GpuMatrix,
+    dw: GpuMatrix,
+    db: GpuMatrix,
+    batches: HashMap<usize, BatchBuffers>,
+    test: Option<(GpuMatrix, GpuLabels)>,
+}
+
+impl<'c> GpuTrainer<'c> {
+    /// Uploads the data once and zero-initialises the model.
+    pub fn new(ctx: &'c Context, train: &'c Dataset, test: Option<&Dataset>) -> Result<Self> {
+        check_data(train, test)?;
+        let (d, c) = (train.d, train.classes);
+        let y_all = GpuLabels::from_slice(ctx, &train.labels)?;
+        crate::cross_entropy::check_labels(&y_all, train.n, c, -100)?;
+        let test = match test {
+            Some(t) => Some((
+                GpuMatrix::from_slice(ctx, &t.features, t.n, t.d)?,
+                GpuLabels::from_slice(ctx, &t.labels)?,
+            )),
+            None => None,
+        };
+        Ok(Self {
+            ctx,
+            train,
+            x_all: GpuMatrix::from_slice(ctx, &train.features, train.n, d)?,
+            y_all,
+            w: GpuMatrix::zeros(ctx, d, c)?,
+            b: GpuMatrix::zeros(ctx, 1, c)?,
+            vw: GpuMatrix::zeros(ctx, d, c)?,
+            vb: GpuMatrix::zeros(ctx, 1, c)?,
+            dw: GpuMatrix::zeros(ctx, d, c)?,
+            db: GpuMatrix::zeros(ctx, 1, c)?,
+            batches: HashMap::new(),
+            test,
+        })
+    }
+
+    fn buffers(&mut self, rows: usize) -> Result<&BatchBuffers> {
+        if !self.batches.contains_key(&rows) {
+            let usage = wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_DST
+                | wgpu::BufferUsages::COPY_SRC;
+            let bb = BatchBuffers {
+                idx: self
+                    .ctx
+                    .create_buffer("xent.batch.idx", rows as u64 * 4, usage)?,
+                x: GpuMatrix::zeros(self.ctx, rows, self.train.d)?,
+                labels: self
+                    .ctx
+                    .create_buffer("xent.batch.labels", rows as u64 * 4, usage)?,
+                z: GpuMatrix::zeros(self.ctx, rows, self.train.classes)?,
+            };
+            self.batches.insert(rows, bb);
+        }
+        Ok(&self.batches[&rows])
+    }
+
+    /// One SGD step on the rows `idx`; returns the loss statistics buffer of the step (1 × 4: loss,
+    /// rows, accuracy, rows), still on the device.
+    pub fn step(&mut self, idx: &[u32], cfg: &TrainConfig) -> Result<GpuMatrix> {
+        let rows = idx.len();
+        let (ctx, d, c) = (self.ctx, self.train.d, self.train.classes);
+        self.buffers(rows)?;
+        let bb = &self.batches[&rows];
+        ctx.queue
+            .write_buffer(&bb.idx, 0, bytemuck::cast_slice(idx));
+        ctx.run_rows(
+            Kernel::GatherRows,
+            RowParams::mode(0),
+            rows,
+            d,
+            1,
+            &[
+                Arg::Whole(self.x_all.buffer()),
+                Arg::Whole(self.y_all.buffer()),
+                Arg::Whole(&bb.idx),
+                Arg::Rows(bb.x.buffer()),
+                Arg::Whole(&bb.labels),
+            ],
+        )?;
+        // Host copy of the batch labels: the cross-entropy call validates them (cheap, batch-sized).
+        let host: Vec<i32> = idx
+            .iter()
+            .map(|&i| self.y_all.as_slice()[i as usize])
+            .collect();
+        let labels = GpuLabels::from_parts(bb.labels.clone(), host);
+        ctx.linear_into(&bb.x, &self.w, Some(&self.b), &bb.z)?;
+        let out = ctx.cross_entropy_overwrite(&bb.z, Targets::Labels(&labels), &CE_OPTS)?;
+        ctx.weight_grad_into(&bb.x, &bb.z, &self.dw)?;
+        ctx.bias_grad_into(&bb.z, &self.db)?;
+        self.sgd(&self.w, &self.dw, &self.vw, d, c, cfg.l2, cfg)?;
+        self.sgd(&self.b, &self.db, &self.vb, 1, c, 0.0, cfg)?;
+        Ok(out.stats)
+    }
+
+    fn sgd(
+        &self,
+        w: &GpuMatrix,
+        g: &GpuMatrix,
+        v: &GpuMatrix,
+        rows: usize,
+        cols: usize,
+        l2: f32,
+        cfg: &TrainConfig,
+    ) -> Result<()> {
+        let mut params = RowParams::mode(0);
+        params.f[0] = cfg.learning_rate;
+        params.f[1] = cfg.momentum;
+        params.f[2] = l2;
+        self.ctx.run_rows(
+            Kernel::SgdUpdate,
+            params,
+            rows,
+            cols,
+            1,
+            &[
+                Arg::Rows(g.buffer()),
+                Arg::Rows(w.buffer()),
+                Arg::Rows(v.buffer()),
+            ],
+        )
+    }
+
+    /// Accuracy on the test set with the current model (one readback).
+    pub fn test_accuracy(&self) -> Result<Option<f32>> {
+        let Some((x, y)) = &self.test else {
+            return Ok(None);
+        };
+        let z = self.ctx.linear(x, &self.w, Some(&self.b))?;
+        let out = self.ctx.cross_entropy(&z, Targets::Labels(y), &CE_OPTS)?;
+        Ok(Some(out.stats.read_blocking(self.ctx)?[2]))
+    }
+
+    /// The model, read back: (W d × N, b).
+    pub fn model(&self) -> Result<(Vec<f32>, Vec<f32>)> {
+        Ok((
+            self.w.read_blocking(self.ctx)?,
+            self.b.read_blocking(self.ctx)?,
+        ))
+    }
+
+    /// Runs one epoch: every step's statistics are copied into a log on the device and read once.
+    pub fn epoch(&mut self, epoch: usize, cfg: &TrainConfig) -> Result<EpochStats> {
+        let batches = epoch_batches(self.train.n, cfg.batch_size, cfg.seed, epoch);
+        let log = GpuMatrix::zeros(self.ctx, batches.len(), 4)?;
+        for (s, idx) in batches.iter().enumerate() {
+            let stats = self.step(idx, cfg)?;
+            let mut enc = self.ctx.encoder("xent.train.log");
+            enc.copy_buffer_to_buffer(stats.buffer(), 0, log.buffer(), s as u64 * 16, 16);
+            self.ctx.submit(enc)?;
+        }
+        let log = log.read_blocking(self.ctx)?;
+        let (mut loss, mut correct, mut rows) = (0f64, 0f64, 0f64);
+        for (entry, idx) in log.chunks_exact(4).zip(&batches) {
+            let r = idx.len() as f64;
+            loss += entry[0] as f64 * r;
+            correct += entry[2] as f64 * r;
+            rows += r;
+        }
+        Ok(EpochStats {
+            epoch: epoch + 1,
+            loss: (loss / rows) as f32,
+            train_accuracy: (correct / rows) as f32,
+            test_accuracy: self.test_accuracy()?,
+        })
+    }
+}
+
+/// Trains on the GPU; `on_epoch` sees each epoch's statistics as they come (for progress bars).
+pub fn train_gpu(
+    ctx: &Context,
+    train: &Dataset,
+    test: Option<&Dataset>,
+    cfg: &TrainConfig,
+    mut on_epoch: impl FnMut(&EpochStats),
+) -> Result<TrainOutcome> {
+    cfg.validate()?;
+    let start = Instant::now();
+    let mut trainer = GpuTrainer::new(ctx, train, test)?;
+    let mut epochs = Vec::new();
+    for e in 0..cfg.epochs {
+        let stats = trainer.epoch(e, cfg)?;
+        on_epoch(&stats);
+        epochs.push(stats);
+    }
+    let (weights, bias) = trainer.model()?;
+    Ok(TrainOutcome {
+        epochs,
+        weights,
+        bias,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// The same training on the CPU reference, step for step (f64 arithmetic, f32 parameters like the
+/// GPU's): the oracle the GPU trainer is tested against.
+pub struct CpuTrainer<'d> {
+    train: &'d Dataset,
+    /// Weights W (d × N).
+    pub w: Vec<f32>,
+    /// Bias b (N).
+    pub b: Vec<f32>,
+    vw: Vec<f32>,
+    vb: Vec<f32>,
+}
+
+impl<'d> CpuTrainer<'d> {
+    /// A zero-initialised model.
+    pub fn new(train: &'d Dataset) -> Result<Self> {
+        check_data(train, None)?;
+        let (d, c) = (train.d, train.classes);
+        Ok(Self {
+            train,
+            w: vec![0.0; d * c],
+            b: vec![0.0; c],
+            vw: vec![0.0; d * c],
+            vb: vec![0.0; c],
+        })
+    }
+
+    /// One step on rows `idx`; returns (batch mean loss, batch accuracy) before the step.
+    pub fn step(&mut self, idx: &[u32], cfg: &TrainConfig) -> (f64, f64) {
+        let (d, c) = (self.train.d, self.train.classes);
+        let x: Vec<f32> = idx
+            .iter()
+            .flat_map(|&i| {
+                self.train.features[i as usize * d..(i as usize + 1) * d]
+                    .iter()
+                    .copied()
+            })
+            .collect();
+        let y: Vec<i64> = idx.iter().map(|&i| self.train.labels[i as usize]).collect();
+        let z: Vec<f32> = reference::linear(&x, &self.w, Some(&self.b), d, c)
+            .iter()
+            .map(|&v| v as f32)
+            .collect();
+        let ce = reference::cross_entropy(&z, c, RefTargets::Labels(&y), &CE_OPTS);
+        let acc = ce
+            .argmax
+            .iter()
+            .zip(&y)
+            .filter(|(a, y)| **a as i64 == **y)
+            .count() as f64
+            / idx.len() as f64;
+        let g: Vec<f32> = ce.grad.iter().map(|&v| v as f32).collect();
+        let dw = reference::weight_grad(&x, &g, d, c);
+        let db = reference::bias_grad(&g, c);
+        let update = |w: &mut [f32], v: &mut [f32], g: &[f64], l2: f32| {
+            for ((w, v), &g) in w.iter_mut().zip(v.iter_mut()).zip(g) {
+                let step = cfg.momentum * *v + (g as f32 + l2 * *w);
+                *v = step;
+                *w -= cfg.learning_rate * step;
+            }
+        };
+        update(&mut self.w, &mut self.vw, &dw, cfg.l2);
+        update(&mut self.b, &mut self.vb, &db, 0.0);
+        (ce.loss, acc)
+    }
+
+    /// Accuracy of the current model on `data`.
+    pub fn accuracy(&self, data: &Dataset) -> f32 {
+        let z = reference::linear(
+            &data.features,
+            &self.w,
+            Some(&self.b),
+            data.d,
+            self.train.classes,
+        );
+        let correct = z
+            .chunks_exact(self.train.classes)
+            .zip(&data.labels)
+            .filter(|(row, y)| {
+                let row32: Vec<f32> = row.iter().map(|&v| v as f32).collect();
+                reference::first_argmax(&row32) as i64 == **y
+            })
+            .count();
+        correct as f32 / data.n.max(1) as f32
+    }
+}
+
+/// Trains on the CPU reference with the same batches as [`train_gpu`].
+pub fn train_cpu(
+    train: &Dataset,
+    test: Option<&Dataset>,
+    cfg: &TrainConfig,
+    mut on_epoch: impl FnMut(&EpochStats),
+) -> Result<TrainOutcome> {
+    cfg.validate()?;
+    check_data(train, test)?;
+    let start = Instant::now();
+    let mut t = CpuTrainer::new(train)?;
+    let mut epochs = Vec::new();
+    for e in 0..cfg.epochs {
+        let (mut loss, mut acc, mut rows) = (0.0, 0.0, 0.0);
+        for idx in epoch_batches(train.n, cfg.batch_size, cfg.seed, e) {
+            let (l, a) = t.step(&idx, cfg);
+            let r = idx.len() as f64;
+            loss += l * r;
+            acc += a * r;
+            rows += r;
+        }
+        let stats = EpochStats {
+            epoch: e + 1,
+            loss: (loss / rows) as f32,
+            train_accuracy: (acc / rows) as f32,
+            test_accuracy: test.map(|d| t.accuracy(d)),
+        };
+        on_epoch(&stats);
+        epochs.push(stats);
+    }
+    Ok(TrainOutcome {
+        epochs,
+        weights: t.w,
+        bias: t.b,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}

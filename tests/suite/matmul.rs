@@ -1,0 +1,193 @@
+//! The matmul kernels and the trainer against the CPU reference.
+
+use xent::data::Dataset;
+use xent::train::{self, CpuTrainer, GpuTrainer, TrainConfig};
+use xent::{Context, GpuMatrix, reference};
+
+use super::common::{Rng, Tol, assert_close, contexts, describe, small_binding_contexts};
+
+/// A sum of k products of values in [−1, 1] carries about k·2⁻²⁴ of rounding per term in the worst
+/// case; 4·k·ε absolute (plus 1e-6) bounds what the chunked tile order gives.
+fn mm_tol(k: usize) -> Tol {
+    Tol {
+        abs: 1e-6 + 4.0 * k as f64 * f32::EPSILON as f64,
+        rel: 1e-5,
+    }
+}
+
+fn check_shapes(ctx: &Context, n: usize, d: usize, c: usize, seed: u64) {
+    let what = format!("n={n} d={d} N={c} on {}", describe(ctx));
+    let mut rng = Rng::new(seed);
+    let (x, w, b, g) = (
+        rng.vec(n * d, -1.0, 1.0),
+        rng.vec(d * c, -1.0, 1.0),
+        rng.vec(c, -1.0, 1.0),
+        rng.vec(n * c, -1.0, 1.0),
+    );
+    let xm = GpuMatrix::from_slice(ctx, &x, n, d).unwrap();
+    let wm = GpuMatrix::from_slice(ctx, &w, d, c).unwrap();
+    let bm = GpuMatrix::from_slice(ctx, &b, 1, c).unwrap();
+    let gm = GpuMatrix::from_slice(ctx, &g, n, c).unwrap();
+    let z = ctx
+        .linear(&xm, &wm, Some(&bm))
+        .unwrap()
+        .read_blocking(ctx)
+        .unwrap();
+    assert_close(
+        &format!("{what}: XW+b"),
+        &z,
+        &reference::linear(&x, &w, Some(&b), d, c),
+        mm_tol(d),
+    );
+    let dw = ctx
+        .weight_grad(&xm, &gm)
+        .unwrap()
+        .read_blocking(ctx)
+        .unwrap();
+    assert_close(
+        &format!("{what}: XᵀG"),
+        &dw,
+        &reference::weight_grad(&x, &g, d, c),
+        mm_tol(n),
+    );
+    let db = ctx.bias_grad(&gm).unwrap().read_blocking(ctx).unwrap();
+    assert_close(
+        &format!("{what}: 1ᵀG"),
+        &db,
+        &reference::bias_grad(&g, c),
+        mm_tol(n),
+    );
+    let dx = ctx
+        .input_grad(&gm, &wm)
+        .unwrap()
+        .read_blocking(ctx)
+        .unwrap();
+    assert_close(
+        &format!("{what}: GWᵀ"),
+        &dx,
+        &reference::input_grad(&g, &w, d, c),
+        mm_tol(c),
+    );
+}
+
+#[test]
+fn awkward_shapes() {
+    for ctx in contexts() {
+        for (i, &(n, d, c)) in [
+            (1, 1, 1),
+            (1, 37, 10),
+            (67, 13, 129),
+            (130, 64, 10),
+            (3, 300, 2),
+            (0, 5, 3),
+        ]
+        .iter()
+        .enumerate()
+        {
+            check_shapes(ctx, n, d, c, i as u64);
+        }
+    }
+}
+
+/// n = 120,000 rows: the Xᵀ G reduction crosses the loop cap of lavapipe/llvmpipe and is split into
+/// chunks added in order.
+#[test]
+fn long_reduction_over_rows() {
+    for ctx in contexts() {
+        check_shapes(ctx, 120_000, 3, 10, 42);
+    }
+}
+
+/// A 4 KiB binding limit: the batch rows of every operand are split into many chunks.
+#[test]
+fn batch_rows_past_binding_limit() {
+    for ctx in small_binding_contexts(4096) {
+        check_shapes(&ctx, 301, 7, 9, 7);
+    }
+}
+
+fn small_digits() -> (Dataset, Dataset) {
+    xent::data::digits_split().unwrap()
+}
+
+/// GPU and CPU trainers from the same seed agree step for step on the first steps.
+#[test]
+fn gpu_and_cpu_training_agree_step_for_step() {
+    let (train, _) = small_digits();
+    let cfg = TrainConfig {
+        batch_size: 50,
+        ..TrainConfig::default()
+    };
+    let batches = train::epoch_batches(train.n, cfg.batch_size, cfg.seed, 0);
+    for ctx in contexts() {
+        let mut gpu = GpuTrainer::new(ctx, &train, None).unwrap();
+        let mut cpu = CpuTrainer::new(&train).unwrap();
+        for (s, idx) in batches.iter().take(5).enumerate() {
+            gpu.step(idx, &cfg).unwrap();
+            cpu.step(idx, &cfg);
+            let (w, b) = gpu.model().unwrap();
+            // Each step adds at most a few ulp per weight; 1e-5 absolute after 5 steps with lr 0.5.
+            let tol = Tol {
+                abs: 1e-5 * (s + 1) as f64,
+                rel: 1e-4,
+            };
+            assert_close(
+                &format!("W after step {s} on {}", describe(ctx)),
+                &w,
+                &cpu.w.iter().map(|&v| v as f64).collect::<Vec<_>>(),
+                tol,
+            );
+            assert_close(
+                &format!("b after step {s}"),
+                &b,
+                &cpu.b.iter().map(|&v| v as f64).collect::<Vec<_>>(),
+                tol,
+            );
+        }
+    }
+}
+
+#[test]
+fn digits_default_run_reaches_95_percent() {
+    let (train, test) = small_digits();
+    let cfg = TrainConfig::default();
+    for ctx in contexts() {
+        let out = train::train_gpu(ctx, &train, Some(&test), &cfg, |_| {}).unwrap();
+        let last = out.epochs.last().unwrap();
+        let acc = last.test_accuracy.unwrap();
+        eprintln!(
+            "xent tests: digits default run on {}: loss {:.4}, test accuracy {acc:.4}",
+            describe(ctx),
+            last.loss
+        );
+        assert!(acc >= 0.95, "test accuracy {acc}");
+        assert!(last.loss < out.epochs[0].loss);
+    }
+}
+
+#[test]
+fn full_batch_and_cpu_trainer() {
+    let (train, test) = small_digits();
+    let cfg = TrainConfig {
+        batch_size: 0,
+        epochs: 3,
+        momentum: 0.0,
+        ..TrainConfig::default()
+    };
+    let cpu = train::train_cpu(&train, Some(&test), &cfg, |_| {}).unwrap();
+    assert_eq!(cpu.epochs.len(), 3);
+    for ctx in contexts() {
+        let gpu = train::train_gpu(ctx, &train, Some(&test), &cfg, |_| {}).unwrap();
+        let tol = Tol {
+            abs: 1e-4,
+            rel: 1e-3,
+        };
+        let want: Vec<f64> = cpu.weights.iter().map(|&v| v as f64).collect();
+        assert_close(
+            &format!("full-batch W on {}", describe(ctx)),
+            &gpu.weights,
+            &want,
+            tol,
+        );
+    }
+}
