@@ -53,29 +53,53 @@ fn sel(c: bool, a: f32, b: f32) -> f32 {
     if c { a } else { b }
 }
 
-/// `exp(x)` in f32: Cody–Waite range reduction by ln 2, Cephes' degree-6 polynomial, and the power
-/// of two built in the exponent bits; about 1 ulp. `−inf` and anything below −87 give 0, anything
-/// above ln(f32::MAX) gives `+inf`, NaN gives NaN.
+/// `exp(x)` in f32 for `x ≤ 0` (or NaN): Cody–Waite range reduction `x = n ln 2 + r`, a degree-6
+/// polynomial for `e^r` (Chebyshev fit, 1e-8 relative, below f32 rounding) and `2ⁿ` built in the
+/// exponent bits; within 2 ulp. `−inf` and anything below −87 give 0, NaN gives NaN; `x > 0` gives
+/// garbage (the row passes only call it on `z − max`, and on a row whose maximum is unreliable
+/// because it holds a NaN, whose results are NaN anyway).
+#[inline(always)]
+fn exp_le0<const F: bool>(x: f32) -> f32 {
+    let (y, n_bits) = exp_parts::<F>(x);
+    // 2ⁿ for n ∈ [−126, 0]: the exponent field n + 127.
+    let scale = f32::from_bits(n_bits.wrapping_add(127) << 23);
+    sel(x < -87.0, 0.0, y * scale)
+}
+
+/// `exp(x)` in f32 for any `x`: as [`exp_le0`], plus `+inf` above ln(f32::MAX).
 #[inline(always)]
 fn exp<const F: bool>(x: f32) -> f32 {
+    let (y, n_bits) = exp_parts::<F>(x);
+    // 2ⁿ⁻¹ · 2, valid for n ∈ [−125, 128], that is x ∈ [−87, 88.73].
+    let scale = f32::from_bits(n_bits.wrapping_add(126) << 23);
+    sel(
+        x < -87.0,
+        0.0,
+        sel(x > 88.722_83, f32::INFINITY, y * scale * 2.0),
+    )
+}
+
+/// `(e^r, n)` with `x = n ln 2 + r`, |r| ≤ ln 2 / 2; `n` as the low bits of a `u32`.
+#[inline(always)]
+fn exp_parts<const F: bool>(x: f32) -> (f32, u32) {
     const MAGIC: f32 = 12_582_912.0; // 1.5 · 2²³: adding it rounds to an integer
-    const C1: f32 = 0.693_359_4; // ln 2, high part (exact in few bits)
-    const C2: f32 = -2.121_944_4e-4; // ln 2 − C1
+    const LN2_HI: f32 = 0.693_359_4; // exact in 9 bits: n · LN2_HI is exact
+    const LN2_LO: f32 = -2.121_944_4e-4; // ln 2 − LN2_HI
     let t = madd::<F>(x, std::f32::consts::LOG2_E, MAGIC);
     let n = t - MAGIC;
-    let r = madd::<F>(n, -C1, x);
-    let r = madd::<F>(n, -C2, r);
-    let mut p = 1.987_569_2e-4;
-    p = madd::<F>(p, r, 1.398_199_9e-3);
-    p = madd::<F>(p, r, 8.333_452e-3);
-    p = madd::<F>(p, r, 4.166_579_6e-2);
-    p = madd::<F>(p, r, 1.666_666_5e-1);
-    p = madd::<F>(p, r, 5.000_000_1e-1);
-    let y = madd::<F>(p, r * r, r) + 1.0;
-    // 2ⁿ⁻¹ from the low bits of t, then · 2: exact for n ∈ [−125, 128], that is x ∈ [−87, 88.73].
-    let bits = t.to_bits().wrapping_sub(MAGIC.to_bits()).wrapping_add(126) << 23;
-    let v = y * f32::from_bits(bits) * 2.0;
-    sel(x < -87.0, 0.0, sel(x > 88.722_83, f32::INFINITY, v))
+    let r = madd::<F>(n, -LN2_HI, x);
+    let r = madd::<F>(n, -LN2_LO, r);
+    // e^r = 1 + r · q(r), q the degree-5 Chebyshev fit of (e^r − 1)/r on [−ln 2/2, ln 2/2].
+    let mut q = 1.393_364_2e-3;
+    q = madd::<F>(q, r, 8.369_149e-3);
+    q = madd::<F>(q, r, 4.166_646_7e-2);
+    q = madd::<F>(q, r, 1.666_650_5e-1);
+    q = madd::<F>(q, r, 0.5);
+    q = madd::<F>(q, r, 1.0);
+    (
+        madd::<F>(q, r, 1.0),
+        t.to_bits().wrapping_sub(MAGIC.to_bits()),
+    )
 }
 
 /// `tanh(x)` in f32: Cephes' odd polynomial below |x| = 0.625, `1 − 2/(e^{2|x|} + 1)` above (with
@@ -226,7 +250,7 @@ fn sum_map3(
 fn exp_sum_store<const F: bool>(v: &[f32], m: f32, out: &mut [f32], s: &mut Scratch) -> f32 {
     let mut total = 0.0;
     for (vb, ob) in v.chunks(BLOCK).zip(out.chunks_mut(BLOCK)) {
-        map_in_place2(ob, vb, |_, x| exp::<F>(x - m));
+        map_in_place2(ob, vb, |_, x| exp_le0::<F>(x - m));
         total += block_sum(ob, &mut s.tree);
     }
     total
@@ -235,7 +259,7 @@ fn exp_sum_store<const F: bool>(v: &[f32], m: f32, out: &mut [f32], s: &mut Scra
 /// Σ exp(v_j − m).
 #[inline(always)]
 fn exp_sum<const F: bool>(v: &[f32], m: f32, s: &mut Scratch) -> f32 {
-    sum_map(v, s, |x| exp::<F>(x - m))
+    sum_map(v, s, |x| exp_le0::<F>(x - m))
 }
 
 /// `out_j = f(a_j, b_j)`.
@@ -289,6 +313,25 @@ fn first_index(x: &[f32], m: f32) -> usize {
     rest.iter()
         .position(|&v| v == m)
         .map_or(0, |j| x.len() - rest.len() + j)
+}
+
+/// Rows up to this size are prefetched whole while the row before them is computed (longer rows
+/// are streamed by the hardware prefetcher within their first pass).
+const PREFETCH_MAX_BYTES: usize = 16 << 10;
+
+/// Asks for `x` (the next row, if any) to be brought into cache while the current row is computed.
+#[inline(always)]
+fn prefetch(x: Option<&[f32]>) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(x) = x.filter(|x| x.len() * 4 <= PREFETCH_MAX_BYTES) {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        for line in x.chunks(16) {
+            // SAFETY: a prefetch is a hint that never faults (and the address is in bounds).
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast()) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = x;
 }
 
 /// log Σ exp of a row whose [`row_max`] `m` is not finite: NaN with any NaN, else `m` (±inf).
@@ -413,7 +456,11 @@ fn ce_rows<const F: bool>(
     } else {
         Vec::new()
     };
-    for (r, (z, o)) in z.chunks_exact(cols).zip(out.iter_mut()).enumerate() {
+    let whole = z;
+    for (r, (z, o)) in whole.chunks_exact(cols).zip(out.iter_mut()).enumerate() {
+        let next = (r + 1) * cols..(r + 2) * cols;
+        prefetch(whole.get(next.clone()));
+        prefetch(grad.as_deref().and_then(|g| g.get(next)));
         let g = grad
             .as_deref_mut()
             .map(|g| &mut g[r * cols..(r + 1) * cols]);

@@ -27,6 +27,8 @@ enum Command {
     Eval(cli::eval::EvalArgs),
     /// Throughput of the kernels against the copy roofline and the CPU, as a table, JSON or a plot.
     Bench(cli::bench::BenchArgs),
+    /// Train softmax regression (minibatch SGD) on the embedded digits or your data.
+    Train(cli::train::TrainArgs),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +38,7 @@ fn main() -> ExitCode {
         Command::Check(args) => cli::check::run(&args),
         Command::Eval(args) => cli::eval::run(&args),
         Command::Bench(args) => cli::bench::run(&args),
+        Command::Train(args) => cli::train::run(&args),
     };
     match result {
         Ok(code) => code,

@@ -271,7 +271,7 @@ pub fn info_rows(logits: &[f32], targets: Option<&[f32]>, cols: usize) -> Vec<[f
 
 /// `X W + b` (n × N) for X n × d, W d × N, b of length N (or none), in f64.
 pub fn linear(x: &[f32], w: &[f32], b: Option<&[f32]>, d: usize, classes: usize) -> Vec<f64> {
-    let n = if d == 0 { 0 } else { x.len() / d };
+    let n = x.len().checked_div(d).unwrap_or(0);
     let mut z = vec![0.0; n * classes];
     for i in 0..n {
         for j in 0..classes {

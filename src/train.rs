@@ -213,7 +213,7 @@ impl<'c> GpuTrainer<'c> {
     /// rows, accuracy, rows), still on the device.
     pub fn step(&mut self, idx: &[u32], cfg: &TrainConfig) -> Result<GpuMatrix> {
         let rows = idx.len();
-        let (ctx, d, c) = (self.ctx, self.train.d, self.train.classes);
+        let (ctx, d) = (self.ctx, self.train.d);
         self.buffers(rows)?;
         let bb = &self.batches[&rows];
         ctx.queue
@@ -242,21 +242,18 @@ impl<'c> GpuTrainer<'c> {
         let out = ctx.cross_entropy_overwrite(&bb.z, Targets::Labels(&labels), &CE_OPTS)?;
         ctx.weight_grad_into(&bb.x, &bb.z, &self.dw)?;
         ctx.bias_grad_into(&bb.z, &self.db)?;
-        self.sgd(&self.w, &self.dw, &self.vw, d, c, cfg.l2, cfg)?;
-        self.sgd(&self.b, &self.db, &self.vb, 1, c, 0.0, cfg)?;
+        self.sgd(true, cfg)?;
+        self.sgd(false, cfg)?;
         Ok(out.stats)
     }
 
-    fn sgd(
-        &self,
-        w: &GpuMatrix,
-        g: &GpuMatrix,
-        v: &GpuMatrix,
-        rows: usize,
-        cols: usize,
-        l2: f32,
-        cfg: &TrainConfig,
-    ) -> Result<()> {
+    /// One SGD update of the weights (with L2) or of the bias (without), in place.
+    fn sgd(&self, weights: bool, cfg: &TrainConfig) -> Result<()> {
+        let (w, g, v, rows, l2) = if weights {
+            (&self.w, &self.dw, &self.vw, self.train.d, cfg.l2)
+        } else {
+            (&self.b, &self.db, &self.vb, 1, 0.0)
+        };
         let mut params = RowParams::mode(0);
         params.f[0] = cfg.learning_rate;
         params.f[1] = cfg.momentum;
@@ -265,7 +262,7 @@ impl<'c> GpuTrainer<'c> {
             Kernel::SgdUpdate,
             params,
             rows,
-            cols,
+            self.train.classes,
             1,
             &[
                 Arg::Rows(g.buffer()),

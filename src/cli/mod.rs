@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod check;
 pub mod eval;
+pub mod train;
 
 use std::process::ExitCode;
 use std::time::Instant;
