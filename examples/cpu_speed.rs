@@ -34,23 +34,39 @@ fn main() {
             bytes as f64 / b / 1e9
         );
     };
-    if which == "all" || which == "ce" {
-        for (n, c) in [
+    if which == "all" || which == "ce" || which == "ce1" {
+        let shapes = [
             (4096usize, 1000usize),
             (1024, 32000),
             (256, 128256),
             (65536, 10),
-        ] {
+        ];
+        let shapes = if which == "ce1" {
+            &shapes[..1]
+        } else {
+            &shapes[..]
+        };
+        for &(n, c) in shapes {
             let z = rnd(&mut seed, n * c);
             let labels: Vec<i64> = (0..n).map(|i| ((i * 7919) % c) as i64).collect();
             let mut g = vec![0f32; n * c];
             let opts = CrossEntropyOptions::default();
             let mut t = Vec::new();
+            let warm: usize = std::env::var("WARM").map_or(5, |v| v.parse().unwrap());
+            for _ in 0..warm {
+                std::hint::black_box(
+                    cpu::cross_entropy(&z, c, CpuTargets::Labels(&labels), &opts, Some(&mut g))
+                        .unwrap(),
+                );
+            }
             for _ in 0..reps {
                 let s = Instant::now();
                 let r = cpu::cross_entropy(&z, c, CpuTargets::Labels(&labels), &opts, Some(&mut g))
                     .unwrap();
                 t.push(s.elapsed().as_secs_f64());
+                if std::env::var_os("SHOW").is_some() {
+                    eprint!("{:.2} ", t.last().unwrap() * 1e3);
+                }
                 std::hint::black_box(r);
             }
             report(&format!("ce fwd+bwd {n}x{c}"), t, n * c * 8);
@@ -61,6 +77,11 @@ fn main() {
         let z = rnd(&mut seed, n * c);
         let mut out = vec![0f32; n * c];
         let (mut t, mut t2) = (Vec::new(), Vec::new());
+        let warm: usize = std::env::var("WARM").map_or(5, |v| v.parse().unwrap());
+        for _ in 0..warm {
+            cpu::softmax_into(&z, c, &mut out).unwrap();
+            std::hint::black_box(cpu::softmax(&z, c).unwrap());
+        }
         for _ in 0..reps {
             let s = Instant::now();
             cpu::softmax_into(&z, c, &mut out).unwrap();

@@ -6,13 +6,16 @@
 //! - rows are split into blocks that rayon runs in parallel; problems too small to pay for a thread
 //!   hand-off run on the calling thread;
 //! - each row is walked in up to three passes while it sits in cache: its maximum; `exp(z − max)`,
-//!   written to the output and summed; then one multiply-add per element;
-//! - `exp` (and `tanh` for soft-capping) are branch-free f32 polynomials, applied over chunks of
-//!   [`LANES`] elements with [`LANES`] independent f32 accumulators, so that LLVM emits SIMD code;
-//!   long sums are blocked (a fresh set of accumulators per [`BLOCK`] elements) to keep rounding
-//!   error small without f64 in the hot loops;
-//! - on x86 CPUs with AVX2 and FMA (checked at run time) the same loops run from copies compiled for
-//!   those features; elsewhere, the portable build (SSE2 on x86-64).
+//!   written to the output and summed; then one multiply-add per element (cross-entropy's gradient,
+//!   softmax's normalisation);
+//! - `exp` (and `tanh` for soft-capping) are branch-free f32 polynomials. Element-wise passes are
+//!   plain loops over slices, which LLVM's loop vectoriser turns into SIMD whole; reductions (max,
+//!   sums, dot products) are written as a pairwise tree of such loops over blocks of 1024 elements
+//!   held in L1, because the compiler may not reorder a strict f32 sum itself. The tree also keeps
+//!   the rounding error small (log₂ of the block, then the number of blocks) without f64 in the hot
+//!   loops;
+//! - on x86 CPUs with AVX2 and FMA (detected at run time, see [`uses_avx2_fma`]) the same loops run
+//!   from copies compiled for those features; elsewhere from the portable build (SSE2 on x86-64).
 //!
 //! Every function validates its input and returns [`XentError`] rather than panicking. Results match
 //! the f64 reference to about 1e-5 relative (the tests use the GPU kernels' tolerances).
@@ -22,11 +25,12 @@ use rayon::prelude::*;
 use crate::cross_entropy::{CrossEntropyOptions, Reduction};
 use crate::error::{Result, XentError};
 
-/// Width of the vector chunks (and of the independent accumulators) of the hot loops.
-pub const LANES: usize = 16;
+/// Elements of a row reduced at once by a pairwise tree in L1; block results are then combined in
+/// order.
+const BLOCK: usize = 1024;
 
-/// Elements summed into one set of accumulators before they are folded into the row total.
-pub const BLOCK: usize = 1024;
+/// Elements compared at once by the argmax scan.
+const LANES: usize = 16;
 
 /// Below this much work (elements, plus [`ROW_COST`] per row) a call runs on the calling thread.
 const PAR_MIN_WORK: usize = 1 << 15;
@@ -112,7 +116,7 @@ fn tanh<const F: bool>(x: f32) -> f32 {
     p = madd::<F>(p, z, 2.063_908_8e-2);
     p = madd::<F>(p, z, -5.373_971_6e-2);
     p = madd::<F>(p, z, 1.333_144_2e-1);
-    p = madd::<F>(p, z, -3.333_328_2e-1);
+    p = madd::<F>(p, z, -3.333_328e-1);
     let small = madd::<F>(p * z, x, x);
     let a = sel(ax > 15.0, 15.0, ax); // NaN stays NaN
     let big = 1.0 - 2.0 / (exp::<F>(a + a) + 1.0);
@@ -222,7 +226,13 @@ fn sum_map2(a: &[f32], b: &[f32], s: &mut Scratch, f: impl Fn(f32, f32) -> f32) 
 /// Σ_j f(x_j).
 #[inline(always)]
 fn sum_map(x: &[f32], s: &mut Scratch, f: impl Fn(f32) -> f32) -> f32 {
-    sum_map2(x, x, s, |a, _| f(a))
+    let mut total = 0.0;
+    for xb in x.chunks(BLOCK) {
+        let buf = &mut s.buf[..xb.len()];
+        map_in_place2(buf, xb, |_, v| f(v));
+        total += block_sum(buf, &mut s.tree);
+    }
+    total
 }
 
 /// Σ_j f(a_j, b_j, c_j) over slices of equal length.
@@ -303,8 +313,8 @@ fn first_index(x: &[f32], m: f32) -> usize {
     for (i, c) in chunks.enumerate() {
         let c: &[f32; LANES] = c.try_into().expect("a chunk of LANES elements");
         let mut hits = 0u32;
-        for k in 0..LANES {
-            hits |= u32::from(c[k] == m) << k;
+        for (k, &v) in c.iter().enumerate() {
+            hits |= u32::from(v == m) << k;
         }
         if hits != 0 {
             return i * LANES + hits.trailing_zeros() as usize;
@@ -313,25 +323,6 @@ fn first_index(x: &[f32], m: f32) -> usize {
     rest.iter()
         .position(|&v| v == m)
         .map_or(0, |j| x.len() - rest.len() + j)
-}
-
-/// Rows up to this size are prefetched whole while the row before them is computed (longer rows
-/// are streamed by the hardware prefetcher within their first pass).
-const PREFETCH_MAX_BYTES: usize = 16 << 10;
-
-/// Asks for `x` (the next row, if any) to be brought into cache while the current row is computed.
-#[inline(always)]
-fn prefetch(x: Option<&[f32]>) {
-    #[cfg(target_arch = "x86_64")]
-    if let Some(x) = x.filter(|x| x.len() * 4 <= PREFETCH_MAX_BYTES) {
-        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        for line in x.chunks(16) {
-            // SAFETY: a prefetch is a hint that never faults (and the address is in bounds).
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast()) };
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = x;
 }
 
 /// log Σ exp of a row whose [`row_max`] `m` is not finite: NaN with any NaN, else `m` (±inf).
@@ -456,11 +447,7 @@ fn ce_rows<const F: bool>(
     } else {
         Vec::new()
     };
-    let whole = z;
-    for (r, (z, o)) in whole.chunks_exact(cols).zip(out.iter_mut()).enumerate() {
-        let next = (r + 1) * cols..(r + 2) * cols;
-        prefetch(whole.get(next.clone()));
-        prefetch(grad.as_deref().and_then(|g| g.get(next)));
+    for (r, (z, o)) in z.chunks_exact(cols).zip(out.iter_mut()).enumerate() {
         let g = grad
             .as_deref_mut()
             .map(|g| &mut g[r * cols..(r + 1) * cols]);
@@ -625,14 +612,25 @@ fn ce_row<const F: bool>(
 // Run-time dispatch to the AVX2 + FMA copies, and the parallel driver.
 // ---------------------------------------------------------------------------------------------
 
-/// Whether this CPU runs the AVX2 + FMA copies of the hot loops (checked once, then cached by std).
+/// Environment variable that, set to `1`, keeps the hot loops on the portable build even where
+/// AVX2 and FMA exist (to compare the two, and to test the portable build on such machines). Read
+/// once, at the first call.
+pub const PORTABLE_ENV: &str = "XENT_CPU_PORTABLE";
+
+/// Whether the AVX2 + FMA copies run: the CPU has both and [`PORTABLE_ENV`] is not `1`. Checked
+/// once.
 #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
 fn has_avx2_fma() -> bool {
-    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    static USE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *USE.get_or_init(|| {
+        std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma")
+            && std::env::var_os(PORTABLE_ENV).is_none_or(|v| v != "1")
+    })
 }
 
-/// Whether the hot loops run from copies compiled for AVX2 and FMA on this machine (x86 CPUs that
-/// have both); otherwise they run from the portable build.
+/// Whether the hot loops run from copies compiled for AVX2 and FMA (x86 CPUs that have both,
+/// unless [`PORTABLE_ENV`] is `1`); otherwise they run from the portable build (SSE2 on x86-64).
 pub fn uses_avx2_fma() -> bool {
     #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
     {
@@ -733,7 +731,7 @@ fn check_rows(what: &'static str, len: usize, cols: usize) -> Result<usize> {
             "N = 0 classes: every row needs at least one element".into(),
         ));
     }
-    if len % cols != 0 {
+    if !len.is_multiple_of(cols) {
         return Err(XentError::LengthMismatch {
             what,
             expected: len.next_multiple_of(cols),

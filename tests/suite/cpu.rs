@@ -463,7 +463,8 @@ fn ce_wide_rows() {
 /// labels, targets and gradient rows correctly.
 #[test]
 fn ce_parallel_rows_equal_single_rows() {
-    for combo in [2 * 2, 2 * 2 | 8 | 16 | 64, 2 * 2 | 1 | 8 | 16, 2 * 2 | 256] {
+    const NONE: u32 = 4; // (combo >> 1) % 3 == 2: Reduction::None
+    for combo in [NONE, NONE | 8 | 16 | 64, NONE | 1 | 8 | 16, NONE | 256] {
         let (n, cols) = (1500, 60);
         let case = gen_case(500 + combo as u64, n, cols, combo);
         let (out, grad) = run_case(&case);
@@ -908,4 +909,39 @@ proptest! {
     fn family_random_shapes_match_reference(n in 0usize..40, cols in 1usize..600, seed in any::<u64>()) {
         check_family(&random(seed, n, cols, -20.0, 20.0), cols, &format!("seed {seed} {n}×{cols}"));
     }
+}
+
+/// Under `XENT_CPU_PORTABLE=1` the hot loops run from the portable build.
+#[test]
+fn portable_env_selects_the_portable_build() {
+    if std::env::var_os(cpu::PORTABLE_ENV).is_some_and(|v| v == "1") {
+        assert!(!cpu::uses_avx2_fma());
+    }
+}
+
+/// On CPUs with AVX2 + FMA the tests above ran the AVX2 copies: run them again, in a child process
+/// of this test binary, on the portable build.
+#[test]
+fn portable_build_passes_the_same_tests() {
+    if std::env::var_os(cpu::PORTABLE_ENV).is_some() || !cpu::uses_avx2_fma() {
+        return; // this is the child, or the portable build is the only one here
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "suite::cpu::",
+            "--skip",
+            "portable_build_passes",
+            "--test-threads",
+            "2",
+        ])
+        .env(cpu::PORTABLE_ENV, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "portable build:\n{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("test suite::cpu::ce_option_matrix_matches_reference ... ok"),
+        "the child ran no tests:\n{stdout}"
+    );
 }

@@ -1,3 +1,4 @@
+mod cli;
 pub mod common;
 mod cpu;
 pub mod cross_entropy;

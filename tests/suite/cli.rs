@@ -1,0 +1,189 @@
+//! The `xent` binary end to end: eval against a PyTorch fixture (GPU and CPU), no output on error,
+//! train and bench JSON, check and info.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use xent::npy;
+
+use super::common::contexts;
+
+fn xent(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_xent"))
+        .args(args)
+        .output()
+        .expect("run xent")
+}
+
+fn fixture(case: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/torch")
+        .join(case)
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("xent-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+#[test]
+fn eval_matches_pytorch_on_both_backends() {
+    let case = fixture("29_weight_smooth_ignore_8x6_none");
+    let want_loss = npy::read_f32(&case.join("loss.npy")).unwrap().1;
+    let want_grad = npy::read_f32(&case.join("grad.npy")).unwrap().1;
+    let mut backends = vec!["cpu"];
+    if !contexts().is_empty() {
+        backends.push("gpu");
+    }
+    for backend in backends {
+        let out = temp_dir(backend);
+        let s = |p: &Path| p.to_str().unwrap().to_string();
+        let r = xent(&[
+            "eval",
+            "--logits",
+            &s(&case.join("logits.npy")),
+            "--labels",
+            &s(&case.join("labels.npy")),
+            "--weight",
+            &s(&case.join("weight.npy")),
+            "--ignore-index",
+            "3",
+            "--label-smoothing",
+            "0.2",
+            "--reduction",
+            "none",
+            "--features",
+            &s(&case.join("logits.npy")),
+            "--backend",
+            backend,
+            "--out",
+            &s(&out),
+        ]);
+        assert!(
+            r.status.success(),
+            "{backend}: {}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+        let (shape, loss) = npy::read_f32(&out.join("loss.npy")).unwrap();
+        assert_eq!(shape, vec![8]);
+        for (g, w) in loss.iter().zip(&want_loss).chain(
+            npy::read_f32(&out.join("grad.npy"))
+                .unwrap()
+                .1
+                .iter()
+                .zip(&want_grad),
+        ) {
+            assert!(
+                (g - w).abs() <= 1e-5 + 1e-5 * w.abs(),
+                "{backend}: {g} vs {w}"
+            );
+        }
+        for f in [
+            "softmax.npy",
+            "log_softmax.npy",
+            "entropy.npy",
+            "grad_weight.npy",
+            "grad_bias.npy",
+        ] {
+            assert!(out.join(f).exists(), "{backend}: {f} missing");
+        }
+        assert_eq!(
+            npy::read_f32(&out.join("grad_weight.npy")).unwrap().0,
+            vec![6, 6]
+        );
+        std::fs::remove_dir_all(&out).unwrap();
+    }
+}
+
+#[test]
+fn eval_writes_nothing_on_error() {
+    let case = fixture("01_basic_4x5_mean");
+    let out = temp_dir("bad");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    // Labels go up to 4 with N = 5; a weight file of the wrong length is an error before any output.
+    let r = xent(&[
+        "eval",
+        "--logits",
+        &s(&case.join("logits.npy")),
+        "--labels",
+        &s(&case.join("labels.npy")),
+        "--weight",
+        &s(&case.join("logits.npy")),
+        "--backend",
+        "cpu",
+        "--out",
+        &s(&out),
+    ]);
+    assert!(!r.status.success());
+    assert!(
+        String::from_utf8_lossy(&r.stderr).contains("weight")
+            || String::from_utf8_lossy(&r.stderr).contains("shape")
+    );
+    assert!(
+        !out.exists() || std::fs::read_dir(&out).unwrap().next().is_none(),
+        "output written on error"
+    );
+    let r = xent(&[
+        "eval",
+        "--logits",
+        &s(&case.join("labels.npy")),
+        "--labels",
+        &s(&case.join("labels.npy")),
+        "--backend",
+        "cpu",
+        "--out",
+        &s(&out),
+    ]);
+    assert!(!r.status.success());
+    assert!(
+        String::from_utf8_lossy(&r.stderr).contains("float32"),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert!(!out.exists() || std::fs::read_dir(&out).unwrap().next().is_none());
+}
+
+#[test]
+fn train_json_summary() {
+    let backend = if contexts().is_empty() { "cpu" } else { "gpu" };
+    let r = xent(&["train", "--epochs", "3", "--json", "--backend", backend]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    for key in [
+        "test_accuracy",
+        "final_loss",
+        "epochs",
+        "seconds",
+        "adapter",
+    ] {
+        assert!(!v[key].is_null(), "{key} missing in {v}");
+    }
+    assert!(v["test_accuracy"].as_f64().unwrap() > 0.9, "{v}");
+}
+
+#[test]
+fn bench_json_check_and_info() {
+    if contexts().is_empty() {
+        eprintln!("xent tests: no adapter; bench/check/info CLI test skipped");
+        return;
+    }
+    let r = xent(&["bench", "--shapes", "64x100", "--reps", "2", "--json"]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&r.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines.len() >= 7, "{lines:?}");
+    for l in &lines {
+        for key in ["op", "n", "k", "backend", "median_ms", "gbps"] {
+            assert!(!l[key].is_null(), "{key} missing in {l}");
+        }
+    }
+    let r = xent(&["check", "--shapes", "33x257,100x10"]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stdout));
+    assert!(String::from_utf8_lossy(&r.stdout).contains("cross_entropy fwd+bwd"));
+    let r = xent(&["info"]);
+    assert!(r.status.success());
+    assert!(String::from_utf8_lossy(&r.stdout).contains("loop cap"));
+}
