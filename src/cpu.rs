@@ -565,10 +565,10 @@ fn ce_row<const F: bool>(
     };
     let loss = loss + zl * lse * lse;
 
-    // Pass 3: the gradient from the stored e_j: (coef · e_j / Σe − direct_j) · scale, times
-    // 1 − tanh² when soft-capped.
+    // Pass 3: the gradient from the stored e_j: (coef · e_j / Σe − direct_j), times 1 − tanh² when
+    // soft-capped, times the scale last (as the reference: with a 0/0 mean the scale is infinite).
     if let Some(g) = grad {
-        let a = (coef + 2.0 * zl * lse) / sum * scale;
+        let a = (coef + 2.0 * zl * lse) / sum;
         let inv_c = cfg.softcap.map_or(0.0, |c| 1.0 / c);
         let cap_factor = |x: f32| {
             let t = x * inv_c;
@@ -578,28 +578,34 @@ fn ce_row<const F: bool>(
             (Some(y), _) => {
                 let y = y as usize;
                 let e_y = g[y];
-                let b = eps_n * scale;
                 match (cfg.weight, cfg.softcap) {
-                    (None, None) => map_in_place(g, |e| madd::<F>(a, e, -b)),
-                    (Some(w), None) => map_in_place2(g, w, |e, w| madd::<F>(a, e, -b * w)),
+                    (None, None) => map_in_place(g, |e| madd::<F>(a, e, -eps_n) * scale),
+                    (Some(w), None) => {
+                        map_in_place2(g, w, |e, w| madd::<F>(a, e, -eps_n * w) * scale)
+                    }
                     (_, Some(_)) => map_in_place3(g, cfg.w_or_ones, v, |e, w, x| {
-                        madd::<F>(a, e, -b * w) * cap_factor(x)
+                        madd::<F>(a, e, -eps_n * w) * cap_factor(x) * scale
                     }),
                 }
                 // The target class also carries (1 − ε) w_y.
                 let wy = cfg.weight.map_or(1.0, |w| w[y]);
-                let mut gy = madd::<F>(a, e_y, -(eps_n * wy + keep * wy) * scale);
+                let mut gy = madd::<F>(a, e_y, -(eps_n * wy + keep * wy));
                 if cfg.softcap.is_some() {
                     gy *= cap_factor(v[y]);
                 }
-                g[y] = gy;
+                g[y] = gy * scale;
             }
             (None, Some(p)) => {
                 let w = cfg.w_or_ones;
-                let direct = |p: f32, w: f32| scale * w * madd::<F>(keep, p, eps_n);
-                map_in_place3(g, p, w, |e, p, w| madd::<F>(a, e, -direct(p, w)));
-                if cfg.softcap.is_some() {
-                    map_in_place2(g, v, |gj, x| gj * cap_factor(x));
+                let direct = |p: f32, w: f32| w * madd::<F>(keep, p, eps_n);
+                match cfg.softcap {
+                    None => {
+                        map_in_place3(g, p, w, |e, p, w| madd::<F>(a, e, -direct(p, w)) * scale)
+                    }
+                    Some(_) => {
+                        map_in_place3(g, p, w, |e, p, w| madd::<F>(a, e, -direct(p, w)));
+                        map_in_place2(g, v, |gj, x| gj * cap_factor(x) * scale);
+                    }
                 }
             }
             (None, None) => unreachable!("targets are labels or probabilities"),

@@ -15,7 +15,7 @@ pub enum Reduction {
     None,
     /// The sum over rows.
     Sum,
-    /// The sum divided by Σ w[y_i] over rows not ignored (labels), or by n (probability targets).
+    /// The sum divided by Σ w\[y_i\] over rows not ignored (labels), or by n (probability targets).
     #[default]
     Mean,
 }

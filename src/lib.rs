@@ -20,7 +20,7 @@
 //! ```
 //!
 //! Module map: [`context`] (adapter, device, pipeline cache, readback), [`matrix`] (device-resident
-//! data), [`softmax`] (the softmax family's launchers), [`reference`] (the f64 CPU oracle),
+//! data), [`softmax`] (the softmax family's launchers), [`mod@reference`] (the f64 CPU oracle), [`cpu`] (the fast CPU path), [`cross_entropy`], [`matmul`], [`train`], [`data`],
 //! [`shaders`] (the WGSL registry).
 
 pub mod context;

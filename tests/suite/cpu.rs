@@ -689,6 +689,16 @@ fn ce_accuracy_argmax_and_grad_output() {
         c.opts.weight = Some(vec![0.0, 1.0, 0.0]);
         c.labels = Some(vec![0, 2, 2, 0]);
         check_case(&c, &format!("zero denominator, {reduction:?}"));
+        // With z-loss or smoothing the 0/0 mean's infinite scale meets non-zero gradients: ±inf
+        // and NaN exactly where the reference has them.
+        c.opts.z_loss = 1e-3;
+        check_case(&c, &format!("zero denominator, z-loss, {reduction:?}"));
+        c.opts.label_smoothing = 0.1;
+        c.opts.softcap = Some(4.0);
+        check_case(
+            &c,
+            &format!("zero denominator, z-loss, smoothing, softcap, {reduction:?}"),
+        );
     }
 }
 
