@@ -3,6 +3,7 @@
 //        weight (N class weights), gscale (gradient scale: [0], or one per row with CE_ROW_UPSTREAM).
 // Writes: row_out (n×4: loss, lse, argmax, correct), and the gradient ∂L/∂z into grad (n×N,
 //         chunk-bound), or over z itself with CE_IN_PLACE. Unused bindings get a 4-byte dummy.
+// Vectorised: V is f32 or vec4<f32> (vec1.wgsl / vec4.wgsl), chosen by the host from N.
 // Dispatch: as softmax_fwd. Pass 1 reads z (and targets): online max and Σexp, argmax, Σ w·t.
 //           Pass 2 (gradient, smoothing or probability targets) reads z again, writes the gradient and
 //           accumulates the loss terms that need the final log-sum-exp.
@@ -21,11 +22,11 @@ const CE_ROW_UPSTREAM: u32 = 16u;
 const CE_SOFTCAP: u32 = 32u;
 const CE_PASS2: u32 = 64u;
 
-@group(0) @binding(1) var<storage, read_write> z: array<f32>;
-@group(0) @binding(2) var<storage, read_write> grad: array<f32>;
-@group(0) @binding(3) var<storage, read> targets: array<f32>;
+@group(0) @binding(1) var<storage, read_write> z: array<V>;
+@group(0) @binding(2) var<storage, read_write> grad: array<V>;
+@group(0) @binding(3) var<storage, read> targets: array<V>;
 @group(0) @binding(4) var<storage, read> labels: array<i32>;
-@group(0) @binding(5) var<storage, read> weight: array<f32>;
+@group(0) @binding(5) var<storage, read> weight: array<V>;
 @group(0) @binding(6) var<storage, read> gscale: array<f32>;
 @group(0) @binding(7) var<storage, read_write> row_out: array<f32>;
 
@@ -35,27 +36,28 @@ fn has(f: u32) -> bool {
 
 // Soft-capping c·tanh(z/c) (f2 = c). tanh saturates to ±1 in f32 beyond |x| = 15; clamping keeps
 // backends that build tanh from exp away from inf/inf.
-fn capped(v: f32) -> f32 {
+fn capped(v: V) -> V {
     if (has(CE_SOFTCAP)) {
-        return p.f2 * tanh(clamp(v / p.f2, -15.0, 15.0));
+        return p.f2 * tanh(clamp(v / p.f2, V(-15.0), V(15.0)));
     }
     return v;
 }
 
-fn w_of(j: u32) -> f32 {
+// Class weights of the vector at vector index j.
+fn w_v(j: u32) -> V {
     if (has(CE_WEIGHT)) {
         return weight[j];
     }
-    return 1.0;
+    return V(1.0);
 }
 
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
     let lane = lane_of(lid);
-    let w = walk(lane);
     let row = row_of(lid, wid);
     let live = row < p.rows;
-    let base = p.shift + row * p.cols;
+    let base = (p.shift + row * p.cols) / VW;
+    let w = walk_n(lane, p.cols / VW);
     let grow = p.row0 + row;
     let labels_mode = has(CE_LABELS);
     let eps = p.f0;
@@ -77,13 +79,14 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     if (live) {
         for (var j = w.start; j < w.end; j += w.step) {
             let v = capped(z[base + j]);
-            if (v > best) {
-                best = v;
-                best_j = j;
+            let hm = hmax(v);
+            if (hm > best) {
+                best = hm;
+                best_j = VW * j + hfirst(v, hm);
             }
-            acc = online_push(acc, v);
+            acc = online_push_v(acc, v);
             if (!labels_mode) {
-                tw += w_of(j) * ((1.0 - eps) * targets[base + j] + eps_n);
+                tw += hsum(w_v(j) * ((1.0 - eps) * targets[base + j] + V(eps_n)));
             }
         }
     }
@@ -101,8 +104,8 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     var w_y = 0.0;
     var z_y = 0.0;
     if (keep && labels_mode) {
-        w_y = w_of(label);
-        z_y = capped(z[base + label]); // read before pass 2 may overwrite z in place
+        w_y = comp(w_v(label / VW), label % VW);
+        z_y = comp(capped(z[base + label / VW]), label % VW); // read before pass 2 may overwrite z
     }
     // ∂loss/∂z_j = coef · p̂_j − direct_j, with direct_j the (smoothed, weighted) target.
     var coef = sums.y;
@@ -124,27 +127,25 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     if (live && has(CE_PASS2)) {
         for (var j = w.start; j < w.end; j += w.step) {
             let v = capped(z[base + j]);
-            let lp = (v - m_norm) - log_s;
-            var direct = 0.0;
+            let lp = (v - V(m_norm)) - V(log_s);
+            var direct = V(0.0);
             if (labels_mode) {
-                let wj = w_of(j);
-                direct = eps_n * wj + select(0.0, (1.0 - eps) * w_y, j == label);
-                if (eps > 0.0 && wj != 0.0) {
-                    loss_acc += wj * (-lp);
+                let wj = w_v(j);
+                direct = eps_n * wj + select(V(0.0), V((1.0 - eps) * w_y), vidx(j) == VU(label));
+                if (eps > 0.0) {
+                    loss_acc += hsum(select(V(0.0), wj * (-lp), wj != V(0.0)));
                 }
             } else {
-                direct = w_of(j) * ((1.0 - eps) * targets[base + j] + eps_n);
-                if (direct != 0.0) {
-                    loss_acc += direct * (-lp);
-                }
+                direct = w_v(j) * ((1.0 - eps) * targets[base + j] + V(eps_n));
+                loss_acc += hsum(select(V(0.0), direct * (-lp), direct != V(0.0)));
             }
             if (has(CE_GRAD)) {
                 var gj = (coef * exp(lp) - direct) * up;
                 if (has(CE_SOFTCAP)) {
                     let t = v * cap_inv;
-                    gj *= 1.0 - t * t;
+                    gj *= V(1.0) - t * t;
                 }
-                gj = select(0.0, gj, keep);
+                gj = select(V(0.0), gj, keep);
                 if (has(CE_IN_PLACE)) {
                     z[base + j] = gj;
                 } else {

@@ -70,11 +70,16 @@ struct Walk {
 }
 
 fn walk(lane: u32) -> Walk {
+    return walk_n(lane, p.cols);
+}
+
+// The same over a row of `count` items (vectors, in the vectorised kernels).
+fn walk_n(lane: u32, count: u32) -> Walk {
     let b = min(LB, p.tpr);
     let blocks = p.tpr / b;
-    let stretch = ((p.cols + blocks - 1u) / blocks + b - 1u) / b * b;
+    let stretch = ((count + blocks - 1u) / blocks + b - 1u) / b * b;
     let first = (lane / b) * stretch;
-    return Walk(first + lane % b, min(first + stretch, p.cols), b);
+    return Walk(first + lane % b, min(first + stretch, count), b);
 }
 
 // Online (max, sum of exp) over the lane's share of a row of `src` starting at element `base`;
@@ -87,6 +92,12 @@ struct MaxSum {
 fn online_push(acc: MaxSum, z: f32) -> MaxSum {
     let m = max(acc.m, z);
     return MaxSum(m, acc.s * exp_rel(acc.m, m) + exp_rel(z, m));
+}
+
+// online_push over a vector of elements: one rescale per vector.
+fn online_push_v(acc: MaxSum, z: V) -> MaxSum {
+    let m = max(acc.m, hmax(z));
+    return MaxSum(m, acc.s * exp_rel(acc.m, m) + hsum(select(exp(z - V(m)), V(1.0), z == V(m))));
 }
 
 // (row max M, Σ exp(z - M)) over the whole row, from every lane's partial. All invocations call it.

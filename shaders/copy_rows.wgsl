@@ -1,9 +1,9 @@
-// copy_rows: y = x, walked exactly as the row kernels walk memory. It is the roofline of the
-// memory-bound kernels: benchmarks report them as a percentage of its bandwidth on the same adapter.
+// copy_rows: y = x, walked exactly as the (vectorised) row kernels walk memory. It is the roofline of
+// the memory-bound kernels: benchmarks report them as a percentage of its bandwidth on the same adapter.
 // Reads: x (n×N, chunk-bound). Writes: y (n×N, chunk-bound). Dispatch: as softmax_fwd; one pass.
 
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<V>;
+@group(0) @binding(2) var<storage, read_write> y: array<V>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
@@ -11,8 +11,8 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     if (row >= p.rows) {
         return;
     }
-    let base = p.shift + row * p.cols;
-    let w = walk(lane_of(lid));
+    let base = (p.shift + row * p.cols) / VW;
+    let w = walk_n(lane_of(lid), p.cols / VW);
     for (var j = w.start; j < w.end; j += w.step) {
         y[base + j] = x[base + j];
     }

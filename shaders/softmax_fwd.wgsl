@@ -1,26 +1,27 @@
 // softmax_fwd: softmax, log-softmax or log-sum-exp of each row.
 // Reads: x (n×N, chunk-bound). Writes: y (n×N, chunk-bound; untouched in mode 2), lse (n, whole).
+// Vectorised: V is f32 or vec4<f32> (vec1.wgsl / vec4.wgsl), chosen by the host from N.
 // Dispatch: ceil(rows / (WG / tpr)) workgroups per chunk. Two passes over the row: an online
-// (max, Σexp) pass, then the normalising pass. mode: 0 softmax, 1 log-softmax, 2 log-sum-exp only.
+// (max, Σexp) pass, then the normalising pass. MODE: 0 softmax, 1 log-softmax, 2 log-sum-exp only.
 // Edge cases (as PyTorch): lse = ±inf for a row whose max is ±inf; softmax and log-softmax of such a
 // row (an all -inf row included) are NaN; any NaN makes the row NaN.
 
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<V>;
+@group(0) @binding(2) var<storage, read_write> y: array<V>;
 @group(0) @binding(3) var<storage, read_write> lse: array<f32>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
     let lane = lane_of(lid);
-    let w = walk(lane);
     let row = row_of(lid, wid);
     let live = row < p.rows;
-    let base = p.shift + row * p.cols;
+    let base = (p.shift + row * p.cols) / VW;
+    let w = walk_n(lane, p.cols / VW);
 
     var acc = MaxSum(p.ninf, 0.0);
     if (live) {
         for (var j = w.start; j < w.end; j += w.step) {
-            acc = online_push(acc, x[base + j]);
+            acc = online_push_v(acc, x[base + j]);
         }
     }
     let t = row_max_sum(acc, lid);
@@ -35,9 +36,9 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
         return;
     }
     // z - lse computed as (z - M) - log Σ: exact-ish for huge logits, where lse itself rounds.
-    let m = select(t.m, p.nan, is_inf(t.m));
+    let m = V(select(t.m, p.nan, is_inf(t.m)));
     for (var j = w.start; j < w.end; j += w.step) {
-        let ls = (x[base + j] - m) - log_s;
+        let ls = (x[base + j] - m) - V(log_s);
         y[base + j] = select(exp(ls), ls, MODE == 1u);
     }
 }

@@ -102,7 +102,7 @@ pub struct Context {
     features: wgpu::Features,
     reduce_path: ReducePath,
     loop_cap: Option<u32>,
-    pipelines: Mutex<HashMap<(Kernel, ReducePath, u32, u32), wgpu::ComputePipeline>>,
+    pipelines: Mutex<HashMap<(Kernel, ReducePath, u32, u32, u32), wgpu::ComputePipeline>>,
     /// First error wgpu reported outside an error scope; taken (and returned as `Err`) after each submit.
     gpu_error: Arc<Mutex<Option<String>>>,
     /// GPU timestamps around every row-kernel launch, when enabled (benchmarks).
@@ -302,7 +302,7 @@ impl Context {
             wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
         )?;
         let params = self.uniform_buffer("xent.probe.params", &[PROBE_ITERATIONS, 0, 0, 0]);
-        let pipeline = self.pipeline(Kernel::LoopProbe, 0, 0)?;
+        let pipeline = self.pipeline(Kernel::LoopProbe, 0, 0, 1)?;
         let bind = self.bind_group(
             &pipeline,
             &[params.as_entire_binding(), out.as_entire_binding()],
@@ -517,20 +517,23 @@ impl Context {
     }
 
     /// The cached pipeline of `kernel` for this context's reduction path, specialised on the `MODE` and
-    /// `FLAGS` overrides of row kernels (ignored for others), built on first use.
+    /// `FLAGS` overrides (where the kernel has them) and the vector width `vw` (1 or 4), built on
+    /// first use.
     pub(crate) fn pipeline(
         &self,
         kernel: Kernel,
         mode: u32,
         flags: u32,
+        vw: u32,
     ) -> Result<wgpu::ComputePipeline> {
         let flags = flags & kernel.flag_mask();
-        let key = (kernel, self.reduce_path, mode, flags);
+        let vw = if kernel.is_vectorised() { vw } else { 1 };
+        let key = (kernel, self.reduce_path, mode, flags, vw);
         let mut cache = self.pipelines.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(p) = cache.get(&key) {
             return Ok(p.clone());
         }
-        let source = crate::shaders::source(kernel, self.reduce_path);
+        let source = crate::shaders::source(kernel, self.reduce_path, vw);
         let module = self
             .device
             .create_shader_module(wgpu::ShaderModuleDescriptor {

@@ -330,9 +330,9 @@ impl Context {
             GradTo::NewBuffer => Some(GpuMatrix::zeros(self, n, cols)?),
             _ => None,
         };
-        // Absent operands get 4-byte stand-ins, one per binding: wgpu refuses one buffer bound both
+        // Absent operands get 16-byte stand-ins (one vec4), one per binding: wgpu refuses one buffer bound both
         // read-only and read-write in a dispatch.
-        let stand_in = || GpuMatrix::zeros(self, 1, 1);
+        let stand_in = || GpuMatrix::zeros(self, 1, 4);
         let (no_labels, no_targets, no_grad) = (stand_in()?, stand_in()?, stand_in()?);
         let weight = match &opts.weight {
             Some(w) => GpuMatrix::from_slice(self, w, 1, cols)?,

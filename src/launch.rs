@@ -141,9 +141,16 @@ impl Context {
             return Ok(());
         }
         let tpr = self.lanes_per_row(cols);
-        self.check_loop_cap(cols, tpr, passes)?;
+        // Vectorised kernels read rows four floats at a time when N allows it: a chunk's first element
+        // is then 16-byte aligned too (N·4·row0 is a multiple of 16, offsets of 256).
+        let vw: u32 = if kernel.is_vectorised() && cols.is_multiple_of(4) {
+            4
+        } else {
+            1
+        };
+        self.check_loop_cap(cols.div_ceil(vw as usize), tpr, passes)?;
         let chunk = self.rows_per_chunk(cols, tpr)?;
-        let pipeline = self.pipeline(kernel, base.mode, base.flags)?;
+        let pipeline = self.pipeline(kernel, base.mode, base.flags, vw)?;
         let align = self.limits().min_storage_buffer_offset_alignment as u64;
         let mut encoder = self.encoder(kernel.label());
         self.timestamp(&mut encoder);

@@ -1,6 +1,7 @@
 //! The registry of WGSL sources (`shaders/`) and how a kernel's module is assembled.
 //!
-//! A row kernel's module is: a generated prelude (constants shared with Rust), `common.wgsl` (the
+//! A row kernel's module is: a generated prelude (constants shared with Rust), the element type
+//! (`vec1.wgsl` or `vec4.wgsl`: `V` is f32 or vec4<f32>), `common.wgsl` (the
 //! `Params` uniform and numeric helpers), one of the two in-row reduction files
 //! (`reduce_subgroup.wgsl` or `reduce_workgroup.wgsl`, same function names), and the kernel itself.
 
@@ -107,6 +108,15 @@ impl Kernel {
         }
     }
 
+    /// Whether the kernel reads and writes its n×N rows through the vector type `V` (vec1.wgsl or
+    /// vec4.wgsl), so that rows whose length is a multiple of 4 go four floats at a time.
+    pub fn is_vectorised(self) -> bool {
+        matches!(
+            self,
+            Kernel::SoftmaxFwd | Kernel::CeFwdBwd | Kernel::CopyRows
+        )
+    }
+
     /// Whether the kernel uses `common.wgsl` (its `Params`, the `MODE`/`FLAGS` overrides) and an
     /// in-row reduction.
     pub fn is_row_kernel(self) -> bool {
@@ -136,10 +146,16 @@ pub fn prelude(path: ReducePath) -> String {
     s
 }
 
-/// The complete WGSL module of `kernel` for the reduction path `path`.
-pub fn source(kernel: Kernel, path: ReducePath) -> String {
+/// The complete WGSL module of `kernel` for the reduction path `path`, reading rows `vw` floats at a
+/// time (4 for a vectorised kernel on rows whose length is a multiple of 4, else 1).
+pub fn source(kernel: Kernel, path: ReducePath, vw: u32) -> String {
     let mut s = prelude(path);
     if kernel.is_row_kernel() {
+        s.push_str(if vw == 4 {
+            include_str!("../shaders/vec4.wgsl")
+        } else {
+            include_str!("../shaders/vec1.wgsl")
+        });
         s.push_str(include_str!("../shaders/common.wgsl"));
         s.push_str(match path {
             ReducePath::Subgroup(_) => include_str!("../shaders/reduce_subgroup.wgsl"),

@@ -36,7 +36,7 @@ impl Context {
         let (n, cols) = x.shape();
         check_cols(cols)?;
         lse.expect_shape("log-sum-exp output", n, 1)?;
-        // mode 2 never writes y: a 4-byte stand-in takes its binding.
+        // mode 2 never writes y: a 16-byte stand-in (one vec4) takes its binding.
         let stand_in;
         let y_arg = match y {
             Some(y) => {
@@ -44,7 +44,7 @@ impl Context {
                 Arg::Rows(y.buffer())
             }
             None => {
-                stand_in = GpuMatrix::zeros(self, 1, 1)?;
+                stand_in = GpuMatrix::zeros(self, 1, 4)?;
                 Arg::Whole(stand_in.buffer())
             }
         };
@@ -145,21 +145,20 @@ impl Context {
         Ok(dz)
     }
 
-    /// A copy of `x` walked exactly as the row kernels walk memory: the bandwidth roofline that
-    /// benchmarks compare the memory-bound kernels with.
-    pub fn copy_rows(&self, x: &GpuMatrix) -> Result<GpuMatrix> {
+    /// A copy of `x` into `out`, walked exactly as the row kernels walk memory: the bandwidth roofline
+    /// that benchmarks compare the memory-bound kernels with.
+    pub fn copy_rows_into(&self, x: &GpuMatrix, out: &GpuMatrix) -> Result<()> {
         let (n, cols) = x.shape();
         check_cols(cols)?;
-        let y = GpuMatrix::zeros(self, n, cols)?;
+        out.expect_shape("copy output", n, cols)?;
         self.run_rows(
             Kernel::CopyRows,
             RowParams::mode(0),
             n,
             cols,
             1,
-            &[Arg::Rows(x.buffer()), Arg::Rows(y.buffer())],
-        )?;
-        Ok(y)
+            &[Arg::Rows(x.buffer()), Arg::Rows(out.buffer())],
+        )
     }
 
     /// Host-slice convenience: uploads `x` (`x.len() / cols` rows), runs [`Context::softmax`], reads back.

@@ -144,7 +144,7 @@ fn gpu_measure(
     let x = GpuMatrix::from_slice(ctx, &d.x, n, k)?;
     let out = GpuMatrix::zeros(ctx, n, k)?;
     match op {
-        "copy" => time_gpu(ctx, reps, &|| ctx.copy_rows(&x).map(drop)),
+        "copy" => time_gpu(ctx, reps, &|| ctx.copy_rows_into(&x, &out)),
         "softmax" => time_gpu(ctx, reps, &|| ctx.softmax_into(&x, &out)),
         "softmax_bwd" => {
             let g = GpuMatrix::from_slice(ctx, &d.g, n, k)?;
