@@ -102,12 +102,16 @@ pub struct Context {
     features: wgpu::Features,
     reduce_path: ReducePath,
     loop_cap: Option<u32>,
-    pipelines: Mutex<HashMap<(Kernel, ReducePath, u32, u32, u32), wgpu::ComputePipeline>>,
+    pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
     /// First error wgpu reported outside an error scope; taken (and returned as `Err`) after each submit.
     gpu_error: Arc<Mutex<Option<String>>>,
     /// GPU timestamps around every row-kernel launch, when enabled (benchmarks).
     timer: Mutex<Option<GpuTimer>>,
 }
+
+/// A pipeline's identity: kernel, reduction path, MODE, FLAGS (masked to what the kernel reads) and
+/// vector width.
+type PipelineKey = (Kernel, ReducePath, u32, u32, u32);
 
 /// Timestamp queries written in pairs (start, end) around each launch.
 struct GpuTimer {
