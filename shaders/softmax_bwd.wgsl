@@ -1,28 +1,29 @@
 // softmax_bwd: the backward of softmax or log-softmax, from the forward's output and the upstream
 // gradient; never builds the N×N Jacobian.
 // Reads: y (n×N, the forward's output p̂ or log p̂), g (n×N, dL/dy). Writes: dz (n×N). All chunk-bound.
-// Dispatch: as softmax_fwd. mode 0 (softmax):     dz = p̂ ⊙ (g − ⟨g, p̂⟩)
-//                           mode 1 (log-softmax): dz = g − exp(y) · Σ g
+// Vectorised: V is f32 or vec4<f32> (vec1.wgsl / vec4.wgsl), chosen by the host from N.
+// Dispatch: as softmax_fwd. MODE 0 (softmax):     dz = p̂ ⊙ (g − ⟨g, p̂⟩)
+//                           MODE 1 (log-softmax): dz = g − exp(y) · Σ g
 // Two passes: the row's dot product (or sum), then the write.
 
-@group(0) @binding(1) var<storage, read> y: array<f32>;
-@group(0) @binding(2) var<storage, read> g: array<f32>;
-@group(0) @binding(3) var<storage, read_write> dz: array<f32>;
+@group(0) @binding(1) var<storage, read> y: array<V>;
+@group(0) @binding(2) var<storage, read> g: array<V>;
+@group(0) @binding(3) var<storage, read_write> dz: array<V>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
     let lane = lane_of(lid);
-    let w = walk(lane);
     let row = row_of(lid, wid);
     let live = row < p.rows;
-    let base = p.shift + row * p.cols;
+    let base = (p.shift + row * p.cols) / VW;
+    let w = walk_n(lane, p.cols / VW);
     let log_mode = MODE == 1u;
 
     var acc = 0.0;
     if (live) {
         for (var j = w.start; j < w.end; j += w.step) {
             let gj = g[base + j];
-            acc += select(gj * y[base + j], gj, log_mode);
+            acc += hsum(select(gj * y[base + j], gj, log_mode));
         }
     }
     let dot = seg_sum4(vec4<f32>(acc, 0.0, 0.0, 0.0), lid).x;
@@ -32,6 +33,6 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     for (var j = w.start; j < w.end; j += w.step) {
         let yj = y[base + j];
         let gj = g[base + j];
-        dz[base + j] = select(yj * (gj - dot), gj - exp(yj) * dot, log_mode);
+        dz[base + j] = select(yj * (gj - V(dot)), gj - exp(yj) * dot, log_mode);
     }
 }

@@ -113,7 +113,7 @@ impl Kernel {
     pub fn is_vectorised(self) -> bool {
         matches!(
             self,
-            Kernel::SoftmaxFwd | Kernel::CeFwdBwd | Kernel::CopyRows
+            Kernel::SoftmaxFwd | Kernel::SoftmaxBwd | Kernel::CeFwdBwd | Kernel::CopyRows
         )
     }
 
