@@ -167,6 +167,9 @@ fn matmul_and_training(c: &mut Criterion) {
                 })
             });
         }
+        group.bench_function(BenchmarkId::new("cpu-fast", &id), |b| {
+            b.iter(|| black_box(cpu::weight_grad(&x, &g, n, d, k).unwrap()))
+        });
         if n * d * k <= 40_000_000 {
             group.bench_function(BenchmarkId::new("cpu-reference", &id), |b| {
                 b.iter(|| black_box(reference::weight_grad(&x, &g, d, k)))
@@ -194,7 +197,11 @@ fn matmul_and_training(c: &mut Criterion) {
     }
     let mut t = train::CpuTrainer::new(&train_set).unwrap();
     group.bench_function("cpu-reference", |b| {
-        b.iter(|| black_box(t.step(&idx, &cfg)))
+        b.iter(|| black_box(t.step(&idx, &cfg).unwrap()))
+    });
+    let mut t = train::CpuTrainer::with_path(&train_set, train::CpuPath::Fast).unwrap();
+    group.bench_function("cpu-fast", |b| {
+        b.iter(|| black_box(t.step(&idx, &cfg).unwrap()))
     });
     group.finish();
 }

@@ -113,6 +113,26 @@ fn check_data(train: &Dataset, test: Option<&Dataset>) -> Result<()> {
             train.n, train.d, train.classes
         )));
     }
+    if train.features.len() != train.n * train.d || train.labels.len() != train.n {
+        return Err(XentError::LengthMismatch {
+            what: "training features (n × d) and labels (n)",
+            expected: train.n * (train.d + 1),
+            got: train.features.len() + train.labels.len(),
+        });
+    }
+    if let Some((row, &l)) = train
+        .labels
+        .iter()
+        .enumerate()
+        .find(|(_, l)| !(0..train.classes as i64).contains(l))
+    {
+        return Err(XentError::LabelOutOfRange {
+            row,
+            label: l,
+            classes: train.classes,
+            ignore_index: -100,
+        });
+    }
     if let Some(t) = test {
         if t.d != train.d || t.classes > train.classes {
             return Err(XentError::ShapeMismatch {
@@ -343,10 +363,20 @@ pub fn train_gpu(
     })
 }
 
-/// The same training on the CPU reference, step for step (f64 arithmetic, f32 parameters like the
-/// GPU's): the oracle the GPU trainer is tested against.
+/// Which CPU code a [`CpuTrainer`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CpuPath {
+    /// The f64 reference: the oracle the GPU trainer is tested against.
+    Reference,
+    /// The fast CPU path ([`crate::cpu`]: rayon, SIMD exp, matrixmultiply's sgemm): the baseline of
+    /// the benchmarks.
+    Fast,
+}
+
+/// The same training on the CPU, step for step (f32 parameters like the GPU's).
 pub struct CpuTrainer<'d> {
     train: &'d Dataset,
+    path: CpuPath,
     /// Weights W (d × N).
     pub w: Vec<f32>,
     /// Bias b (N).
@@ -356,12 +386,18 @@ pub struct CpuTrainer<'d> {
 }
 
 impl<'d> CpuTrainer<'d> {
-    /// A zero-initialised model.
+    /// A zero-initialised model on the reference path.
     pub fn new(train: &'d Dataset) -> Result<Self> {
+        Self::with_path(train, CpuPath::Reference)
+    }
+
+    /// A zero-initialised model on the given path.
+    pub fn with_path(train: &'d Dataset, path: CpuPath) -> Result<Self> {
         check_data(train, None)?;
         let (d, c) = (train.d, train.classes);
         Ok(Self {
             train,
+            path,
             w: vec![0.0; d * c],
             b: vec![0.0; c],
             vw: vec![0.0; d * c],
@@ -370,8 +406,8 @@ impl<'d> CpuTrainer<'d> {
     }
 
     /// One step on rows `idx`; returns (batch mean loss, batch accuracy) before the step.
-    pub fn step(&mut self, idx: &[u32], cfg: &TrainConfig) -> (f64, f64) {
-        let (d, c) = (self.train.d, self.train.classes);
+    pub fn step(&mut self, idx: &[u32], cfg: &TrainConfig) -> Result<(f64, f64)> {
+        let (d, c, rows) = (self.train.d, self.train.classes, idx.len());
         let x: Vec<f32> = idx
             .iter()
             .flat_map(|&i| {
@@ -381,31 +417,49 @@ impl<'d> CpuTrainer<'d> {
             })
             .collect();
         let y: Vec<i64> = idx.iter().map(|&i| self.train.labels[i as usize]).collect();
-        let z: Vec<f32> = reference::linear(&x, &self.w, Some(&self.b), d, c)
-            .iter()
-            .map(|&v| v as f32)
-            .collect();
-        let ce = reference::cross_entropy(&z, c, RefTargets::Labels(&y), &CE_OPTS);
-        let acc = ce
-            .argmax
-            .iter()
-            .zip(&y)
-            .filter(|(a, y)| **a as i64 == **y)
-            .count() as f64
-            / idx.len() as f64;
-        let g: Vec<f32> = ce.grad.iter().map(|&v| v as f32).collect();
-        let dw = reference::weight_grad(&x, &g, d, c);
-        let db = reference::bias_grad(&g, c);
-        let update = |w: &mut [f32], v: &mut [f32], g: &[f64], l2: f32| {
+        let f32s = |v: Vec<f64>| -> Vec<f32> { v.into_iter().map(|x| x as f32).collect() };
+        let (loss, acc, dw, db) = match self.path {
+            CpuPath::Reference => {
+                let z = f32s(reference::linear(&x, &self.w, Some(&self.b), d, c));
+                let ce = reference::cross_entropy(&z, c, RefTargets::Labels(&y), &CE_OPTS);
+                let correct = ce
+                    .argmax
+                    .iter()
+                    .zip(&y)
+                    .filter(|(a, y)| **a as i64 == **y)
+                    .count();
+                let g = f32s(ce.grad);
+                let (dw, db) = (
+                    reference::weight_grad(&x, &g, d, c),
+                    reference::bias_grad(&g, c),
+                );
+                (ce.loss, correct as f64 / rows as f64, f32s(dw), f32s(db))
+            }
+            CpuPath::Fast => {
+                let z = crate::cpu::linear(&x, &self.w, Some(&self.b), rows, d, c)?;
+                let mut g = vec![0f32; z.len()];
+                let ce = crate::cpu::cross_entropy(
+                    &z,
+                    c,
+                    crate::cpu::CpuTargets::Labels(&y),
+                    &CE_OPTS,
+                    Some(&mut g),
+                )?;
+                let dw = crate::cpu::weight_grad(&x, &g, rows, d, c)?;
+                let db = crate::cpu::bias_grad(&g, c)?;
+                (ce.loss as f64, ce.accuracy as f64, dw, db)
+            }
+        };
+        let update = |w: &mut [f32], v: &mut [f32], g: &[f32], l2: f32| {
             for ((w, v), &g) in w.iter_mut().zip(v.iter_mut()).zip(g) {
-                let step = cfg.momentum * *v + (g as f32 + l2 * *w);
+                let step = cfg.momentum * *v + (g + l2 * *w);
                 *v = step;
                 *w -= cfg.learning_rate * step;
             }
         };
         update(&mut self.w, &mut self.vw, &dw, cfg.l2);
         update(&mut self.b, &mut self.vb, &db, 0.0);
-        (ce.loss, acc)
+        Ok((loss, acc))
     }
 
     /// Accuracy of the current model on `data`.
@@ -444,7 +498,7 @@ pub fn train_cpu(
     for e in 0..cfg.epochs {
         let (mut loss, mut acc, mut rows) = (0.0, 0.0, 0.0);
         for idx in epoch_batches(train.n, cfg.batch_size, cfg.seed, e) {
-            let (l, a) = t.step(&idx, cfg);
+            let (l, a) = t.step(&idx, cfg)?;
             let r = idx.len() as f64;
             loss += l * r;
             acc += a * r;

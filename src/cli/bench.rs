@@ -42,9 +42,30 @@ pub struct BenchArgs {
     /// Print one JSON object per line instead of the table.
     #[arg(long)]
     pub json: bool,
-    /// Draw GB/s against shape as SVG (or PNG when the name ends in .png... only SVG is built in).
+    /// Shapes NxDxC of the weight-gradient matmul Xᵀ G (X N×D, G N×C), comma-separated; reported
+    /// in GFLOP/s (2·N·D·C operations). Empty to skip.
+    #[arg(long, value_delimiter = ',', value_parser = parse_mm_shape, default_value = "4096x784x10,2048x2048x2048")]
+    pub matmul_shapes: Vec<(usize, usize, usize)>,
+    /// Draw GB/s against shape (memory-bound ops), as SVG.
     #[arg(long)]
     pub plot: Option<PathBuf>,
+}
+
+fn parse_mm_shape(s: &str) -> Result<(usize, usize, usize), String> {
+    let v: Vec<usize> = s
+        .split(['x', 'X', '×'])
+        .map(|p| {
+            p.trim()
+                .parse()
+                .map_err(|e| format!("matmul shape `{s}`: {e}"))
+        })
+        .collect::<Result<_, _>>()?;
+    match v[..] {
+        [n, d, c] => Ok((n, d, c)),
+        _ => Err(format!(
+            "matmul shape `{s}`: expected NxDxC, e.g. 4096x784x10"
+        )),
+    }
 }
 
 /// One measurement.
@@ -57,12 +78,59 @@ pub struct Measurement {
     pub median_ms: f64,
     pub gpu_ms: Option<f64>,
     pub bytes: f64,
+    /// Floating-point operations, for the matmul (`k` is then N·C's C and `d` the inner size).
+    pub flops: Option<f64>,
+    pub d: Option<usize>,
 }
 
 impl Measurement {
     pub fn gbps(&self) -> f64 {
         self.bytes / (self.median_ms * 1e-3) / 1e9
     }
+
+    pub fn gflops(&self) -> Option<f64> {
+        self.flops.map(|f| f / (self.median_ms * 1e-3) / 1e9)
+    }
+}
+
+/// Xᵀ G on the GPU, on the fast CPU path and (with `--with-reference`, small shapes) the reference.
+fn measure_matmul(
+    args: &BenchArgs,
+    ctx: &Context,
+    timer: bool,
+    out: &mut Vec<Measurement>,
+) -> Result<(), XentError> {
+    for &(n, d, c) in &args.matmul_shapes {
+        let x = data(n, d).g;
+        let g = data(n, c).g;
+        let flops = Some(2.0 * (n * d * c) as f64);
+        let bytes = ((n * d + n * c + d * c) * 4) as f64;
+        let row = |backend: &str, median_ms: f64, gpu_ms: Option<f64>| Measurement {
+            op: "xtg".into(),
+            n,
+            k: c,
+            backend: backend.into(),
+            median_ms,
+            gpu_ms,
+            bytes,
+            flops,
+            d: Some(d),
+        };
+        let xm = GpuMatrix::from_slice(ctx, &x, n, d)?;
+        let gm = GpuMatrix::from_slice(ctx, &g, n, c)?;
+        let dw = GpuMatrix::zeros(ctx, d, c)?;
+        let (wall, gpu) = time_gpu(ctx, args.reps, &|| ctx.weight_grad_into(&xm, &gm, &dw))?;
+        out.push(row("gpu", wall, gpu.filter(|_| timer)));
+        if !args.gpu_only {
+            let ms = time_cpu(args.reps, &mut || drop(cpu::weight_grad(&x, &g, n, d, c)));
+            out.push(row("cpu", ms, None));
+        }
+        if args.with_reference && n * d * c <= 100_000_000 {
+            let ms = time_cpu(1, &mut || drop(reference::weight_grad(&x, &g, d, c)));
+            out.push(row("reference", ms, None));
+        }
+    }
+    Ok(())
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -233,6 +301,8 @@ pub fn measure(args: &BenchArgs, ctx: &Context) -> Result<Vec<Measurement>, Xent
                 median_ms: wall,
                 gpu_ms: gpu.filter(|_| timer),
                 bytes,
+                flops: None,
+                d: None,
             });
             bar.inc(1);
             let mut cpu_paths = Vec::new();
@@ -263,12 +333,16 @@ pub fn measure(args: &BenchArgs, ctx: &Context) -> Result<Vec<Measurement>, Xent
                         median_ms: ms,
                         gpu_ms: None,
                         bytes,
+                        flops: None,
+                        d: None,
                     });
                 }
                 bar.inc(1);
             }
         }
     }
+    bar.set_message("matmul");
+    measure_matmul(args, ctx, timer, &mut out)?;
     bar.finish_and_clear();
     Ok(out)
 }
@@ -287,7 +361,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, XentError> {
     let cpu_ms = |m: &Measurement| {
         results
             .iter()
-            .find(|c| c.op == m.op && c.backend == "cpu" && (c.n, c.k) == (m.n, m.k))
+            .find(|c| c.op == m.op && c.backend == "cpu" && (c.n, c.k, c.d) == (m.n, m.k, m.d))
             .map(|c| c.median_ms)
     };
     if args.json {
@@ -295,6 +369,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, XentError> {
             let obj = serde_json::json!({
                 "op": m.op, "n": m.n, "k": m.k, "backend": m.backend, "adapter": adapter,
                 "median_ms": m.median_ms, "gpu_ms": m.gpu_ms, "gbps": m.gbps(),
+                "gflops": m.gflops(), "d": m.d,
                 "pct_of_copy": copy_gbps(m.n, m.k).map(|c| 100.0 * m.gbps() / c),
                 "speedup_vs_cpu": cpu_ms(m).map(|c| c / m.median_ms),
             });
@@ -308,21 +383,26 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, XentError> {
         let rows: Vec<Vec<String>> = results
             .iter()
             .map(|m| {
-                let pct = match (m.backend.as_str(), copy_gbps(m.n, m.k)) {
-                    ("gpu", Some(c)) => format!("{:.0}%", 100.0 * m.gbps() / c),
+                let pct = match (m.backend.as_str(), copy_gbps(m.n, m.k), m.flops) {
+                    ("gpu", Some(c), None) => format!("{:.0}%", 100.0 * m.gbps() / c),
                     _ => "-".into(),
                 };
                 let speedup = match (m.backend.as_str(), cpu_ms(m)) {
                     ("gpu", Some(c)) => format!("{:.2}x", c / m.median_ms),
                     _ => "-".into(),
                 };
+                let shape = match m.d {
+                    Some(d) => format!("{}x{}x{}", m.n, d, m.k),
+                    None => format!("{}x{}", m.n, m.k),
+                };
                 vec![
                     m.op.clone(),
-                    format!("{}x{}", m.n, m.k),
+                    shape,
                     m.backend.clone(),
                     format!("{:.3}", m.median_ms),
                     m.gpu_ms.map_or("-".into(), |g| format!("{g:.3}")),
                     format!("{:.2}", m.gbps()),
+                    m.gflops().map_or("-".into(), |f| format!("{f:.2}")),
                     pct,
                     speedup,
                 ]
@@ -336,17 +416,23 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, XentError> {
                 "median ms",
                 "GPU ms",
                 "GB/s",
+                "GFLOP/s",
                 "% of copy",
                 "GPU÷CPU",
             ],
             &rows,
         );
         println!(
-            "GB/s from wall time (launch + wait); GPU ms from timestamp queries; % of copy = GB/s over the copy kernel's on this adapter and shape"
+            "GB/s and GFLOP/s from wall time (launch + wait); GPU ms from timestamp queries; % of copy = GB/s over the copy kernel's on this adapter and shape; GPU÷CPU against the fast CPU path"
         );
     }
     if let Some(path) = &args.plot {
-        plot(path, &results, &adapter)?;
+        let memory_bound: Vec<Measurement> = results
+            .iter()
+            .filter(|m| m.flops.is_none())
+            .cloned()
+            .collect();
+        plot(path, &memory_bound, &adapter)?;
         eprintln!("wrote {}", path.display());
     }
     Ok(ExitCode::SUCCESS)

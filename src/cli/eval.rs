@@ -150,34 +150,6 @@ fn loss_shape(red: Reduction, n: usize) -> Vec<usize> {
     }
 }
 
-/// Xᵀ·G (d × N) and the column sums of G, in f64 on the host.
-fn weight_bias_grads(
-    x: &[f32],
-    d: usize,
-    g: &[f32],
-    n: usize,
-    cols: usize,
-) -> (Vec<f32>, Vec<f32>) {
-    let mut gw = vec![0f64; d * cols];
-    let mut gb = vec![0f64; cols];
-    for i in 0..n {
-        let gi = &g[i * cols..(i + 1) * cols];
-        for (b, &v) in gb.iter_mut().zip(gi) {
-            *b += v as f64;
-        }
-        for k in 0..d {
-            let xik = x[i * d + k] as f64;
-            for (w, &v) in gw[k * cols..(k + 1) * cols].iter_mut().zip(gi) {
-                *w += xik * v as f64;
-            }
-        }
-    }
-    (
-        gw.iter().map(|&v| v as f32).collect(),
-        gb.iter().map(|&v| v as f32).collect(),
-    )
-}
-
 fn eval_cpu(inp: &Inputs) -> Outputs {
     let (n, c) = (inp.n, inp.cols);
     let t = match (&inp.labels, &inp.targets) {
@@ -194,7 +166,7 @@ fn eval_cpu(inp: &Inputs) -> Outputs {
     let info = reference::info_rows(&inp.logits, inp.targets.as_deref(), c);
     let mut out: Outputs = vec![
         ("loss.npy", loss_shape(inp.opts.reduction, n), loss),
-        ("grad.npy", vec![n, c], grad),
+        ("grad.npy", vec![n, c], grad.clone()),
         (
             "softmax.npy",
             vec![n, c],
@@ -216,6 +188,19 @@ fn eval_cpu(inp: &Inputs) -> Outputs {
             "kl.npy",
             vec![n],
             info.iter().map(|v| v[2] as f32).collect(),
+        ));
+    }
+    if let Some((d, x)) = &inp.features {
+        let to32 = |v: Vec<f64>| v.into_iter().map(|x| x as f32).collect();
+        out.push((
+            "grad_weight.npy",
+            vec![*d, c],
+            to32(reference::weight_grad(x, &grad, *d, c)),
+        ));
+        out.push((
+            "grad_bias.npy",
+            vec![c],
+            to32(reference::bias_grad(&grad, c)),
         ));
     }
     out
@@ -277,26 +262,31 @@ fn eval_gpu(ctx: &Context, inp: &Inputs) -> Result<Outputs, XentError> {
             info.chunks_exact(4).map(|r| r[2]).collect(),
         ));
     }
+    if let Some((d, x)) = &inp.features {
+        // The matmul kernels, on the gradient still on the device.
+        let g = ce.grad.as_ref().expect("gradient");
+        let xm = GpuMatrix::from_slice(ctx, x, n, *d)?;
+        out.push((
+            "grad_weight.npy",
+            vec![*d, c],
+            ctx.weight_grad(&xm, g)?.read_blocking(ctx)?,
+        ));
+        out.push((
+            "grad_bias.npy",
+            vec![c],
+            ctx.bias_grad(g)?.read_blocking(ctx)?,
+        ));
+    }
     Ok(out)
 }
 
 pub fn run(args: &EvalArgs) -> Result<ExitCode, XentError> {
     let inp = load(args)?;
-    let mut outputs = if args.device.is_cpu() {
+    let outputs = if args.device.is_cpu() {
         eval_cpu(&inp)
     } else {
         eval_gpu(&args.device.context()?, &inp)?
     };
-    if let Some((d, x)) = &inp.features {
-        let grad = &outputs
-            .iter()
-            .find(|o| o.0 == "grad.npy")
-            .expect("grad output")
-            .2;
-        let (gw, gb) = weight_bias_grads(x, *d, grad, inp.n, inp.cols);
-        outputs.push(("grad_weight.npy", vec![*d, inp.cols], gw));
-        outputs.push(("grad_bias.npy", vec![inp.cols], gb));
-    }
     write_all(&args.out, &outputs)?;
     for (name, shape, _) in &outputs {
         println!("wrote {} {shape:?}", args.out.join(name).display());

@@ -124,7 +124,7 @@ fn gpu_and_cpu_training_agree_step_for_step() {
         let mut cpu = CpuTrainer::new(&train).unwrap();
         for (s, idx) in batches.iter().take(5).enumerate() {
             gpu.step(idx, &cfg).unwrap();
-            cpu.step(idx, &cfg);
+            cpu.step(idx, &cfg).unwrap();
             let (w, b) = gpu.model().unwrap();
             // Each step adds at most a few ulp per weight; 1e-5 absolute after 5 steps with lr 0.5.
             let tol = Tol {

@@ -325,3 +325,28 @@ fn adapters_required_by_ci_are_present() {
         );
     }
 }
+
+/// One context serves several threads at once (pipelines built once, shared).
+#[test]
+fn context_is_shared_across_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Context>();
+    send_sync::<GpuMatrix>();
+    for ctx in contexts() {
+        std::thread::scope(|s| {
+            for t in 0..4u64 {
+                s.spawn(move || {
+                    let cols = 300 + t as usize;
+                    let x = random(100 + t, 9, cols, -6.0, 6.0);
+                    let got = ctx.softmax_host(&x, cols).unwrap();
+                    assert_close(
+                        &format!("thread {t} on {}", describe(ctx)),
+                        &got,
+                        &to_f64(&reference::softmax(&x, cols)),
+                        PROB,
+                    );
+                });
+            }
+        });
+    }
+}
