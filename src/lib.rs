@@ -42,3 +42,8 @@ pub use cross_entropy::{CrossEntropyOptions, CrossEntropyOutput, Reduction, Targ
 pub use error::{Result, XentError};
 pub use matrix::{GpuLabels, GpuMatrix};
 pub use shaders::ReducePath;
+
+/// The README's examples, compiled as doc-tests so that they stay true.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
