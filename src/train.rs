@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use crate::context::Context;
-use crate::cross_entropy::{CrossEntropyOptions, Reduction, Targets};
+use crate::cross_entropy::{CrossEntropyOptions, Targets};
 use crate::data::{Dataset, SplitMix64};
 use crate::error::{Result, XentError};
 use crate::launch::{Arg, RowParams};
@@ -145,16 +145,6 @@ fn check_data(train: &Dataset, test: Option<&Dataset>) -> Result<()> {
     Ok(())
 }
 
-const CE_OPTS: CrossEntropyOptions = CrossEntropyOptions {
-    weight: None,
-    ignore_index: -100,
-    reduction: Reduction::Mean,
-    label_smoothing: 0.0,
-    z_loss: 0.0,
-    softcap: None,
-    grad_output: 1.0,
-};
-
 /// Device buffers of one minibatch size.
 struct BatchBuffers {
     idx: wgpu::Buffer,
@@ -259,7 +249,11 @@ impl<'c> GpuTrainer<'c> {
             .collect();
         let labels = GpuLabels::from_parts(bb.labels.clone(), host);
         ctx.linear_into(&bb.x, &self.w, Some(&self.b), &bb.z)?;
-        let out = ctx.cross_entropy_overwrite(&bb.z, Targets::Labels(&labels), &CE_OPTS)?;
+        let out = ctx.cross_entropy_overwrite(
+            &bb.z,
+            Targets::Labels(&labels),
+            &CrossEntropyOptions::default(),
+        )?;
         ctx.weight_grad_into(&bb.x, &bb.z, &self.dw)?;
         ctx.bias_grad_into(&bb.z, &self.db)?;
         self.sgd(true, cfg)?;
@@ -298,7 +292,9 @@ impl<'c> GpuTrainer<'c> {
             return Ok(None);
         };
         let z = self.ctx.linear(x, &self.w, Some(&self.b))?;
-        let out = self.ctx.cross_entropy(&z, Targets::Labels(y), &CE_OPTS)?;
+        let out =
+            self.ctx
+                .cross_entropy(&z, Targets::Labels(y), &CrossEntropyOptions::default())?;
         Ok(Some(out.stats.read_blocking(self.ctx)?[2]))
     }
 
@@ -321,19 +317,31 @@ impl<'c> GpuTrainer<'c> {
             self.ctx.submit(enc)?;
         }
         let log = log.read_blocking(self.ctx)?;
-        let (mut loss, mut correct, mut rows) = (0f64, 0f64, 0f64);
-        for (entry, idx) in log.chunks_exact(4).zip(&batches) {
-            let r = idx.len() as f64;
-            loss += entry[0] as f64 * r;
-            correct += entry[2] as f64 * r;
-            rows += r;
-        }
-        Ok(EpochStats {
-            epoch: epoch + 1,
-            loss: (loss / rows) as f32,
-            train_accuracy: (correct / rows) as f32,
-            test_accuracy: self.test_accuracy()?,
-        })
+        let per_batch = log
+            .chunks_exact(4)
+            .zip(&batches)
+            .map(|(entry, idx)| (entry[0] as f64, entry[2] as f64, idx.len()));
+        Ok(epoch_stats(epoch, per_batch, self.test_accuracy()?))
+    }
+}
+
+/// An epoch's statistics from its minibatches' (mean loss, accuracy, rows), weighted by rows.
+fn epoch_stats(
+    epoch: usize,
+    per_batch: impl Iterator<Item = (f64, f64, usize)>,
+    test_accuracy: Option<f32>,
+) -> EpochStats {
+    let (mut loss, mut correct, mut rows) = (0f64, 0f64, 0f64);
+    for (l, a, r) in per_batch {
+        loss += l * r as f64;
+        correct += a * r as f64;
+        rows += r as f64;
+    }
+    EpochStats {
+        epoch: epoch + 1,
+        loss: (loss / rows) as f32,
+        train_accuracy: (correct / rows) as f32,
+        test_accuracy,
     }
 }
 
@@ -421,7 +429,12 @@ impl<'d> CpuTrainer<'d> {
         let (loss, acc, dw, db) = match self.path {
             CpuPath::Reference => {
                 let z = f32s(reference::linear(&x, &self.w, Some(&self.b), d, c));
-                let ce = reference::cross_entropy(&z, c, RefTargets::Labels(&y), &CE_OPTS);
+                let ce = reference::cross_entropy(
+                    &z,
+                    c,
+                    RefTargets::Labels(&y),
+                    &CrossEntropyOptions::default(),
+                );
                 let correct = ce
                     .argmax
                     .iter()
@@ -442,7 +455,7 @@ impl<'d> CpuTrainer<'d> {
                     &z,
                     c,
                     crate::cpu::CpuTargets::Labels(&y),
-                    &CE_OPTS,
+                    &CrossEntropyOptions::default(),
                     Some(&mut g),
                 )?;
                 let dw = crate::cpu::weight_grad(&x, &g, rows, d, c)?;
@@ -496,20 +509,12 @@ pub fn train_cpu(
     let mut t = CpuTrainer::new(train)?;
     let mut epochs = Vec::new();
     for e in 0..cfg.epochs {
-        let (mut loss, mut acc, mut rows) = (0.0, 0.0, 0.0);
+        let mut per_batch = Vec::new();
         for idx in epoch_batches(train.n, cfg.batch_size, cfg.seed, e) {
             let (l, a) = t.step(&idx, cfg)?;
-            let r = idx.len() as f64;
-            loss += l * r;
-            acc += a * r;
-            rows += r;
+            per_batch.push((l, a, idx.len()));
         }
-        let stats = EpochStats {
-            epoch: e + 1,
-            loss: (loss / rows) as f32,
-            train_accuracy: (acc / rows) as f32,
-            test_accuracy: test.map(|d| t.accuracy(d)),
-        };
+        let stats = epoch_stats(e, per_batch.into_iter(), test.map(|d| t.accuracy(d)));
         on_epoch(&stats);
         epochs.push(stats);
     }

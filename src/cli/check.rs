@@ -58,68 +58,41 @@ fn compare(got: &[f32], want: &[f64]) -> (f64, f64, f64) {
     (abs, rel, ratio)
 }
 
-fn f64s(v: &[f32]) -> Vec<f64> {
-    v.iter().map(|&x| x as f64).collect()
+/// What one kernel check gives: the GPU's values, the reference's, and their times.
+struct Outcome {
+    got: Vec<f32>,
+    want: Vec<f64>,
+    gpu_ms: f64,
+    cpu_ms: f64,
 }
 
-/// GPU milliseconds of a kernel launch, waited for (upload and readback excluded), after one untimed
-/// warm-up launch that builds the pipeline.
-fn gpu_time<T>(ctx: &Context, f: impl Fn() -> Result<T, XentError>) -> Result<(T, f64), XentError> {
-    drop(f()?);
+/// Times `gpu` (one untimed warm-up launch builds the pipeline; then one launch, waited for; upload and
+/// readback excluded), reads its result with `read`, and times the reference `cpu`.
+fn measure<T>(
+    ctx: &Context,
+    gpu: impl Fn() -> Result<T, XentError>,
+    read: impl FnOnce(T) -> Result<Vec<f32>, XentError>,
+    cpu: impl FnOnce() -> Vec<f64>,
+) -> Result<Outcome, XentError> {
+    drop(gpu()?);
     ctx.wait_idle()?;
-    let (r, ms) = timed(|| -> Result<T, XentError> {
-        let r = f()?;
+    let (r, gpu_ms) = timed(|| -> Result<T, XentError> {
+        let r = gpu()?;
         ctx.wait_idle()?;
         Ok(r)
     });
-    Ok((r?, ms))
+    let got = read(r?)?;
+    let (want, cpu_ms) = timed(cpu);
+    Ok(Outcome {
+        got,
+        want,
+        gpu_ms,
+        cpu_ms,
+    })
 }
 
-type Kernel = fn(
-    &Context,
-    &[f32],
-    &[i64],
-    (usize, usize),
-) -> Result<(Vec<f32>, Vec<f64>, f64, f64), XentError>;
-
-fn softmax(
-    ctx: &Context,
-    x: &[f32],
-    _: &[i64],
-    (n, c): (usize, usize),
-) -> Result<(Vec<f32>, Vec<f64>, f64, f64), XentError> {
-    let m = GpuMatrix::from_slice(ctx, x, n, c)?;
-    let (y, g_ms) = gpu_time(ctx, || ctx.softmax(&m))?;
-    let (r, c_ms) = timed(|| reference::softmax(x, c));
-    Ok((y.read_blocking(ctx)?, f64s(&r), g_ms, c_ms))
-}
-
-fn log_softmax(
-    ctx: &Context,
-    x: &[f32],
-    _: &[i64],
-    (n, c): (usize, usize),
-) -> Result<(Vec<f32>, Vec<f64>, f64, f64), XentError> {
-    let m = GpuMatrix::from_slice(ctx, x, n, c)?;
-    let (y, g_ms) = gpu_time(ctx, || ctx.log_softmax(&m))?;
-    let (r, c_ms) = timed(|| reference::log_softmax(x, c));
-    Ok((y.read_blocking(ctx)?, f64s(&r), g_ms, c_ms))
-}
-
-fn logsumexp(
-    ctx: &Context,
-    x: &[f32],
-    _: &[i64],
-    (n, c): (usize, usize),
-) -> Result<(Vec<f32>, Vec<f64>, f64, f64), XentError> {
-    let m = GpuMatrix::from_slice(ctx, x, n, c)?;
-    let (y, g_ms) = gpu_time(ctx, || ctx.logsumexp(&m))?;
-    let (r, c_ms) = timed(|| {
-        x.chunks_exact(c)
-            .map(reference::row_logsumexp)
-            .collect::<Vec<f64>>()
-    });
-    Ok((y.read_blocking(ctx)?, r, g_ms, c_ms))
+fn f64s(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
 }
 
 /// Upstream gradient for the backward checks: a fixed pattern in [−1, 1].
@@ -129,91 +102,124 @@ fn upstream(len: usize) -> Vec<f32> {
         .collect()
 }
 
-fn softmax_bwd(
-    ctx: &Context,
-    x: &[f32],
-    _: &[i64],
-    (n, c): (usize, usize),
-) -> Result<(Vec<f32>, Vec<f64>, f64, f64), XentError> {
-    let p = reference::softmax(x, c);
-    let g = upstream(x.len());
-    let (pm, gm) = (
-        GpuMatrix::from_slice(ctx, &p, n, c)?,
-        GpuMatrix::from_slice(ctx, &g, n, c)?,
-    );
-    let (y, g_ms) = gpu_time(ctx, || ctx.softmax_backward(&pm, &gm))?;
-    let (r, c_ms) = timed(|| reference::softmax_backward(&p, &g, c));
-    Ok((y.read_blocking(ctx)?, f64s(&r), g_ms, c_ms))
-}
+/// The kernels `check` runs, by name.
+const KERNELS: &[&str] = &[
+    "softmax",
+    "log_softmax",
+    "logsumexp",
+    "softmax_backward",
+    "log_softmax_backward",
+    "cross_entropy fwd+bwd",
+    "entropy",
+];
 
-fn log_softmax_bwd(
-    ctx: &Context,
-    x: &[f32],
-    _: &[i64],
-    (n, c): (usize, usize),
-) -> Result<(Vec<f32>, Vec<f64>, f64, f64), XentError> {
-    let lp = reference::log_softmax(x, c);
-    let g = upstream(x.len());
-    let (pm, gm) = (
-        GpuMatrix::from_slice(ctx, &lp, n, c)?,
-        GpuMatrix::from_slice(ctx, &g, n, c)?,
-    );
-    let (y, g_ms) = gpu_time(ctx, || ctx.log_softmax_backward(&pm, &gm))?;
-    let (r, c_ms) = timed(|| reference::log_softmax_backward(&lp, &g, c));
-    Ok((y.read_blocking(ctx)?, f64s(&r), g_ms, c_ms))
-}
-
-/// Loss (first value) and gradient, concatenated, of mean cross-entropy with label smoothing 0.1.
-fn ce_labels(
+/// One kernel on `x` (n × c) against its reference. The backward kernels take the reference's
+/// forward output; cross-entropy (mean, label smoothing 0.1) compares the loss and the gradient
+/// concatenated; entropy is per row.
+fn check_kernel(
+    name: &str,
     ctx: &Context,
     x: &[f32],
     labels: &[i64],
     (n, c): (usize, usize),
-) -> Result<(Vec<f32>, Vec<f64>, f64, f64), XentError> {
-    let opts = CrossEntropyOptions {
-        label_smoothing: 0.1,
-        ..Default::default()
-    };
-    let m = GpuMatrix::from_slice(ctx, x, n, c)?;
-    let l = GpuLabels::from_slice(ctx, labels)?;
-    let (out, g_ms) = gpu_time(ctx, || {
-        ctx.cross_entropy_fwd_bwd(&m, Targets::Labels(&l), &opts)
-    })?;
-    let (r, c_ms) = timed(|| reference::cross_entropy(x, c, RefTargets::Labels(labels), &opts));
-    let mut got = out.read_loss(ctx)?;
-    got.extend(out.grad.as_ref().expect("gradient").read_blocking(ctx)?);
-    let mut want = vec![r.loss];
-    want.extend(r.grad);
-    Ok((got, want, g_ms, c_ms))
+) -> Result<Outcome, XentError> {
+    let xm = GpuMatrix::from_slice(ctx, x, n, c)?;
+    let read = |m: GpuMatrix| m.read_blocking(ctx);
+    match name {
+        "softmax" => measure(
+            ctx,
+            || ctx.softmax(&xm),
+            read,
+            || f64s(&reference::softmax(x, c)),
+        ),
+        "log_softmax" => measure(
+            ctx,
+            || ctx.log_softmax(&xm),
+            read,
+            || f64s(&reference::log_softmax(x, c)),
+        ),
+        "logsumexp" => measure(
+            ctx,
+            || ctx.logsumexp(&xm),
+            read,
+            || x.chunks_exact(c).map(reference::row_logsumexp).collect(),
+        ),
+        "softmax_backward" | "log_softmax_backward" => {
+            let log = name == "log_softmax_backward";
+            let y = if log {
+                reference::log_softmax(x, c)
+            } else {
+                reference::softmax(x, c)
+            };
+            let g = upstream(x.len());
+            let (ym, gm) = (
+                GpuMatrix::from_slice(ctx, &y, n, c)?,
+                GpuMatrix::from_slice(ctx, &g, n, c)?,
+            );
+            measure(
+                ctx,
+                || {
+                    if log {
+                        ctx.log_softmax_backward(&ym, &gm)
+                    } else {
+                        ctx.softmax_backward(&ym, &gm)
+                    }
+                },
+                read,
+                || {
+                    f64s(&if log {
+                        reference::log_softmax_backward(&y, &g, c)
+                    } else {
+                        reference::softmax_backward(&y, &g, c)
+                    })
+                },
+            )
+        }
+        "cross_entropy fwd+bwd" => {
+            let opts = CrossEntropyOptions {
+                label_smoothing: 0.1,
+                ..Default::default()
+            };
+            let l = GpuLabels::from_slice(ctx, labels)?;
+            measure(
+                ctx,
+                || ctx.cross_entropy_fwd_bwd(&xm, Targets::Labels(&l), &opts),
+                |out| {
+                    let mut got = out.read_loss(ctx)?;
+                    got.extend(
+                        out.grad
+                            .as_ref()
+                            .map_or(Ok(Vec::new()), |g| g.read_blocking(ctx))?,
+                    );
+                    Ok(got)
+                },
+                || {
+                    let r = reference::cross_entropy(x, c, RefTargets::Labels(labels), &opts);
+                    std::iter::once(r.loss).chain(r.grad).collect()
+                },
+            )
+        }
+        "entropy" => measure(
+            ctx,
+            || ctx.info_rows(&xm, None, false),
+            |m| {
+                Ok(m.read_blocking(ctx)?
+                    .chunks_exact(4)
+                    .map(|r| r[0])
+                    .collect())
+            },
+            || {
+                reference::info_rows(x, None, c)
+                    .iter()
+                    .map(|v| v[0])
+                    .collect()
+            },
+        ),
+        other => Err(XentError::InvalidArgument(format!(
+            "unknown kernel `{other}`"
+        ))),
+    }
 }
-
-/// Entropy per row of softmax(z).
-fn entropy(
-    ctx: &Context,
-    x: &[f32],
-    _: &[i64],
-    (n, c): (usize, usize),
-) -> Result<(Vec<f32>, Vec<f64>, f64, f64), XentError> {
-    let m = GpuMatrix::from_slice(ctx, x, n, c)?;
-    let (out, g_ms) = gpu_time(ctx, || ctx.info_rows(&m, None, false))?;
-    let (r, c_ms) = timed(|| reference::info_rows(x, None, c));
-    let got = out
-        .read_blocking(ctx)?
-        .chunks_exact(4)
-        .map(|r| r[0])
-        .collect();
-    Ok((got, r.iter().map(|v| v[0]).collect(), g_ms, c_ms))
-}
-
-const KERNELS: &[(&str, Kernel)] = &[
-    ("softmax", softmax),
-    ("log_softmax", log_softmax),
-    ("logsumexp", logsumexp),
-    ("softmax_backward", softmax_bwd),
-    ("log_softmax_backward", log_softmax_bwd),
-    ("cross_entropy fwd+bwd", ce_labels),
-    ("entropy", entropy),
-];
 
 pub fn run(args: &CheckArgs) -> Result<ExitCode, XentError> {
     let ctx = args.device.context()?;
@@ -239,9 +245,14 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, XentError> {
             .map(|_| (next() >> 40) as f32 / (1u64 << 24) as f32 * 16.0 - 8.0)
             .collect();
         let labels: Vec<i64> = (0..n).map(|_| (next() % c as u64) as i64).collect();
-        for &(name, kernel) in KERNELS {
+        for &name in KERNELS {
             bar.set_message(format!("{name} {n}x{c}"));
-            let (got, want, gpu_ms, cpu_ms) = kernel(&ctx, &x, &labels, (n, c))?;
+            let Outcome {
+                got,
+                want,
+                gpu_ms,
+                cpu_ms,
+            } = check_kernel(name, &ctx, &x, &labels, (n, c))?;
             let (max_abs, max_rel, worst_ratio) = compare(&got, &want);
             rows.push(Row {
                 kernel: name,
