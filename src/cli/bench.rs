@@ -43,15 +43,18 @@ pub struct BenchArgs {
     #[arg(long)]
     pub json: bool,
     /// Shapes NxDxC of the weight-gradient matmul Xᵀ G (X N×D, G N×C), comma-separated; reported
-    /// in GFLOP/s (2·N·D·C operations). Empty to skip.
+    /// in GFLOP/s (2·N·D·C operations). `none` to skip.
     #[arg(long, value_delimiter = ',', value_parser = parse_mm_shape, default_value = "4096x784x10,2048x2048x2048")]
-    pub matmul_shapes: Vec<(usize, usize, usize)>,
+    pub matmul_shapes: Vec<Option<(usize, usize, usize)>>,
     /// Draw GB/s against shape (memory-bound ops), as SVG.
     #[arg(long)]
     pub plot: Option<PathBuf>,
 }
 
-fn parse_mm_shape(s: &str) -> Result<(usize, usize, usize), String> {
+fn parse_mm_shape(s: &str) -> Result<Option<(usize, usize, usize)>, String> {
+    if s == "none" {
+        return Ok(None);
+    }
     let v: Vec<usize> = s
         .split(['x', 'X', '×'])
         .map(|p| {
@@ -61,7 +64,7 @@ fn parse_mm_shape(s: &str) -> Result<(usize, usize, usize), String> {
         })
         .collect::<Result<_, _>>()?;
     match v[..] {
-        [n, d, c] => Ok((n, d, c)),
+        [n, d, c] => Ok(Some((n, d, c))),
         _ => Err(format!(
             "matmul shape `{s}`: expected NxDxC, e.g. 4096x784x10"
         )),
@@ -100,7 +103,7 @@ fn measure_matmul(
     timer: bool,
     out: &mut Vec<Measurement>,
 ) -> Result<(), XentError> {
-    for &(n, d, c) in &args.matmul_shapes {
+    for &(n, d, c) in args.matmul_shapes.iter().flatten() {
         let x = data(n, d).g;
         let g = data(n, c).g;
         let flops = Some(2.0 * (n * d * c) as f64);
