@@ -140,6 +140,19 @@ impl Context {
         if n == 0 {
             return Ok(());
         }
+        // Operands bound whole (per-row vectors, class weights) must fit one binding too.
+        let limit = self.limits().max_storage_buffer_binding_size;
+        for arg in args {
+            if let Arg::Whole(b) = arg {
+                if b.size() > limit {
+                    return Err(XentError::TooLarge {
+                        what: format!("`{}` operand of {} rows", kernel.label(), n),
+                        needed: format!("{} bytes in one storage binding", b.size()),
+                        limit: format!("{limit} bytes (max_storage_buffer_binding_size)"),
+                    });
+                }
+            }
+        }
         let tpr = self.lanes_per_row(cols);
         // Vectorised kernels read rows four floats at a time when N allows it: a chunk's first element
         // is then 16-byte aligned too (N·4·row0 is a multiple of 16, offsets of 256).

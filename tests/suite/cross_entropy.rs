@@ -486,3 +486,21 @@ proptest! {
         }
     }
 }
+
+/// Per-row outputs are bound whole: a batch whose per-row vectors pass the binding limit is a clear
+/// error, not a wgpu validation failure.
+#[test]
+fn per_row_outputs_past_binding_limit_are_an_error() {
+    for ctx in small_binding_contexts(4096) {
+        let z = GpuMatrix::zeros(&ctx, 2000, 2).unwrap();
+        let l = GpuLabels::from_slice(&ctx, &vec![0i64; 2000]).unwrap();
+        let err = ctx
+            .cross_entropy(&z, Targets::Labels(&l), &CrossEntropyOptions::default())
+            .unwrap_err();
+        assert!(matches!(err, XentError::TooLarge { .. }), "{err}");
+        assert!(
+            err.to_string().contains("max_storage_buffer_binding_size"),
+            "{err}"
+        );
+    }
+}
