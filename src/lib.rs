@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! # xent
 //!
 //! GPU compute kernels, written in WGSL and driven through `wgpu`, for batched softmax and
