@@ -5,7 +5,8 @@
 //         chunk-bound), or over z itself with CE_IN_PLACE. Unused bindings get a 4-byte dummy.
 // Vectorised: V is f32 or vec4<f32> (vec1.wgsl / vec4.wgsl), chosen by the host from N.
 // Dispatch: as softmax_fwd. Pass 1 reads z (and targets): online max and Σexp, argmax, Σ w·t.
-//           Pass 2 (gradient, smoothing or probability targets) reads z again, writes the gradient and
+//           Pass 2 (gradient, smoothing or probability targets) reads z again (from workgroup memory
+//           when ROW_CACHED), writes the gradient and
 //           accumulates the loss terms that need the final log-sum-exp.
 // Semantics: torch.nn.functional.cross_entropy (weight, ignore_index, label_smoothing), with logit
 // soft-capping c·tanh(z/c) applied first and z-loss (f1 · lse²) added to each row that is not ignored.
@@ -29,6 +30,8 @@ const CE_PASS2: u32 = 64u;
 @group(0) @binding(5) var<storage, read> weight: array<V>;
 @group(0) @binding(6) var<storage, read> gscale: array<f32>;
 @group(0) @binding(7) var<storage, read_write> row_out: array<f32>;
+
+var<workgroup> row_cache: array<V, ROW_CACHE / VW>;
 
 fn has(f: u32) -> bool {
     return (FLAGS & f) != 0u;
@@ -58,6 +61,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     let live = row < p.rows;
     let base = (p.shift + row * p.cols) / VW;
     let w = walk_n(lane, p.cols / VW);
+    let slot = cache_slot(lid);
     let grow = p.row0 + row;
     let labels_mode = has(CE_LABELS);
     let eps = p.f0;
@@ -78,7 +82,11 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     var tw = 0.0;
     if (live) {
         for (var j = w.start; j < w.end; j += w.step) {
-            let v = capped(z[base + j]);
+            let raw = z[base + j];
+            if (cached()) {
+                row_cache[slot + j] = raw;
+            }
+            let v = capped(raw);
             let hm = hmax(v);
             if (hm > best) {
                 best = hm;
@@ -126,7 +134,13 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     var loss_acc = 0.0;
     if (live && has(CE_PASS2)) {
         for (var j = w.start; j < w.end; j += w.step) {
-            let v = capped(z[base + j]);
+            var raw: V;
+            if (cached()) {
+                raw = row_cache[slot + j];
+            } else {
+                raw = z[base + j];
+            }
+            let v = capped(raw);
             let lp = (v - V(m_norm)) - V(log_s);
             var direct = V(0.0);
             if (labels_mode) {

@@ -56,6 +56,20 @@ fn row_of(lid: u32, wid: vec3<u32>) -> u32 {
     return wid.x * (WG / p.tpr) + lid / p.tpr;
 }
 
+// Rows that fit stay in workgroup memory between a kernel's two passes, so their elements are read from
+// the buffer once: the host sets ROW_CACHED when the workgroup's rows hold at most ROW_CACHE floats in
+// all (ROW_CACHE comes from the prelude). Each lane reads back only what it wrote itself: no barrier.
+const ROW_CACHED: u32 = 256u;
+
+fn cached() -> bool {
+    return (FLAGS & ROW_CACHED) != 0u;
+}
+
+// Where this lane's row starts in the kernel's `row_cache` (in V units).
+fn cache_slot(lid: u32) -> u32 {
+    return (lid / p.tpr) * (p.cols / VW);
+}
+
 // Lanes per block of the row walk. A block reads LB consecutive floats per step: one 32-byte sector on
 // a GPU (a warp's load stays fully used), one SIMD register on a CPU driver (lavapipe runs 8 lanes per
 // SIMD batch, one batch after another; each batch then streams through its own stretch of the row

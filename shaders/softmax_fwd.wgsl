@@ -2,13 +2,15 @@
 // Reads: x (n×N, chunk-bound). Writes: y (n×N, chunk-bound; untouched in mode 2), lse (n, whole).
 // Vectorised: V is f32 or vec4<f32> (vec1.wgsl / vec4.wgsl), chosen by the host from N.
 // Dispatch: ceil(rows / (WG / tpr)) workgroups per chunk. Two passes over the row: an online
-// (max, Σexp) pass, then the normalising pass. MODE: 0 softmax, 1 log-softmax, 2 log-sum-exp only.
+// (max, Σexp) pass, then the normalising pass (from workgroup memory when ROW_CACHED). MODE: 0 softmax, 1 log-softmax, 2 log-sum-exp only.
 // Edge cases (as PyTorch): lse = ±inf for a row whose max is ±inf; softmax and log-softmax of such a
 // row (an all -inf row included) are NaN; any NaN makes the row NaN.
 
 @group(0) @binding(1) var<storage, read> x: array<V>;
 @group(0) @binding(2) var<storage, read_write> y: array<V>;
 @group(0) @binding(3) var<storage, read_write> lse: array<f32>;
+
+var<workgroup> row_cache: array<V, ROW_CACHE / VW>;
 
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
@@ -17,11 +19,16 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     let live = row < p.rows;
     let base = (p.shift + row * p.cols) / VW;
     let w = walk_n(lane, p.cols / VW);
+    let slot = cache_slot(lid);
 
     var acc = MaxSum(p.ninf, 0.0);
     if (live) {
         for (var j = w.start; j < w.end; j += w.step) {
-            acc = online_push_v(acc, x[base + j]);
+            let v = x[base + j];
+            if (cached()) {
+                row_cache[slot + j] = v;
+            }
+            acc = online_push_v(acc, v);
         }
     }
     let t = row_max_sum(acc, lid);
@@ -38,7 +45,13 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     // z - lse computed as (z - M) - log Σ: exact-ish for huge logits, where lse itself rounds.
     let m = V(select(t.m, p.nan, is_inf(t.m)));
     for (var j = w.start; j < w.end; j += w.step) {
-        let ls = (x[base + j] - m) - V(log_s);
+        var v: V;
+        if (cached()) {
+            v = row_cache[slot + j];
+        } else {
+            v = x[base + j];
+        }
+        let ls = (v - m) - V(log_s);
         y[base + j] = select(exp(ls), ls, MODE == 1u);
     }
 }

@@ -21,6 +21,10 @@ pub struct ContextOptions {
     /// Lowering it makes the host split work into more row chunks; tests use it to exercise chunking
     /// on small data.
     pub max_storage_binding: Option<u64>,
+    /// Elements one lane walks per pass before a row gets more lanes (default: 8 on a GPU, 2,048 on
+    /// a CPU driver). Tests set 8 to run the GPU geometry — many lanes per row, rows kept in workgroup
+    /// memory — on lavapipe.
+    pub elements_per_lane: Option<usize>,
 }
 
 impl Default for ContextOptions {
@@ -30,6 +34,7 @@ impl Default for ContextOptions {
             adapter_name: None,
             use_subgroups: true,
             max_storage_binding: None,
+            elements_per_lane: None,
         }
     }
 }
@@ -102,6 +107,8 @@ pub struct Context {
     features: wgpu::Features,
     reduce_path: ReducePath,
     loop_cap: Option<u32>,
+    /// See [`ContextOptions::elements_per_lane`].
+    pub(crate) elements_per_lane: usize,
     pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
     /// First error wgpu reported outside an error scope; taken (and returned as `Err`) after each submit.
     gpu_error: Arc<Mutex<Option<String>>>,
@@ -217,7 +224,11 @@ impl Context {
                     adapter: info.name.clone(),
                     reason: e.to_string(),
                 })?;
-        Self::from_device(device, queue, options.use_subgroups)
+        let mut ctx = Self::from_device(device, queue, options.use_subgroups)?;
+        if let Some(e) = options.elements_per_lane {
+            ctx.elements_per_lane = e.max(1);
+        }
+        Ok(ctx)
     }
 
     /// Wraps a device and queue that a program already has, so xent shares its device. xent uses the
@@ -252,6 +263,7 @@ impl Context {
             features,
             reduce_path,
             loop_cap: None,
+            elements_per_lane: crate::launch::default_elements_per_lane(info.device_type),
             pipelines: Mutex::new(HashMap::new()),
             gpu_error,
             timer: Mutex::new(None),

@@ -8,7 +8,7 @@
 
 use crate::context::Context;
 use crate::error::{Result, XentError};
-use crate::shaders::{Kernel, WG_SIZE};
+use crate::shaders::{Kernel, ROW_CACHE, ROW_CACHED, WG_SIZE};
 
 /// The uniform of every row kernel. Keep in sync with `Params` in shaders/common.wgsl.
 #[repr(C)]
@@ -54,6 +54,15 @@ pub(crate) enum Arg<'a> {
     Whole(&'a wgpu::Buffer),
 }
 
+/// The lanes-per-row policy's default for a kind of device.
+pub(crate) fn default_elements_per_lane(device_type: wgpu::DeviceType) -> usize {
+    if device_type == wgpu::DeviceType::Cpu {
+        CPU_ELEMS_PER_LANE
+    } else {
+        GPU_ELEMS_PER_LANE
+    }
+}
+
 /// Loop iterations the in-row reductions may add per invocation: a few reductions of at most
 /// log2(WG) tree levels or WG / SG serial steps each.
 const REDUCTION_SLACK: u64 = WG_SIZE as u64;
@@ -90,15 +99,11 @@ impl Context {
         Ok(())
     }
 
-    /// Invocations per row (a power of two, at most a workgroup), by the device's kind: see
-    /// [`GPU_ELEMS_PER_LANE`] and [`CPU_ELEMS_PER_LANE`]. Small rows share a workgroup.
+    /// Invocations per row (a power of two, at most a workgroup), by the device's kind (see
+    /// [`GPU_ELEMS_PER_LANE`] and [`CPU_ELEMS_PER_LANE`]) unless the context was told otherwise.
+    /// Small rows share a workgroup.
     pub(crate) fn lanes_per_row(&self, cols: usize) -> u32 {
-        let per_lane = if self.adapter().device_type == wgpu::DeviceType::Cpu {
-            CPU_ELEMS_PER_LANE
-        } else {
-            GPU_ELEMS_PER_LANE
-        };
-        cols.div_ceil(per_lane)
+        cols.div_ceil(self.elements_per_lane)
             .next_power_of_two()
             .min(WG_SIZE as usize) as u32
     }
@@ -163,6 +168,10 @@ impl Context {
         };
         self.check_loop_cap(cols.div_ceil(vw as usize), tpr, passes)?;
         let chunk = self.rows_per_chunk(cols, tpr)?;
+        let mut base = base;
+        if kernel.caches_rows() && (WG_SIZE / tpr) as usize * cols <= ROW_CACHE as usize {
+            base.flags |= ROW_CACHED;
+        }
         let pipeline = self.pipeline(kernel, base.mode, base.flags, vw)?;
         let align = self.limits().min_storage_buffer_offset_alignment as u64;
         let mut encoder = self.encoder(kernel.label());

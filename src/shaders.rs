@@ -9,6 +9,13 @@
 /// (see [`prelude`]), so the two sides cannot drift apart. 256 is the WebGPU default limit.
 pub const WG_SIZE: u32 = 256;
 
+/// Floats of workgroup memory that keep a workgroup's rows between the two passes of softmax_fwd and
+/// ce_fwd_bwd (8 KiB; with the 4 KiB reduction array well under WebGPU's 16 KiB default).
+pub const ROW_CACHE: u32 = 2048;
+
+/// The `FLAGS` bit that turns that cache on (ROW_CACHED in common.wgsl).
+pub const ROW_CACHED: u32 = 256;
+
 /// Side of the square output tile of the matmul kernels (in elements).
 pub const TILE: u32 = 64;
 
@@ -99,7 +106,8 @@ impl Kernel {
     pub fn flag_mask(self) -> u32 {
         match self {
             // LABELS | WEIGHT | GRAD | IN_PLACE | ROW_UPSTREAM | SOFTCAP | PASS2
-            Kernel::CeFwdBwd => 0x7f,
+            Kernel::CeFwdBwd => 0x7f | ROW_CACHED,
+            Kernel::SoftmaxFwd => ROW_CACHED,
             // LABELS | WEIGHT | MEAN
             Kernel::CeReduce => 0x83,
             Kernel::InfoRows => 0x1,
@@ -115,6 +123,11 @@ impl Kernel {
             self,
             Kernel::SoftmaxFwd | Kernel::SoftmaxBwd | Kernel::CeFwdBwd | Kernel::CopyRows
         )
+    }
+
+    /// Whether the kernel keeps rows that fit in workgroup memory between its two passes.
+    pub fn caches_rows(self) -> bool {
+        matches!(self, Kernel::SoftmaxFwd | Kernel::CeFwdBwd)
     }
 
     /// Whether the kernel uses `common.wgsl` (its `Params`, the `MODE`/`FLAGS` overrides) and an
@@ -138,7 +151,7 @@ pub fn prelude(path: ReducePath) -> String {
     // naga 30 enables subgroup operations through the device feature and rejects `enable subgroups;`.
     let mut s = String::new();
     s.push_str(&format!(
-        "const WG: u32 = {WG_SIZE}u;\nconst TILE: u32 = {TILE}u;\n"
+        "const WG: u32 = {WG_SIZE}u;\nconst TILE: u32 = {TILE}u;\nconst ROW_CACHE: u32 = {ROW_CACHE}u;\n"
     ));
     if let ReducePath::Subgroup(sg) = path {
         s.push_str(&format!("const SG: u32 = {sg}u;\n"));

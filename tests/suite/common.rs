@@ -1,14 +1,62 @@
 //! Shared test machinery: the contexts to run on, a seeded generator, and named tolerances.
 
-use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use xent::{Context, ContextOptions, ReducePath};
 
 /// Every context the GPU tests run on: each adapter, and on adapters with subgroups both reduction
 /// paths. Printed once so the log says which ran.
-pub fn contexts() -> &'static [Context] {
+///
+/// The shared contexts are used by one test at a time: the returned guard holds a lock for as long as
+/// it lives (a whole `for ctx in contexts() { … }` loop). wgpu's GL backend panics ("Could not lock
+/// adapter context. This is most-likely a deadlock.") in a thread that waits more than a second for
+/// the GL context while another thread's long kernel holds it — which parallel tests on 2 busy cores
+/// did. Tests that open their own contexts (small bindings, GPU geometry) have their own locks.
+pub fn contexts() -> Contexts {
     static CTXS: OnceLock<Vec<Context>> = OnceLock::new();
-    CTXS.get_or_init(|| open_contexts(ContextOptions::from_env()))
+    static BUSY: Mutex<()> = Mutex::new(());
+    let guard = BUSY.lock().unwrap_or_else(|p| p.into_inner());
+    Contexts {
+        ctxs: CTXS.get_or_init(|| open_contexts(ContextOptions::from_env())),
+        _guard: guard,
+    }
+}
+
+/// The shared contexts, held exclusively while this lives (see [`contexts`]).
+pub struct Contexts {
+    ctxs: &'static [Context],
+    _guard: MutexGuard<'static, ()>,
+}
+
+impl std::ops::Deref for Contexts {
+    type Target = [Context];
+    fn deref(&self) -> &[Context] {
+        self.ctxs
+    }
+}
+
+/// Iterating keeps the guard alive until the loop ends.
+pub struct ContextsIter {
+    inner: std::slice::Iter<'static, Context>,
+    _guard: MutexGuard<'static, ()>,
+}
+
+impl Iterator for ContextsIter {
+    type Item = &'static Context;
+    fn next(&mut self) -> Option<&'static Context> {
+        self.inner.next()
+    }
+}
+
+impl IntoIterator for Contexts {
+    type Item = &'static Context;
+    type IntoIter = ContextsIter;
+    fn into_iter(self) -> ContextsIter {
+        ContextsIter {
+            inner: self.ctxs.iter(),
+            _guard: self._guard,
+        }
+    }
 }
 
 /// The same adapters with the storage-binding limit lowered to `bytes`, so that small data crosses
@@ -18,6 +66,20 @@ pub fn small_binding_contexts(bytes: u64) -> Vec<Context> {
         max_storage_binding: Some(bytes),
         ..ContextOptions::from_env()
     })
+}
+
+/// The same adapters with the GPU geometry (8 elements per lane: many lanes per row, rows kept in
+/// workgroup memory between passes), which CPU drivers would otherwise never run. GL adapters are
+/// left out: llvmpipe through GL runs this geometry ~100× slower than lavapipe, and wgpu's GL backend
+/// panics ("Could not lock adapter context") in any other test thread that waits over a second for
+/// the GL context meanwhile.
+pub fn gpu_geometry_contexts() -> Vec<Context> {
+    let mut ctxs = open_contexts(ContextOptions {
+        elements_per_lane: Some(8),
+        ..ContextOptions::from_env()
+    });
+    ctxs.retain(|c| c.adapter().backend != wgpu::Backend::Gl);
+    ctxs
 }
 
 fn open_contexts(base: ContextOptions) -> Vec<Context> {

@@ -504,3 +504,25 @@ fn per_row_outputs_past_binding_limit_are_an_error() {
         );
     }
 }
+
+/// A spread of option combinations again with the GPU geometry (rows kept in workgroup memory), on
+/// the first adapter only (every combination is a new pipeline to compile).
+#[test]
+fn option_matrix_with_gpu_geometry() {
+    let ctxs = super::common::gpu_geometry_contexts();
+    let ctxs = &ctxs[..ctxs.len().min(1)];
+    for combo in (0..512u32).step_by(29) {
+        if combo & 4 != 0 || (combo >> 4) & 3 == 3 || (combo & 1 != 0 && combo & 256 != 0) {
+            continue;
+        }
+        let (n, cols) = [(9, 12), (5, 300), (3, 1), (4, 1000), (2, 2500)][combo as usize % 5];
+        let case = gen_case(combo as u64 + 1000, n, cols, combo);
+        for ctx in ctxs {
+            check_case(
+                ctx,
+                &case,
+                &format!("GPU geometry combo {combo} {n}×{cols}"),
+            );
+        }
+    }
+}

@@ -350,3 +350,35 @@ fn context_is_shared_across_threads() {
         });
     }
 }
+
+/// The GPU geometry (8 elements per lane, rows up to 2,048 floats per workgroup kept in workgroup
+/// memory between passes) on whatever adapter is here, so a CPU driver checks it too.
+#[test]
+fn gpu_geometry_with_row_cache() {
+    for ctx in super::common::gpu_geometry_contexts() {
+        check_family(
+            &ctx,
+            &random(20, 40, 10, -5.0, 5.0),
+            10,
+            "GPU geometry N=10 (cached)",
+        );
+        check_family(
+            &ctx,
+            &random(21, 9, 1000, -5.0, 5.0),
+            1000,
+            "GPU geometry N=1000 (cached)",
+        );
+        check_family(
+            &ctx,
+            &random(22, 5, 3001, -5.0, 5.0),
+            3001,
+            "GPU geometry N=3001 (not cached)",
+        );
+        check_family(
+            &ctx,
+            &random(23, 3, 70_000, -5.0, 5.0),
+            70_000,
+            "GPU geometry N=70000",
+        );
+    }
+}
