@@ -201,11 +201,11 @@ fn wide_rows_and_chunking() {
     }
 }
 
-#[test]
-fn edge_cases_as_pytorch() {
-    let cols = 5;
+/// Four rows of 5 logits with PyTorch's awkward cases: a −inf mask off the target, a −inf target
+/// logit (loss +inf, gradient finite), a NaN (loss and gradient NaN), and logits of ±1e4.
+pub fn edge_rows() -> Vec<f32> {
     let ninf = f32::NEG_INFINITY;
-    let logits = vec![
+    vec![
         1.0,
         2.0,
         ninf,
@@ -215,18 +215,24 @@ fn edge_cases_as_pytorch() {
         1.0,
         2.0,
         3.0,
-        4.0, // −inf target logit: loss +inf, gradient finite
+        4.0, // −inf target logit
         1.0,
         f32::NAN,
         0.0,
         0.0,
-        0.0, // NaN: loss and gradient NaN
+        0.0, // NaN
         1e4,
         -1e4,
         0.0,
         5e3,
         -5e3, // huge logits
-    ];
+    ]
+}
+
+#[test]
+fn edge_cases_as_pytorch() {
+    let cols = 5;
+    let logits = edge_rows();
     let case = Case {
         logits,
         cols,
