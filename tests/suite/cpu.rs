@@ -9,7 +9,7 @@ use xent::cpu::{self, CpuCrossEntropy, CpuTargets};
 use xent::{CrossEntropyOptions, Reduction, XentError, npy, reference};
 
 use super::common::{PROB, Rng, Tol, assert_close, log_tol, to_f64};
-use super::cross_entropy::Case;
+use super::cross_entropy::{Case, combos};
 
 /// Loss tolerance relative part: a row's loss sums up to N terms in f32 (as the GPU check).
 const LOSS_REL: f64 = 3e-5;
@@ -360,65 +360,9 @@ fn check_case(case: &Case, what: &str) -> (CpuCrossEntropy, Vec<f32>) {
     (out, grad)
 }
 
-/// The option combination `combo` (bits as in `cross_entropy.rs`'s matrix): 1 probabilities,
-/// 2–3 reduction, 8 weights, 16–32 smoothing {0, 0.1, 1}, 64 z-loss + softcap, 128 logit scale 30,
-/// 256 ignore_index 3 on every third row.
+/// The CPU tests' problems: the shared generator with a zero weight and a zero target in every row.
 fn gen_case(seed: u64, n: usize, cols: usize, combo: u32) -> Case {
-    let mut rng = Rng::new(seed);
-    let scale = [3.0, 30.0][(combo as usize >> 7) & 1];
-    let logits = rng.vec(n * cols, -scale, scale);
-    let mut opts = CrossEntropyOptions {
-        reduction: [Reduction::Mean, Reduction::Sum, Reduction::None][(combo as usize >> 1) % 3],
-        ..CrossEntropyOptions::default()
-    };
-    if combo & 8 != 0 {
-        let mut w = rng.vec(cols, 0.0, 2.0);
-        if cols > 2 {
-            w[1] = 0.0; // a zero weight
-        }
-        opts.weight = Some(w);
-    }
-    opts.label_smoothing = [0.0, 0.1, 1.0, 0.0][(combo as usize >> 4) & 3];
-    if combo & 64 != 0 {
-        opts.z_loss = 1e-3;
-        opts.softcap = Some(5.0);
-    }
-    let (labels, probs) = if combo & 1 != 0 {
-        let mut p = rng.vec(n * cols, 0.0, 1.0);
-        for row in p.chunks_exact_mut(cols) {
-            row[0] = 0.0; // a zero target
-            let s: f32 = row.iter().sum();
-            row.iter_mut().for_each(|v| *v /= s.max(1e-30));
-        }
-        (None, Some(p))
-    } else {
-        let ignore = combo & 256 != 0;
-        if ignore {
-            opts.ignore_index = 3;
-        }
-        let l = (0..n)
-            .map(|i| {
-                if ignore && i % 3 == 0 {
-                    3
-                } else {
-                    rng.below(cols) as i64
-                }
-            })
-            .collect();
-        (Some(l), None)
-    };
-    Case {
-        logits,
-        cols,
-        labels,
-        probs,
-        opts,
-    }
-}
-
-/// The valid combinations of `gen_case`'s bits.
-fn combos() -> impl Iterator<Item = u32> {
-    (0..512u32).filter(|c| c & 4 == 0 && (c >> 4) & 3 != 3 && !(c & 1 != 0 && c & 256 != 0))
+    super::cross_entropy::gen_case_with(seed, n, cols, combo, true)
 }
 
 #[test]

@@ -117,28 +117,48 @@ pub fn check_case(ctx: &Context, case: &Case, what: &str) {
     assert_close(&format!("{what}: lse"), &lse, &r.lse, log_tol(scale));
 }
 
-fn gen_case(seed: u64, n: usize, cols: usize, combo: u32) -> Case {
+/// [`gen_case_with`] without the zero weight and target.
+pub fn gen_case(seed: u64, n: usize, cols: usize, combo: u32) -> Case {
+    gen_case_with(seed, n, cols, combo, false)
+}
+
+/// The combinations of `gen_case`'s bits that mean something: no unused bit 4, no duplicate smoothing,
+/// no ignore_index with probability targets.
+pub fn combos() -> impl Iterator<Item = u32> {
+    (0..512u32).filter(|c| c & 4 == 0 && (c >> 4) & 3 != 3 && !(c & 1 != 0 && c & 256 != 0))
+}
+
+/// A cross-entropy problem from the bits of `combo`: 1 probability targets, 2·3 reduction, 8 weights,
+/// 16·3 smoothing {0, .1, 1}, 64 z-loss + softcap, 128 logit scale 30, 256 ignore_index (labels).
+/// `harsh` adds a zero class weight and a zero target probability in every row.
+pub fn gen_case_with(seed: u64, n: usize, cols: usize, combo: u32, harsh: bool) -> Case {
     let mut rng = Rng::new(seed);
     let scale = [3.0, 30.0][(combo as usize >> 7) & 1];
     let logits = rng.vec(n * cols, -scale, scale);
-    let use_probs = combo & 1 != 0;
     let mut opts = CrossEntropyOptions {
         reduction: [Reduction::Mean, Reduction::Sum, Reduction::None][(combo as usize >> 1) % 3],
         ..CrossEntropyOptions::default()
     };
     if combo & 8 != 0 {
-        opts.weight = Some(rng.vec(cols, 0.0, 2.0));
+        let mut w = rng.vec(cols, 0.0, 2.0);
+        if harsh && cols > 2 {
+            w[1] = 0.0; // a zero weight
+        }
+        opts.weight = Some(w);
     }
     opts.label_smoothing = [0.0, 0.1, 1.0, 0.0][(combo as usize >> 4) & 3];
     if combo & 64 != 0 {
         opts.z_loss = 1e-3;
         opts.softcap = Some(5.0);
     }
-    let (labels, probs) = if use_probs {
+    let (labels, probs) = if combo & 1 != 0 {
         let mut p = rng.vec(n * cols, 0.0, 1.0);
         for row in p.chunks_exact_mut(cols) {
+            if harsh {
+                row[0] = 0.0; // a zero target
+            }
             let s: f32 = row.iter().sum();
-            row.iter_mut().for_each(|v| *v /= s);
+            row.iter_mut().for_each(|v| *v /= s.max(1e-30));
         }
         (None, Some(p))
     } else {
@@ -171,10 +191,7 @@ fn option_matrix_matches_reference() {
     // Every combination of: labels/probs × reduction × weight × smoothing {0, .1, 1} × (z-loss +
     // softcap) × logit scale × ignore_index, on shapes that cross the workgroup width.
     let mut covered = 0;
-    for combo in 0..512u32 {
-        if combo & 4 != 0 || (combo >> 4) & 3 == 3 || (combo & 1 != 0 && combo & 256 != 0) {
-            continue; // unused bits, duplicate smoothing, ignore_index with probability targets
-        }
+    for combo in combos() {
         let (n, cols) = [(7, 5), (5, 300), (3, 1), (4, 1000)][combo as usize % 4];
         let case = gen_case(combo as u64, n, cols, combo);
         for ctx in contexts() {
@@ -517,10 +534,7 @@ fn per_row_outputs_past_binding_limit_are_an_error() {
 fn option_matrix_with_gpu_geometry() {
     let ctxs = super::common::gpu_geometry_contexts();
     let ctxs = &ctxs[..ctxs.len().min(1)];
-    for combo in (0..512u32).step_by(29) {
-        if combo & 4 != 0 || (combo >> 4) & 3 == 3 || (combo & 1 != 0 && combo & 256 != 0) {
-            continue;
-        }
+    for combo in combos().filter(|c| c % 29 == 0) {
         let (n, cols) = [(9, 12), (5, 300), (3, 1), (4, 1000), (2, 2500)][combo as usize % 5];
         let case = gen_case(combo as u64 + 1000, n, cols, combo);
         for ctx in ctxs {
