@@ -272,6 +272,44 @@ fn exp_sum<const F: bool>(v: &[f32], m: f32, s: &mut Scratch) -> f32 {
     sum_map(v, s, |x| exp_le0::<F>(x - m))
 }
 
+/// Rows of at most this many elements (whose reductions are all plain folds, see [`pairwise`]) take
+/// the narrow path: a block of rows at a time, with `exp` vectorised across the whole block instead of
+/// over a handful of elements per row (mostly the scalar tail of a vector loop).
+const NARROW: usize = FOLD_MAX;
+
+/// Rows per block of the narrow path (at most [`BLOCK`] elements).
+const NARROW_ROWS: usize = BLOCK / NARROW;
+
+/// [`row_max`] of a row of at most [`FOLD_MAX`] elements, without the block machinery.
+#[inline(always)]
+fn fold_max(x: &[f32]) -> f32 {
+    let max = |a: f32, b: f32| sel(a > b, a, b);
+    max(
+        x.iter().fold(f32::NEG_INFINITY, |a, &b| max(a, b)),
+        f32::NEG_INFINITY,
+    )
+}
+
+/// [`block_sum`] of at most [`FOLD_MAX`] elements.
+#[inline(always)]
+fn fold_sum(x: &[f32]) -> f32 {
+    x.iter().fold(0.0, |a, &b| a + b)
+}
+
+/// The narrow path's first two passes over a block of at most [`NARROW_ROWS`] rows of `cols ≤
+/// NARROW` elements: each row's maximum into `ms`, then `e = exp(v − max)` into `e` in one
+/// vectorised map. Bit for bit what the row path computes row by row.
+#[inline(always)]
+fn narrow_max_exp<const F: bool>(x: &[f32], cols: usize, ms: &mut [f32], e: &mut [f32]) {
+    let rows = x.chunks_exact(cols).zip(e.chunks_exact_mut(cols));
+    for ((xr, er), m) in rows.zip(ms.iter_mut()) {
+        let mx = fold_max(xr);
+        *m = mx;
+        map_in_place2(er, xr, |_, v| v - mx);
+    }
+    map_in_place(e, |d| exp_le0::<F>(d));
+}
+
 /// `out_j = f(a_j, b_j)`.
 #[inline(always)]
 fn map2(out: &mut [f32], a: &[f32], b: &[f32], f: &impl Fn(f32, f32) -> f32) {
@@ -320,9 +358,14 @@ fn first_index(x: &[f32], m: f32) -> usize {
             return i * LANES + hits.trailing_zeros() as usize;
         }
     }
-    rest.iter()
-        .position(|&v| v == m)
-        .map_or(0, |j| x.len() - rest.len() + j)
+    // The tail (all of a narrow row) without branches: the position of the first hit is random, so a
+    // search loop would mispredict once per row.
+    let at = rest
+        .iter()
+        .enumerate()
+        .rev()
+        .fold(None, |found, (j, &v)| if v == m { Some(j) } else { found });
+    at.map_or(0, |j| x.len() - rest.len() + j)
 }
 
 /// log Σ exp of a row whose [`row_max`] `m` is not finite: NaN with any NaN, else `m` (±inf).
@@ -340,6 +383,22 @@ fn degenerate_lse(x: &[f32], m: f32) -> f32 {
 
 #[inline(always)]
 fn softmax_rows<const F: bool>(x: &[f32], out: &mut [f32], cols: usize) {
+    if cols <= NARROW {
+        let ms = &mut [0.0; NARROW_ROWS];
+        let block = NARROW_ROWS * cols;
+        for (xb, ob) in x.chunks(block).zip(out.chunks_mut(block)) {
+            narrow_max_exp::<F>(xb, cols, ms, ob);
+            for (or, &m) in ob.chunks_exact_mut(cols).zip(ms.iter()) {
+                if !m.is_finite() {
+                    or.fill(f32::NAN);
+                    continue;
+                }
+                let inv = 1.0 / fold_sum(or);
+                map_in_place(or, |e| e * inv);
+            }
+        }
+        return;
+    }
     let s = &mut Scratch::new();
     for (x, out) in x.chunks_exact(cols).zip(out.chunks_exact_mut(cols)) {
         let m = row_max(x, s);
@@ -354,6 +413,23 @@ fn softmax_rows<const F: bool>(x: &[f32], out: &mut [f32], cols: usize) {
 
 #[inline(always)]
 fn log_softmax_rows<const F: bool>(x: &[f32], out: &mut [f32], cols: usize) {
+    if cols <= NARROW {
+        let (ms, e) = (&mut [0.0; NARROW_ROWS], &mut [0.0; BLOCK]);
+        let block = NARROW_ROWS * cols;
+        for (xb, ob) in x.chunks(block).zip(out.chunks_mut(block)) {
+            narrow_max_exp::<F>(xb, cols, ms, &mut e[..xb.len()]);
+            let rows = xb.chunks_exact(cols).zip(ob.chunks_exact_mut(cols));
+            for (((xr, or), er), &m) in rows.zip(e.chunks_exact(cols)).zip(ms.iter()) {
+                if !m.is_finite() {
+                    or.fill(f32::NAN);
+                    continue;
+                }
+                let ln_s = fold_sum(er).ln();
+                map_in_place2(or, xr, |_, v| (v - m) - ln_s);
+            }
+        }
+        return;
+    }
     let s = &mut Scratch::new();
     for (x, out) in x.chunks_exact(cols).zip(out.chunks_exact_mut(cols)) {
         let m = row_max(x, s);
@@ -368,6 +444,22 @@ fn log_softmax_rows<const F: bool>(x: &[f32], out: &mut [f32], cols: usize) {
 
 #[inline(always)]
 fn logsumexp_rows<const F: bool>(x: &[f32], out: &mut [f32], cols: usize) {
+    if cols <= NARROW {
+        let (ms, e) = (&mut [0.0; NARROW_ROWS], &mut [0.0; BLOCK]);
+        let block = NARROW_ROWS * cols;
+        for (xb, ob) in x.chunks(block).zip(out.chunks_mut(NARROW_ROWS)) {
+            narrow_max_exp::<F>(xb, cols, ms, &mut e[..xb.len()]);
+            let rows = xb.chunks_exact(cols).zip(e.chunks_exact(cols));
+            for (((xr, er), o), &m) in rows.zip(ob.iter_mut()).zip(ms.iter()) {
+                *o = if m.is_finite() {
+                    m + fold_sum(er).ln()
+                } else {
+                    degenerate_lse(xr, m)
+                };
+            }
+        }
+        return;
+    }
     let s = &mut Scratch::new();
     for (x, out) in x.chunks_exact(cols).zip(out.iter_mut()) {
         let m = row_max(x, s);
@@ -447,12 +539,47 @@ fn ce_rows<const F: bool>(
     } else {
         Vec::new()
     };
+    if cols <= NARROW && cfg.softcap.is_none() {
+        // The narrow path: maxima and exponentials a block of rows at a time, straight into the
+        // gradient rows when there are some; then the rest of each row as below.
+        let (ms, e) = (&mut [0.0; NARROW_ROWS], &mut [0.0; BLOCK]);
+        let block = NARROW_ROWS * cols;
+        for (b, (zb, ob)) in z.chunks(block).zip(out.chunks_mut(NARROW_ROWS)).enumerate() {
+            let at = b * block;
+            let mut gb = grad.as_deref_mut().map(|g| &mut g[at..at + zb.len()]);
+            let eb = match gb.as_deref_mut() {
+                Some(g) => g,
+                None => &mut e[..zb.len()],
+            };
+            narrow_max_exp::<F>(zb, cols, ms, eb);
+            for (r, (zr, o)) in zb.chunks_exact(cols).zip(ob.iter_mut()).enumerate() {
+                let span = r * cols..(r + 1) * cols;
+                let (g, exps) = match gb.as_deref_mut() {
+                    Some(g) => (Some(&mut g[span]), Exps::InGrad(ms[r])),
+                    None => (None, Exps::Given(ms[r], &e[span])),
+                };
+                *o = ce_row::<F>(cfg, row0 + b * NARROW_ROWS + r, zr, g, exps, &mut capped, s);
+            }
+        }
+        return;
+    }
     for (r, (z, o)) in z.chunks_exact(cols).zip(out.iter_mut()).enumerate() {
         let g = grad
             .as_deref_mut()
             .map(|g| &mut g[r * cols..(r + 1) * cols]);
-        *o = ce_row::<F>(cfg, row0 + r, z, g, &mut capped, s);
+        *o = ce_row::<F>(cfg, row0 + r, z, g, Exps::Compute, &mut capped, s);
     }
+}
+
+/// Where a cross-entropy row's maximum and `e_j = exp(v_j − max)` come from.
+#[derive(Clone, Copy)]
+enum Exps<'e> {
+    /// Computed by [`ce_row`] itself.
+    Compute,
+    /// The narrow path's: the maximum, and `e` already in the gradient row.
+    InGrad(f32),
+    /// The narrow path's: the maximum and `e` (no gradient row).
+    Given(f32, &'e [f32]),
 }
 
 /// One row: loss, log-sum-exp, argmax, and the gradient row when `grad` is given.
@@ -462,6 +589,7 @@ fn ce_row<const F: bool>(
     i: usize,
     z: &[f32],
     mut grad: Option<&mut [f32]>,
+    exps: Exps<'_>,
     capped: &mut [f32],
     s: &mut Scratch,
 ) -> RowOut {
@@ -481,7 +609,10 @@ fn ce_row<const F: bool>(
         }
         None => z,
     };
-    let m = row_max(v, s);
+    let m = match exps {
+        Exps::Compute => row_max(v, s),
+        Exps::InGrad(m) | Exps::Given(m, _) => m,
+    };
 
     if !m.is_finite() {
         let argmax = exact_argmax(v) as u32;
@@ -512,9 +643,11 @@ fn ce_row<const F: bool>(
     }
 
     // Pass 2: e_j = exp(v_j − m) (stored in the gradient row when there is one) and Σ e_j.
-    let sum = match grad.as_deref_mut() {
-        Some(g) if !ignored => exp_sum_store::<F>(v, m, g, s),
-        _ => exp_sum::<F>(v, m, s),
+    let sum = match (exps, grad.as_deref_mut()) {
+        (Exps::Compute, Some(g)) if !ignored => exp_sum_store::<F>(v, m, g, s),
+        (Exps::Compute, _) => exp_sum::<F>(v, m, s),
+        (Exps::InGrad(_), g) => fold_sum(g.expect("the narrow path's gradient row")),
+        (Exps::Given(_, e), _) => fold_sum(e),
     };
     let ln_s = sum.ln();
     let lse = m + ln_s;

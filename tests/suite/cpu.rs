@@ -404,12 +404,14 @@ fn ce_wide_rows() {
 }
 
 /// Each row of a large parallel call equals (bit for bit) the same row run alone: the blocks index
-/// labels, targets and gradient rows correctly.
+/// labels, targets and gradient rows correctly. Also for narrow rows (N ≤ 16), which go a block of
+/// rows at a time.
 #[test]
 fn ce_parallel_rows_equal_single_rows() {
     const NONE: u32 = 4; // (combo >> 1) % 3 == 2: Reduction::None
-    for combo in [NONE, NONE | 8 | 16 | 64, NONE | 1 | 8 | 16, NONE | 256] {
-        let (n, cols) = (1500, 60);
+    let combos = [NONE, NONE | 8 | 16 | 64, NONE | 1 | 8 | 16, NONE | 256];
+    let shapes = [(1500, 60), (5000, 10), (3001, 16)];
+    for (combo, (n, cols)) in combos.into_iter().flat_map(|c| shapes.map(|s| (c, s))) {
         let case = gen_case(500 + combo as u64, n, cols, combo);
         let (out, grad) = run_case(&case);
         for i in (0..n).step_by(37).chain([n - 1]) {
@@ -424,7 +426,7 @@ fn ce_parallel_rows_equal_single_rows() {
                 opts: case.opts.clone(),
             };
             let (o1, g1) = run_case(&one);
-            let what = format!("combo {combo} row {i}");
+            let what = format!("combo {combo} {n}×{cols} row {i}");
             assert!(
                 same_bits(&o1.row_loss, &out.row_loss[i..=i]),
                 "{what}: loss"
