@@ -307,7 +307,7 @@ fn narrow_max_exp<const F: bool>(x: &[f32], cols: usize, ms: &mut [f32], e: &mut
         *m = mx;
         map_in_place2(er, xr, |_, v| v - mx);
     }
-    map_in_place(e, |d| exp_le0::<F>(d));
+    map_in_place(e, exp_le0::<F>);
 }
 
 /// `out_j = f(a_j, b_j)`.
