@@ -14,6 +14,9 @@
 //!   held in L1, because the compiler may not reorder a strict f32 sum itself. The tree also keeps
 //!   the rounding error small (log₂ of the block, then the number of blocks) without f64 in the hot
 //!   loops;
+//! - rows of at most 16 elements (where a per-row vector loop would be mostly its scalar tail) go a
+//!   block of 64 rows at a time: each row's maximum, then `exp(z − max)` for the whole block in one
+//!   vectorised map, then the per-row sums (the same folds, so the same bits, as the row path);
 //! - on x86 CPUs with AVX2 and FMA (detected at run time, see [`uses_avx2_fma`]) the same loops run
 //!   from copies compiled for those features; elsewhere from the portable build (SSE2 on x86-64).
 //!
