@@ -313,6 +313,26 @@ fn narrow_max_exp<const F: bool>(x: &[f32], cols: usize, ms: &mut [f32], e: &mut
     map_in_place(e, exp_le0::<F>);
 }
 
+/// Runs `f(rows, out_rows, maxima, exps)` over the narrow path's blocks of [`NARROW_ROWS`] rows of
+/// `x` and the matching blocks of `out` (`per_row` values per row), with each row's maximum and
+/// `exp(z − max)` computed.
+#[inline(always)]
+fn for_narrow_blocks<const F: bool>(
+    x: &[f32],
+    cols: usize,
+    out: &mut [f32],
+    per_row: usize,
+    mut f: impl FnMut(&[f32], &mut [f32], &[f32], &[f32]),
+) {
+    let (ms, e) = (&mut [0.0; NARROW_ROWS], &mut [0.0; BLOCK]);
+    let blocks = x.chunks(NARROW_ROWS * cols);
+    for (xb, ob) in blocks.zip(out.chunks_mut(NARROW_ROWS * per_row)) {
+        let e = &mut e[..xb.len()];
+        narrow_max_exp::<F>(xb, cols, ms, e);
+        f(xb, ob, ms, e);
+    }
+}
+
 /// `out_j = f(a_j, b_j)`.
 #[inline(always)]
 fn map2(out: &mut [f32], a: &[f32], b: &[f32], f: &impl Fn(f32, f32) -> f32) {
@@ -417,12 +437,9 @@ fn softmax_rows<const F: bool>(x: &[f32], out: &mut [f32], cols: usize) {
 #[inline(always)]
 fn log_softmax_rows<const F: bool>(x: &[f32], out: &mut [f32], cols: usize) {
     if cols <= NARROW {
-        let (ms, e) = (&mut [0.0; NARROW_ROWS], &mut [0.0; BLOCK]);
-        let block = NARROW_ROWS * cols;
-        for (xb, ob) in x.chunks(block).zip(out.chunks_mut(block)) {
-            narrow_max_exp::<F>(xb, cols, ms, &mut e[..xb.len()]);
+        for_narrow_blocks::<F>(x, cols, out, cols, |xb, ob, ms, e| {
             let rows = xb.chunks_exact(cols).zip(ob.chunks_exact_mut(cols));
-            for (((xr, or), er), &m) in rows.zip(e.chunks_exact(cols)).zip(ms.iter()) {
+            for (((xr, or), er), &m) in rows.zip(e.chunks_exact(cols)).zip(ms) {
                 if !m.is_finite() {
                     or.fill(f32::NAN);
                     continue;
@@ -430,7 +447,7 @@ fn log_softmax_rows<const F: bool>(x: &[f32], out: &mut [f32], cols: usize) {
                 let ln_s = fold_sum(er).ln();
                 map_in_place2(or, xr, |_, v| (v - m) - ln_s);
             }
-        }
+        });
         return;
     }
     let s = &mut Scratch::new();
@@ -448,19 +465,16 @@ fn log_softmax_rows<const F: bool>(x: &[f32], out: &mut [f32], cols: usize) {
 #[inline(always)]
 fn logsumexp_rows<const F: bool>(x: &[f32], out: &mut [f32], cols: usize) {
     if cols <= NARROW {
-        let (ms, e) = (&mut [0.0; NARROW_ROWS], &mut [0.0; BLOCK]);
-        let block = NARROW_ROWS * cols;
-        for (xb, ob) in x.chunks(block).zip(out.chunks_mut(NARROW_ROWS)) {
-            narrow_max_exp::<F>(xb, cols, ms, &mut e[..xb.len()]);
+        for_narrow_blocks::<F>(x, cols, out, 1, |xb, ob, ms, e| {
             let rows = xb.chunks_exact(cols).zip(e.chunks_exact(cols));
-            for (((xr, er), o), &m) in rows.zip(ob.iter_mut()).zip(ms.iter()) {
+            for (((xr, er), o), &m) in rows.zip(ob.iter_mut()).zip(ms) {
                 *o = if m.is_finite() {
                     m + fold_sum(er).ln()
                 } else {
                     degenerate_lse(xr, m)
                 };
             }
-        }
+        });
         return;
     }
     let s = &mut Scratch::new();
