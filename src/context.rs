@@ -116,9 +116,9 @@ pub struct Context {
     timer: Mutex<Option<GpuTimer>>,
 }
 
-/// A pipeline's identity: kernel, reduction path, MODE, FLAGS (masked to what the kernel reads) and
-/// vector width.
-type PipelineKey = (Kernel, ReducePath, u32, u32, u32);
+/// A pipeline's identity: kernel, reduction path, MODE, FLAGS (masked to what the kernel reads), vector
+/// width, and the row length of a narrow kernel (0 for the others).
+type PipelineKey = (Kernel, ReducePath, u32, u32, u32, u32);
 
 /// Timestamp queries written in pairs (start, end) around each launch.
 struct GpuTimer {
@@ -318,7 +318,7 @@ impl Context {
             wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
         )?;
         let params = self.uniform_buffer("xent.probe.params", &[PROBE_ITERATIONS, 0, 0, 0]);
-        let pipeline = self.pipeline(Kernel::LoopProbe, 0, 0, 1)?;
+        let pipeline = self.pipeline(Kernel::LoopProbe, 0, 0, 1, 0)?;
         let bind = self.bind_group(
             &pipeline,
             &[params.as_entire_binding(), out.as_entire_binding()],
@@ -541,15 +541,17 @@ impl Context {
         mode: u32,
         flags: u32,
         vw: u32,
+        cols: u32,
     ) -> Result<wgpu::ComputePipeline> {
         let flags = flags & kernel.flag_mask();
         let vw = if kernel.is_vectorised() { vw } else { 1 };
-        let key = (kernel, self.reduce_path, mode, flags, vw);
+        let cols = if kernel.is_narrow() { cols } else { 0 };
+        let key = (kernel, self.reduce_path, mode, flags, vw, cols);
         let mut cache = self.pipelines.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(p) = cache.get(&key) {
             return Ok(p.clone());
         }
-        let source = crate::shaders::source(kernel, self.reduce_path, vw);
+        let source = crate::shaders::source(kernel, self.reduce_path, vw, cols);
         let module = self
             .device
             .create_shader_module(wgpu::ShaderModuleDescriptor {

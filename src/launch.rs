@@ -8,7 +8,16 @@
 
 use crate::context::Context;
 use crate::error::{Result, XentError};
-use crate::shaders::{Kernel, ROW_CACHE, ROW_CACHED, WG_SIZE};
+use crate::shaders::{Kernel, NARROW_MAX, ROW_CACHE, ROW_CACHED, WG_SIZE, narrow_pack};
+
+/// Rows of one launch that run on one pipeline, in chunks of at most `chunk` rows.
+struct Segment {
+    pipeline: wgpu::ComputePipeline,
+    rows: std::ops::Range<usize>,
+    /// Rows one workgroup covers.
+    rows_per_group: usize,
+    chunk: usize,
+}
 
 /// The uniform of every row kernel. Keep in sync with `Params` in shaders/common.wgsl.
 #[repr(C)]
@@ -172,48 +181,77 @@ impl Context {
         if kernel.caches_rows() && (WG_SIZE / tpr) as usize * cols <= ROW_CACHE as usize {
             base.flags |= ROW_CACHED;
         }
-        let pipeline = self.pipeline(kernel, base.mode, base.flags, vw)?;
+        // Narrow rows on a lane-per-row launch: whole packs of PR rows go to the kernel's narrow
+        // variant, the rows left over (fewer than PR) to the row kernel itself.
+        let mut segments = Vec::with_capacity(2);
+        let mut packed = 0;
+        if let Some(narrow) = kernel.narrow()
+            && tpr == 1
+            && !cols.is_multiple_of(4)
+            && cols <= NARROW_MAX as usize
+        {
+            let pr = narrow_pack(cols as u32) as usize;
+            packed = n / pr * pr;
+            if packed > 0 {
+                segments.push(Segment {
+                    pipeline: self.pipeline(narrow, base.mode, base.flags, 4, cols as u32)?,
+                    rows: 0..packed,
+                    rows_per_group: WG_SIZE as usize * pr,
+                    chunk: chunk / pr * pr,
+                });
+            }
+        }
+        if packed < n {
+            segments.push(Segment {
+                pipeline: self.pipeline(kernel, base.mode, base.flags, vw, cols as u32)?,
+                rows: packed..n,
+                rows_per_group: (WG_SIZE / tpr) as usize,
+                chunk,
+            });
+        }
         let align = self.limits().min_storage_buffer_offset_alignment as u64;
         let mut encoder = self.encoder(kernel.label());
         self.timestamp(&mut encoder);
-        let mut row0 = 0usize;
-        while row0 < n {
-            let rows = chunk.min(n - row0);
-            let first_byte = row0 as u64 * cols as u64 * 4;
-            let offset = first_byte / align * align;
-            let size = first_byte - offset + rows as u64 * cols as u64 * 4;
-            let params = RowParams {
-                rows: rows as u32,
-                cols: cols as u32,
-                row0: row0 as u32,
-                shift: ((first_byte - offset) / 4) as u32,
-                tpr,
-                ..base
-            };
-            let uniform = self.uniform_buffer(kernel.label(), &params);
-            let mut resources = vec![uniform.as_entire_binding()];
-            for arg in args {
-                resources.push(match arg {
-                    Arg::Rows(b) => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                        buffer: b,
-                        offset,
-                        size: wgpu::BufferSize::new(size),
-                    }),
-                    Arg::Whole(b) => b.as_entire_binding(),
-                });
+        for seg in &segments {
+            let mut row0 = seg.rows.start;
+            while row0 < seg.rows.end {
+                let rows = seg.chunk.min(seg.rows.end - row0);
+                let first_byte = row0 as u64 * cols as u64 * 4;
+                let offset = first_byte / align * align;
+                let size = first_byte - offset + rows as u64 * cols as u64 * 4;
+                let params = RowParams {
+                    rows: rows as u32,
+                    cols: cols as u32,
+                    row0: row0 as u32,
+                    shift: ((first_byte - offset) / 4) as u32,
+                    tpr,
+                    ..base
+                };
+                let uniform = self.uniform_buffer(kernel.label(), &params);
+                let mut resources = vec![uniform.as_entire_binding()];
+                for arg in args {
+                    resources.push(match arg {
+                        Arg::Rows(b) => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer: b,
+                            offset,
+                            size: wgpu::BufferSize::new(size),
+                        }),
+                        Arg::Whole(b) => b.as_entire_binding(),
+                    });
+                }
+                let bind = self.bind_group(&seg.pipeline, &resources);
+                let groups = rows.div_ceil(seg.rows_per_group) as u32;
+                {
+                    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: Some(kernel.label()),
+                        timestamp_writes: None,
+                    });
+                    pass.set_pipeline(&seg.pipeline);
+                    pass.set_bind_group(0, &bind, &[]);
+                    pass.dispatch_workgroups(groups, 1, 1);
+                }
+                row0 += rows;
             }
-            let bind = self.bind_group(&pipeline, &resources);
-            let groups = rows.div_ceil((WG_SIZE / tpr) as usize) as u32;
-            {
-                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some(kernel.label()),
-                    timestamp_writes: None,
-                });
-                pass.set_pipeline(&pipeline);
-                pass.set_bind_group(0, &bind, &[]);
-                pass.dispatch_workgroups(groups, 1, 1);
-            }
-            row0 += rows;
         }
         self.timestamp(&mut encoder);
         self.submit(encoder)?;

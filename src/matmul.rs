@@ -151,8 +151,8 @@ impl Context {
             });
         }
         let chunk = chunk as usize;
-        let pipeline_first = self.pipeline(Kernel::Matmul, 0, p.flags, 1)?;
-        let pipeline_rest = self.pipeline(Kernel::Matmul, 0, p.flags | mm_flags::ACCUM, 1)?;
+        let pipeline_first = self.pipeline(Kernel::Matmul, 0, p.flags, 1, 0)?;
+        let pipeline_rest = self.pipeline(Kernel::Matmul, 0, p.flags | mm_flags::ACCUM, 1, 0)?;
         let stand_in = GpuMatrix::zeros(self, 1, 1)?;
         let mut encoder = self.encoder("xent.matmul");
         self.timestamp(&mut encoder);

@@ -16,6 +16,10 @@ pub const ROW_CACHE: u32 = 2048;
 /// The `FLAGS` bit that turns that cache on (ROW_CACHED in common.wgsl).
 pub const ROW_CACHED: u32 = 256;
 
+/// Rows of at most this many elements, whose length is not a multiple of 4, go to the narrow kernels
+/// (`narrow.wgsl`) where a lane owns a row: PR = 4 / gcd(N, 4) rows per lane as whole vec4s.
+pub const NARROW_MAX: u32 = 16;
+
 /// Side of the square output tile of the matmul kernels (in elements).
 pub const TILE: u32 = 64;
 
@@ -46,6 +50,10 @@ pub enum Kernel {
     InfoRows,
     /// The bandwidth roofline: a copy walked like the row kernels (`copy_rows.wgsl`).
     CopyRows,
+    /// [`Kernel::SoftmaxFwd`] for narrow rows, packed to whole vec4s (`softmax_narrow.wgsl`).
+    SoftmaxNarrow,
+    /// [`Kernel::CopyRows`] for narrow rows (`copy_narrow.wgsl`).
+    CopyNarrow,
     /// Tiled matrix product for softmax regression (`matmul.wgsl`).
     Matmul,
     /// SGD with momentum and L2, in place (`sgd_update.wgsl`).
@@ -64,6 +72,8 @@ impl Kernel {
         Kernel::CeReduce,
         Kernel::InfoRows,
         Kernel::CopyRows,
+        Kernel::SoftmaxNarrow,
+        Kernel::CopyNarrow,
         Kernel::Matmul,
         Kernel::SgdUpdate,
         Kernel::GatherRows,
@@ -79,6 +89,8 @@ impl Kernel {
             Kernel::CeReduce => "xent.ce_reduce",
             Kernel::InfoRows => "xent.info_rows",
             Kernel::CopyRows => "xent.copy_rows",
+            Kernel::SoftmaxNarrow => "xent.softmax_narrow",
+            Kernel::CopyNarrow => "xent.copy_narrow",
             Kernel::Matmul => "xent.matmul",
             Kernel::SgdUpdate => "xent.sgd_update",
             Kernel::GatherRows => "xent.gather_rows",
@@ -95,6 +107,8 @@ impl Kernel {
             Kernel::CeReduce => include_str!("../shaders/ce_reduce.wgsl"),
             Kernel::InfoRows => include_str!("../shaders/info_rows.wgsl"),
             Kernel::CopyRows => include_str!("../shaders/copy_rows.wgsl"),
+            Kernel::SoftmaxNarrow => include_str!("../shaders/softmax_narrow.wgsl"),
+            Kernel::CopyNarrow => include_str!("../shaders/copy_narrow.wgsl"),
             Kernel::Matmul => include_str!("../shaders/matmul.wgsl"),
             Kernel::SgdUpdate => include_str!("../shaders/sgd_update.wgsl"),
             Kernel::GatherRows => include_str!("../shaders/gather_rows.wgsl"),
@@ -125,6 +139,21 @@ impl Kernel {
         )
     }
 
+    /// The kernel's narrow-row variant (see [`NARROW_MAX`]), if it has one.
+    pub fn narrow(self) -> Option<Kernel> {
+        match self {
+            Kernel::SoftmaxFwd => Some(Kernel::SoftmaxNarrow),
+            Kernel::CopyRows => Some(Kernel::CopyNarrow),
+            _ => None,
+        }
+    }
+
+    /// Whether the kernel is a narrow-row variant (a template expanded per row length, see
+    /// [`narrow_pack`]).
+    pub fn is_narrow(self) -> bool {
+        matches!(self, Kernel::SoftmaxNarrow | Kernel::CopyNarrow)
+    }
+
     /// Whether the kernel keeps rows that fit in workgroup memory between its two passes.
     pub fn caches_rows(self) -> bool {
         matches!(self, Kernel::SoftmaxFwd | Kernel::CeFwdBwd)
@@ -141,6 +170,7 @@ impl Kernel {
         match self {
             Kernel::LoopProbe => &[],
             Kernel::Matmul => &["FLAGS"],
+            k if k.is_narrow() => &["MODE", "FLAGS"],
             _ => &["MODE", "FLAGS"],
         }
     }
@@ -151,7 +181,7 @@ pub fn prelude(path: ReducePath) -> String {
     // naga 30 enables subgroup operations through the device feature and rejects `enable subgroups;`.
     let mut s = String::new();
     s.push_str(&format!(
-        "const WG: u32 = {WG_SIZE}u;\nconst TILE: u32 = {TILE}u;\nconst ROW_CACHE: u32 = {ROW_CACHE}u;\n"
+        "const WG: u32 = {WG_SIZE}u;\nconst TILE: u32 = {TILE}u;\nconst ROW_CACHE: u32 = {ROW_CACHE}u;\nconst NARROW_MAX: u32 = {NARROW_MAX}u;\n"
     ));
     if let ReducePath::Subgroup(sg) = path {
         s.push_str(&format!("const SG: u32 = {sg}u;\n"));
@@ -159,12 +189,23 @@ pub fn prelude(path: ReducePath) -> String {
     s
 }
 
+/// Rows per lane in a narrow kernel's pack: the fewest rows of `cols` floats that make whole vec4s,
+/// 4 / gcd(cols, 4).
+pub fn narrow_pack(cols: u32) -> u32 {
+    match cols % 4 {
+        0 => 1,
+        2 => 2,
+        _ => 4,
+    }
+}
+
 /// The complete WGSL module of `kernel` for the reduction path `path`, reading rows `vw` floats at a
-/// time (4 for a vectorised kernel on rows whose length is a multiple of 4, else 1).
-pub fn source(kernel: Kernel, path: ReducePath, vw: u32) -> String {
+/// time (4 for a vectorised kernel on rows whose length is a multiple of 4, else 1). A narrow kernel
+/// is expanded for rows of `cols` elements (the other kernels ignore `cols`).
+pub fn source(kernel: Kernel, path: ReducePath, vw: u32, cols: u32) -> String {
     let mut s = prelude(path);
     if kernel.is_row_kernel() {
-        s.push_str(if vw == 4 {
+        s.push_str(if vw == 4 || kernel.is_narrow() {
             include_str!("../shaders/vec4.wgsl")
         } else {
             include_str!("../shaders/vec1.wgsl")
@@ -175,6 +216,55 @@ pub fn source(kernel: Kernel, path: ReducePath, vw: u32) -> String {
             ReducePath::Workgroup => include_str!("../shaders/reduce_workgroup.wgsl"),
         });
     }
-    s.push_str(kernel.body());
+    if kernel.is_narrow() {
+        s.push_str(&expand_narrow(
+            &[include_str!("../shaders/narrow.wgsl"), kernel.body()].concat(),
+            cols,
+        ));
+    } else {
+        s.push_str(kernel.body());
+    }
     s
+}
+
+/// Expands a narrow kernel's template (syntax in `shaders/narrow.wgsl`) for rows of `cols` elements.
+fn expand_narrow(template: &str, cols: u32) -> String {
+    let pr = narrow_pack(cols);
+    let nv = pr * cols / 4;
+    let mut out =
+        format!("const NC: u32 = {cols}u;\nconst PR: u32 = {pr}u;\nconst NV: u32 = {nv}u;\n");
+    let mut emit = |line: &str, row: u32| {
+        if line.contains("$k") {
+            for k in 0..nv {
+                out.push_str(&line.replace("$k", &k.to_string()));
+                out.push('\n');
+            }
+        } else if line.contains("$e") {
+            for c in 0..cols {
+                let e = row * cols + c;
+                let reg = format!("v{}.{}", e / 4, ["x", "y", "z", "w"][e as usize % 4]);
+                let l = line.replace("$e", &reg).replace("$c", &c.to_string());
+                out.push_str(&l.replace("$i", &row.to_string()));
+                out.push('\n');
+            }
+        } else {
+            out.push_str(&line.replace("$i", &row.to_string()));
+            out.push('\n');
+        }
+    };
+    let mut block: Option<Vec<&str>> = None;
+    for line in template.lines() {
+        match (line.trim(), block.as_mut()) {
+            ("//{rows", _) => block = Some(Vec::new()),
+            ("//}rows", Some(rows)) => {
+                for i in 0..pr {
+                    rows.iter().for_each(|l| emit(l, i));
+                }
+                block = None;
+            }
+            (_, Some(rows)) => rows.push(line),
+            (_, None) => emit(line, 0),
+        }
+    }
+    out
 }

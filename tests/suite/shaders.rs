@@ -2,21 +2,35 @@
 //! here with no adapter present.
 
 use xent::ReducePath;
-use xent::shaders::{Kernel, source};
+use xent::shaders::{Kernel, NARROW_MAX, source};
 
 #[test]
 fn every_shader_validates_on_both_reduction_paths() {
     let mut checked = 0;
+    let mut expected = 0;
     for &kernel in Kernel::ALL {
-        for (path, vw) in [
+        // A narrow kernel is expanded per row length: every length it is used for.
+        let lengths: Vec<u32> = if kernel.is_narrow() {
+            (1..=NARROW_MAX).filter(|n| n % 4 != 0).collect()
+        } else {
+            vec![0]
+        };
+        expected += 4 * lengths.len();
+        for (path, vw, cols) in [
             (ReducePath::Workgroup, 1),
             (ReducePath::Workgroup, 4),
             (ReducePath::Subgroup(8), 4),
             (ReducePath::Subgroup(32), 1),
-        ] {
-            let src = source(kernel, path, vw);
+        ]
+        .into_iter()
+        .flat_map(|(path, vw)| lengths.iter().map(move |&cols| (path, vw, cols)))
+        {
+            let src = source(kernel, path, vw, cols);
             let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| {
-                panic!("{kernel:?}/{path:?}/vec{vw}: {}", e.emit_to_string(&src))
+                panic!(
+                    "{kernel:?}/{path:?}/vec{vw}/N={cols}: {}",
+                    e.emit_to_string(&src)
+                )
             });
             let caps = match path {
                 ReducePath::Subgroup(_) => {
@@ -34,18 +48,22 @@ fn every_shader_validates_on_both_reduction_paths() {
                 .subgroup_operations(stages)
                 .validate(&module)
                 .unwrap_or_else(|e| {
-                    panic!("{kernel:?}/{path:?}/vec{vw}: {}", e.emit_to_string(&src))
+                    panic!(
+                        "{kernel:?}/{path:?}/vec{vw}/N={cols}: {}",
+                        e.emit_to_string(&src)
+                    )
                 });
             checked += 1;
         }
     }
-    assert_eq!(checked, Kernel::ALL.len() * 4);
+    assert!(expected > Kernel::ALL.len() * 4);
+    assert_eq!(checked, expected);
 }
 
 #[test]
 fn workgroup_path_uses_no_subgroup_operation() {
     for &kernel in Kernel::ALL {
-        let src = source(kernel, ReducePath::Workgroup, 4);
+        let src = source(kernel, ReducePath::Workgroup, 4, 10);
         let code: String = src.lines().map(|l| l.split("//").next().unwrap()).collect();
         assert!(
             !code.contains("subgroup"),

@@ -195,6 +195,47 @@ fn matrix_past_binding_limit_is_chunked() {
     }
 }
 
+/// Short rows whose length is not a multiple of 4 go to the narrow kernels on a lane-per-row adapter,
+/// PR = 4 / gcd(N, 4) rows to a lane, and the rows left over (n mod PR) to the row kernel: every such
+/// length, batches smaller than a pack, with a remainder and without, and rows that are masked, NaN,
+/// +inf or ±1e4 inside the packs.
+#[test]
+fn narrow_rows_every_length_and_remainder() {
+    for ctx in contexts() {
+        for cols in 1..=17 {
+            for n in [1, 2, 3, 4, 5, 8, 67] {
+                let mut x = random(100 + cols as u64, n, cols, -6.0, 6.0);
+                if n >= 5 {
+                    x[cols..2 * cols].fill(f32::NEG_INFINITY); // row 1: all −inf
+                    x[2 * cols + cols / 2] = f32::NAN; // row 2: one NaN
+                    x[3 * cols] = f32::INFINITY; // row 3: +inf
+                    x[4 * cols] = 1e4; // row 4: ±1e4
+                    x[4 * cols + cols - 1] = -1e4;
+                }
+                if n == 67 {
+                    x[66 * cols] = f32::NEG_INFINITY; // a −inf mask in the last row
+                }
+                check_family(ctx, &x, cols, &format!("narrow N={cols}, n={n}"));
+            }
+        }
+    }
+}
+
+/// Narrow rows cut into many chunks: every chunk starts on a pack boundary.
+#[test]
+fn narrow_rows_in_many_small_chunks() {
+    for ctx in small_binding_contexts(4096) {
+        for cols in [3, 6, 7, 10] {
+            check_family(
+                &ctx,
+                &random(12 + cols as u64, 1001, cols, -5.0, 5.0),
+                cols,
+                &format!("4 KiB bindings, narrow N={cols}"),
+            );
+        }
+    }
+}
+
 /// A lowered binding limit (4 KiB) cuts small data into many chunks with shifted starts.
 #[test]
 fn many_small_chunks() {

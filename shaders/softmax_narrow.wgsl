@@ -1,0 +1,32 @@
+// softmax_narrow: softmax_fwd for narrow rows (a template: layout and syntax in narrow.wgsl). One read,
+// one exp and one write per element. Same bindings, modes, outputs and edge cases as softmax_fwd.
+
+@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> y: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> lse: array<f32>;
+
+@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let row = pack_row(gid);
+    if (row >= p.rows) {
+        return;
+    }
+    let base = pack_base(row);
+    var v$k = x[base + $ku];
+    //{rows
+    {
+        var m = p.ninf;
+        m = max(m, $e);
+        var s = 0.0;
+        s += exp_rel($e, m);
+        let log_s = log(s);
+        lse[p.row0 + row + $iu] = m + log_s;
+        let mn = select(m, p.nan, is_inf(m));
+        $e = select(exp(($e - mn) - log_s), ($e - mn) - log_s, MODE == 1u);
+    }
+    //}rows
+    if (MODE == 2u) {
+        return;
+    }
+    y[base + $ku] = v$k;
+}
