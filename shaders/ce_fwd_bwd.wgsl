@@ -13,15 +13,7 @@
 // row_out[3] (correct) is 1 or 0, and −1 for an ignored row or probability targets.
 // Ignored rows: loss 0 and gradient exactly 0. Terms with a zero target (or zero weight) contribute 0
 // (PyTorch gives 0·(−inf) = NaN there for probability targets over masked logits).
-
-// Keep in sync with `flags` in src/cross_entropy.rs.
-const CE_LABELS: u32 = 1u;
-const CE_WEIGHT: u32 = 2u;
-const CE_GRAD: u32 = 4u;
-const CE_IN_PLACE: u32 = 8u;
-const CE_ROW_UPSTREAM: u32 = 16u;
-const CE_SOFTCAP: u32 = 32u;
-const CE_PASS2: u32 = 64u;
+// Flags and soft-capping: ce_common.wgsl.
 
 @group(0) @binding(1) var<storage, read_write> z: array<V>;
 @group(0) @binding(2) var<storage, read_write> grad: array<V>;
@@ -32,19 +24,6 @@ const CE_PASS2: u32 = 64u;
 @group(0) @binding(7) var<storage, read_write> row_out: array<f32>;
 
 var<workgroup> row_cache: array<V, ROW_CACHE / VW>;
-
-fn has(f: u32) -> bool {
-    return (FLAGS & f) != 0u;
-}
-
-// Soft-capping c·tanh(z/c) (f2 = c). tanh saturates to ±1 in f32 beyond |x| = 15; clamping keeps
-// backends that build tanh from exp away from inf/inf.
-fn capped(v: V) -> V {
-    if (has(CE_SOFTCAP)) {
-        return p.f2 * tanh(clamp(v / p.f2, V(-15.0), V(15.0)));
-    }
-    return v;
-}
 
 // Class weights of the vector at vector index j.
 fn w_v(j: u32) -> V {

@@ -10,8 +10,10 @@
 // memory access per element):
 // - a line holding `$k` is written once per vec4 of the pack, with `$k` = 0 … NV−1;
 // - lines between `//{rows` and `//}rows` are written once per row of the pack, with `$i` = 0 … PR−1;
-//   inside them a line holding `$e` is written once per element of the row: `$e` names the element's
-//   register component (e.g. `v2.z`) and `$c` is its column 0 … N−1.
+//   inside them a line holding `$e` or `$c` is written once per element of the row: `$e` is the
+//   element's place in a pack (`v$e` becomes e.g. `v2.z`) and `$c` its column 0 … N−1 (`lp$c` names
+//   a per-element value). Each such line is written for every element before the next line is: a
+//   step that must see the previous element's result (a running argmax) keeps to one line.
 // NC (= N), PR and NV are constants the expansion defines.
 
 // First row of this lane's pack, and its first vec4 in an n×N binding (the host starts every chunk on

@@ -16,13 +16,13 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     //{rows
     {
         var m = p.ninf;
-        m = max(m, $e);
+        m = max(m, v$e);
         var s = 0.0;
-        s += exp_rel($e, m);
+        s += exp_rel(v$e, m);
         let log_s = log(s);
         lse[p.row0 + row + $iu] = m + log_s;
         let mn = select(m, p.nan, is_inf(m));
-        $e = select(exp(($e - mn) - log_s), ($e - mn) - log_s, MODE == 1u);
+        v$e = select(exp((v$e - mn) - log_s), (v$e - mn) - log_s, MODE == 1u);
     }
     //}rows
     if (MODE == 2u) {

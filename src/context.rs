@@ -551,7 +551,7 @@ impl Context {
         if let Some(p) = cache.get(&key) {
             return Ok(p.clone());
         }
-        let source = crate::shaders::source(kernel, self.reduce_path, vw, cols);
+        let source = crate::shaders::source(kernel, self.reduce_path, vw, cols, flags);
         let module = self
             .device
             .create_shader_module(wgpu::ShaderModuleDescriptor {

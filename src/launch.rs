@@ -178,7 +178,12 @@ impl Context {
         self.check_loop_cap(cols.div_ceil(vw as usize), tpr, passes)?;
         let chunk = self.rows_per_chunk(cols, tpr)?;
         let mut base = base;
-        if kernel.caches_rows() && (WG_SIZE / tpr) as usize * cols <= ROW_CACHE as usize {
+        // The row cache is for rows spread over several lanes. A lane that owns its row re-reads it
+        // from the nearest cache level anyway (and on CPU drivers, where lanes own rows, workgroup
+        // memory costs as much as a buffer access while a pipeline declaring the full cache costs
+        // llvmpipe's GL compiler ~25 s).
+        if kernel.caches_rows() && tpr > 1 && (WG_SIZE / tpr) as usize * cols <= ROW_CACHE as usize
+        {
             base.flags |= ROW_CACHED;
         }
         // Narrow rows on a lane-per-row launch: whole packs of PR rows go to the kernel's narrow

@@ -54,6 +54,8 @@ pub enum Kernel {
     SoftmaxNarrow,
     /// [`Kernel::CopyRows`] for narrow rows (`copy_narrow.wgsl`).
     CopyNarrow,
+    /// [`Kernel::CeFwdBwd`] for narrow rows (`ce_narrow.wgsl`).
+    CeNarrow,
     /// Tiled matrix product for softmax regression (`matmul.wgsl`).
     Matmul,
     /// SGD with momentum and L2, in place (`sgd_update.wgsl`).
@@ -74,6 +76,7 @@ impl Kernel {
         Kernel::CopyRows,
         Kernel::SoftmaxNarrow,
         Kernel::CopyNarrow,
+        Kernel::CeNarrow,
         Kernel::Matmul,
         Kernel::SgdUpdate,
         Kernel::GatherRows,
@@ -91,6 +94,7 @@ impl Kernel {
             Kernel::CopyRows => "xent.copy_rows",
             Kernel::SoftmaxNarrow => "xent.softmax_narrow",
             Kernel::CopyNarrow => "xent.copy_narrow",
+            Kernel::CeNarrow => "xent.ce_narrow",
             Kernel::Matmul => "xent.matmul",
             Kernel::SgdUpdate => "xent.sgd_update",
             Kernel::GatherRows => "xent.gather_rows",
@@ -103,12 +107,19 @@ impl Kernel {
             Kernel::LoopProbe => include_str!("../shaders/loop_probe.wgsl"),
             Kernel::SoftmaxFwd => include_str!("../shaders/softmax_fwd.wgsl"),
             Kernel::SoftmaxBwd => include_str!("../shaders/softmax_bwd.wgsl"),
-            Kernel::CeFwdBwd => include_str!("../shaders/ce_fwd_bwd.wgsl"),
+            Kernel::CeFwdBwd => concat!(
+                include_str!("../shaders/ce_common.wgsl"),
+                include_str!("../shaders/ce_fwd_bwd.wgsl")
+            ),
             Kernel::CeReduce => include_str!("../shaders/ce_reduce.wgsl"),
             Kernel::InfoRows => include_str!("../shaders/info_rows.wgsl"),
             Kernel::CopyRows => include_str!("../shaders/copy_rows.wgsl"),
             Kernel::SoftmaxNarrow => include_str!("../shaders/softmax_narrow.wgsl"),
             Kernel::CopyNarrow => include_str!("../shaders/copy_narrow.wgsl"),
+            Kernel::CeNarrow => concat!(
+                include_str!("../shaders/ce_common.wgsl"),
+                include_str!("../shaders/ce_narrow.wgsl")
+            ),
             Kernel::Matmul => include_str!("../shaders/matmul.wgsl"),
             Kernel::SgdUpdate => include_str!("../shaders/sgd_update.wgsl"),
             Kernel::GatherRows => include_str!("../shaders/gather_rows.wgsl"),
@@ -121,6 +132,7 @@ impl Kernel {
         match self {
             // LABELS | WEIGHT | GRAD | IN_PLACE | ROW_UPSTREAM | SOFTCAP | PASS2
             Kernel::CeFwdBwd => 0x7f | ROW_CACHED,
+            Kernel::CeNarrow => 0x7f,
             Kernel::SoftmaxFwd => ROW_CACHED,
             // LABELS | WEIGHT | MEAN
             Kernel::CeReduce => 0x83,
@@ -144,6 +156,7 @@ impl Kernel {
         match self {
             Kernel::SoftmaxFwd => Some(Kernel::SoftmaxNarrow),
             Kernel::CopyRows => Some(Kernel::CopyNarrow),
+            Kernel::CeFwdBwd => Some(Kernel::CeNarrow),
             _ => None,
         }
     }
@@ -151,7 +164,10 @@ impl Kernel {
     /// Whether the kernel is a narrow-row variant (a template expanded per row length, see
     /// [`narrow_pack`]).
     pub fn is_narrow(self) -> bool {
-        matches!(self, Kernel::SoftmaxNarrow | Kernel::CopyNarrow)
+        matches!(
+            self,
+            Kernel::SoftmaxNarrow | Kernel::CopyNarrow | Kernel::CeNarrow
+        )
     }
 
     /// Whether the kernel keeps rows that fit in workgroup memory between its two passes.
@@ -177,11 +193,15 @@ impl Kernel {
 }
 
 /// Constants shared by Rust and WGSL, generated so they are defined once.
-pub fn prelude(path: ReducePath) -> String {
+///
+/// `row_cache` sizes the workgroup row cache: [`ROW_CACHE`] floats when the pipeline uses it, else one
+/// vec4 (an unused array of that size still costs llvmpipe's GL compiler ~25 s per pipeline).
+pub fn prelude(path: ReducePath, row_cache: bool) -> String {
     // naga 30 enables subgroup operations through the device feature and rejects `enable subgroups;`.
     let mut s = String::new();
+    let cache = if row_cache { ROW_CACHE } else { 4 };
     s.push_str(&format!(
-        "const WG: u32 = {WG_SIZE}u;\nconst TILE: u32 = {TILE}u;\nconst ROW_CACHE: u32 = {ROW_CACHE}u;\nconst NARROW_MAX: u32 = {NARROW_MAX}u;\n"
+        "const WG: u32 = {WG_SIZE}u;\nconst TILE: u32 = {TILE}u;\nconst ROW_CACHE: u32 = {cache}u;\nconst NARROW_MAX: u32 = {NARROW_MAX}u;\n"
     ));
     if let ReducePath::Subgroup(sg) = path {
         s.push_str(&format!("const SG: u32 = {sg}u;\n"));
@@ -201,9 +221,10 @@ pub fn narrow_pack(cols: u32) -> u32 {
 
 /// The complete WGSL module of `kernel` for the reduction path `path`, reading rows `vw` floats at a
 /// time (4 for a vectorised kernel on rows whose length is a multiple of 4, else 1). A narrow kernel
-/// is expanded for rows of `cols` elements (the other kernels ignore `cols`).
-pub fn source(kernel: Kernel, path: ReducePath, vw: u32, cols: u32) -> String {
-    let mut s = prelude(path);
+/// is expanded for rows of `cols` elements (the other kernels ignore `cols`). `flags` are the
+/// pipeline's FLAGS: [`ROW_CACHED`] among them gives the row cache its size.
+pub fn source(kernel: Kernel, path: ReducePath, vw: u32, cols: u32, flags: u32) -> String {
+    let mut s = prelude(path, flags & ROW_CACHED != 0);
     if kernel.is_row_kernel() {
         s.push_str(if vw == 4 || kernel.is_narrow() {
             include_str!("../shaders/vec4.wgsl")
@@ -239,10 +260,10 @@ fn expand_narrow(template: &str, cols: u32) -> String {
                 out.push_str(&line.replace("$k", &k.to_string()));
                 out.push('\n');
             }
-        } else if line.contains("$e") {
+        } else if line.contains("$e") || line.contains("$c") {
             for c in 0..cols {
                 let e = row * cols + c;
-                let reg = format!("v{}.{}", e / 4, ["x", "y", "z", "w"][e as usize % 4]);
+                let reg = format!("{}.{}", e / 4, ["x", "y", "z", "w"][e as usize % 4]);
                 let l = line.replace("$e", &reg).replace("$c", &c.to_string());
                 out.push_str(&l.replace("$i", &row.to_string()));
                 out.push('\n');

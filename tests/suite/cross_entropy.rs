@@ -206,6 +206,27 @@ fn option_matrix_matches_reference() {
     assert_eq!(covered, 144, "option combinations covered");
 }
 
+/// Every option combination on narrow rows (N ≤ 16, not a multiple of 4), which a lane-per-row adapter
+/// runs packed several rows to a lane, with leftover rows on the row kernel; zero weights and targets.
+#[test]
+fn option_matrix_on_narrow_rows() {
+    let mut covered = 0;
+    for combo in combos() {
+        // The shape follows only the bits that change the kernel's pipeline (targets, weights,
+        // smoothing, z-loss + softcap), so each pipeline is built for one row length: every length
+        // still meets several option sets, and the test stays within a few minutes on a cold shader
+        // cache.
+        let shape = ((combo & 1) + (combo >> 3) % 16) as usize % 6;
+        let (n, cols) = [(9, 1), (13, 3), (11, 6), (10, 7), (9, 10), (6, 15)][shape];
+        let case = gen_case_with(combo as u64 + 7000, n, cols, combo, true);
+        for ctx in contexts() {
+            check_case(ctx, &case, &format!("narrow combo {combo} {n}×{cols}"));
+        }
+        covered += 1;
+    }
+    assert_eq!(covered, 144, "option combinations covered");
+}
+
 #[test]
 fn wide_rows_and_chunking() {
     let case = gen_case(77, 3, 70_000, 8 | 16 | 64);

@@ -2,7 +2,7 @@
 //! here with no adapter present.
 
 use xent::ReducePath;
-use xent::shaders::{Kernel, NARROW_MAX, source};
+use xent::shaders::{Kernel, NARROW_MAX, ROW_CACHED, source};
 
 #[test]
 fn every_shader_validates_on_both_reduction_paths() {
@@ -25,7 +25,9 @@ fn every_shader_validates_on_both_reduction_paths() {
         .into_iter()
         .flat_map(|(path, vw)| lengths.iter().map(move |&cols| (path, vw, cols)))
         {
-            let src = source(kernel, path, vw, cols);
+            // The row cache at full size on half the variants, as one vec4 on the others.
+            let flags = if vw == 4 { ROW_CACHED } else { 0 };
+            let src = source(kernel, path, vw, cols, flags);
             let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| {
                 panic!(
                     "{kernel:?}/{path:?}/vec{vw}/N={cols}: {}",
@@ -63,7 +65,7 @@ fn every_shader_validates_on_both_reduction_paths() {
 #[test]
 fn workgroup_path_uses_no_subgroup_operation() {
     for &kernel in Kernel::ALL {
-        let src = source(kernel, ReducePath::Workgroup, 4, 10);
+        let src = source(kernel, ReducePath::Workgroup, 4, 10, ROW_CACHED);
         let code: String = src.lines().map(|l| l.split("//").next().unwrap()).collect();
         assert!(
             !code.contains("subgroup"),

@@ -1,0 +1,117 @@
+// ce_narrow: ce_fwd_bwd for narrow rows (a template: layout and syntax in narrow.wgsl). The logits
+// (and probability targets) are read once as whole vec4s, the gradient written once; everything in
+// between stays in registers. Same bindings (weights and row_out read as floats and vec4s), options,
+// outputs and edge cases as ce_fwd_bwd.
+
+@group(0) @binding(1) var<storage, read_write> z: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read_write> grad: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> targets: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> labels: array<i32>;
+@group(0) @binding(5) var<storage, read> weight: array<f32>;
+@group(0) @binding(6) var<storage, read> gscale: array<f32>;
+@group(0) @binding(7) var<storage, read_write> row_out: array<vec4<f32>>;
+
+// Class weight of column c.
+fn w_c(c: u32) -> f32 {
+    if (has(CE_WEIGHT)) {
+        return weight[c];
+    }
+    return 1.0;
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let row = pack_row(gid);
+    if (row >= p.rows) {
+        return;
+    }
+    let base = pack_base(row);
+    let labels_mode = has(CE_LABELS);
+    let eps = p.f0;
+    let eps_n = eps / f32(NC);
+    var cap_inv = 0.0;
+    if (has(CE_SOFTCAP)) {
+        cap_inv = 1.0 / p.f2;
+    }
+    var v$k = capped(z[base + $ku]);
+    var t$k = vec4<f32>(0.0);
+    if (!labels_mode) { t$k = targets[base + $ku]; }
+    var g$k = vec4<f32>(0.0);
+    let w$c = w_c($cu);
+    //{rows
+    {
+        let grow = p.row0 + row + $iu;
+        var label = 0u;
+        var ignored = false;
+        if (labels_mode) {
+            let l = labels[grow];
+            ignored = l == p.ignore_index;
+            label = select(u32(l), 0u, ignored);
+        }
+        let keep = !ignored;
+        // Max, first maximal column, Σexp and Σ w·t, as ce_fwd_bwd's pass 1.
+        var m = p.ninf;
+        m = max(m, v$e);
+        var best = p.ninf;
+        var best_c = 0xffffffffu;
+        best_c = select(best_c, $cu, v$e > best); best = select(best, v$e, v$e > best);
+        let first = select(NC - 1u, best_c, best == m && best_c != 0xffffffffu);
+        var s = 0.0;
+        s += exp_rel(v$e, m);
+        let log_s = log(s);
+        let lse = m + log_s;
+        let m_norm = select(m, p.nan, is_inf(m));
+        var w_y = 0.0;
+        var z_y = 0.0;
+        if (keep && labels_mode) {
+            w_y = select(w_y, w$c, label == $cu);
+            z_y = select(z_y, v$e, label == $cu);
+        }
+        var coef = 0.0;
+        if (labels_mode) {
+            coef = (1.0 - eps) * w_y + eps_n * p.f3; // f3 = Σ_j w_j
+        } else {
+            coef += w$c * ((1.0 - eps) * t$e + eps_n);
+        }
+        coef += 2.0 * p.f1 * lse;
+        let up = select(gscale[0], gscale[grow], has(CE_ROW_UPSTREAM));
+        // The gradient and the loss terms that need the log-sum-exp, as ce_fwd_bwd's pass 2.
+        var loss_acc = 0.0;
+        if (has(CE_PASS2)) {
+            let lp$c = (v$e - m_norm) - log_s;
+            var d$c = 0.0;
+            if (labels_mode) {
+                d$c = eps_n * w$c + select(0.0, (1.0 - eps) * w_y, label == $cu);
+                if (eps > 0.0) {
+                    loss_acc += select(0.0, w$c * (-lp$c), w$c != 0.0);
+                }
+            } else {
+                d$c = w$c * ((1.0 - eps) * t$e + eps_n);
+                loss_acc += select(0.0, d$c * (-lp$c), d$c != 0.0);
+            }
+            if (has(CE_GRAD)) {
+                var gj$c = (coef * exp(lp$c) - d$c) * up;
+                if (has(CE_SOFTCAP)) {
+                    gj$c *= 1.0 - (v$e * cap_inv) * (v$e * cap_inv);
+                }
+                g$e = select(0.0, gj$c, keep);
+            }
+        }
+        var loss = loss_acc;
+        var correct = -1.0;
+        if (labels_mode) {
+            loss = (1.0 - eps) * w_y * (-((z_y - m_norm) - log_s)) + eps_n * loss_acc;
+            correct = select(select(0.0, 1.0, first == label), -1.0, ignored);
+        }
+        loss += p.f1 * lse * lse;
+        row_out[grow] = vec4<f32>(select(0.0, loss, keep), lse, f32(first), correct);
+    }
+    //}rows
+    if (has(CE_GRAD)) {
+        if (has(CE_IN_PLACE)) {
+            z[base + $ku] = g$k;
+        } else {
+            grad[base + $ku] = g$k;
+        }
+    }
+}
