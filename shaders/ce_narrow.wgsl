@@ -19,13 +19,7 @@ fn w_c(c: u32) -> f32 {
     return 1.0;
 }
 
-@compute @workgroup_size(WG)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let row = pack_row(gid);
-    if (row >= p.rows) {
-        return;
-    }
-    let base = pack_base(row);
+fn pack_main(row: u32, base: u32) {
     let labels_mode = has(CE_LABELS);
     let eps = p.f0;
     let eps_n = eps / f32(NC);

@@ -16,12 +16,13 @@
 //   step that must see the previous element's result (a running argmax) keeps to one line.
 // NC (= N), PR and NV are constants the expansion defines.
 
-// First row of this lane's pack, and its first vec4 in an n×N binding (the host starts every chunk on
-// a pack boundary, so this is aligned).
-fn pack_row(gid: vec3<u32>) -> u32 {
-    return gid.x * PR;
-}
-
-fn pack_base(row: u32) -> u32 {
-    return (p.shift + row * NC) / 4u;
+// The entry point of every narrow kernel: the lane's pack starts at row `row` of the chunk and at vec4
+// `base` of its n×N bindings (the host starts every chunk on a pack boundary, so this is aligned); the
+// kernel's own `pack_main` does the rest.
+@compute @workgroup_size(WG)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let row = gid.x * PR;
+    if (row < p.rows) {
+        pack_main(row, (p.shift + row * NC) / 4u);
+    }
 }

@@ -5,13 +5,7 @@
 @group(0) @binding(2) var<storage, read_write> y: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> lse: array<f32>;
 
-@compute @workgroup_size(WG)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let row = pack_row(gid);
-    if (row >= p.rows) {
-        return;
-    }
-    let base = pack_base(row);
+fn pack_main(row: u32, base: u32) {
     var v$k = x[base + $ku];
     //{rows
     {
