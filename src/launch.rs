@@ -187,13 +187,15 @@ impl Context {
             base.flags |= ROW_CACHED;
         }
         // Narrow rows on a lane-per-row launch: whole packs of PR rows go to the kernel's narrow
-        // variant, the rows left over (fewer than PR) to the row kernel itself.
+        // variant, the rows left over (fewer than PR) to the row kernel itself (all rows, should a
+        // binding not hold one pack).
         let mut segments = Vec::with_capacity(2);
         let mut packed = 0;
         if let Some(narrow) = kernel.narrow()
             && tpr == 1
             && !cols.is_multiple_of(4)
             && cols <= NARROW_MAX as usize
+            && chunk >= narrow_pack(cols as u32) as usize
         {
             let pr = narrow_pack(cols as u32) as usize;
             packed = n / pr * pr;
