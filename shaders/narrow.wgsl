@@ -1,11 +1,11 @@
 // narrow: the layout of the narrow-row kernels (`*_narrow.wgsl`), used where one lane owns a row (CPU
-// drivers) and rows are short and not a multiple of 4 long (N ≤ NARROW_MAX). PR = 4 / gcd(N, 4)
+// drivers) and rows are short and not a multiple of 4 long (N ≤ NARROW_MAX = 16, src/shaders.rs). PR = 4 / gcd(N, 4)
 // consecutive rows go to one lane: together they are NV = PR·N/4 whole, aligned vec4s, read and written
 // four floats at a time (a row-per-lane kernel moves them one float at a time, and CPU drivers pay per
 // access, not per byte) and held in the registers v0 … v{NV-1} in between. The host runs the rows left
 // over (fewer than PR) with the row kernel.
 //
-// The kernels are templates, expanded for one N by `shaders::narrow_source` into straight-line code (a
+// The kernels are templates, expanded for one N by `shaders::source` into straight-line code (a
 // driver's compiler does not reliably unroll the loops, and a loop over a private array costs it a
 // memory access per element):
 // - a line holding `$k` is written once per vec4 of the pack, with `$k` = 0 … NV−1;

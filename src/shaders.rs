@@ -186,7 +186,6 @@ impl Kernel {
         match self {
             Kernel::LoopProbe => &[],
             Kernel::Matmul => &["FLAGS"],
-            k if k.is_narrow() => &["MODE", "FLAGS"],
             _ => &["MODE", "FLAGS"],
         }
     }
@@ -201,7 +200,7 @@ pub fn prelude(path: ReducePath, row_cache: bool) -> String {
     let mut s = String::new();
     let cache = if row_cache { ROW_CACHE } else { 4 };
     s.push_str(&format!(
-        "const WG: u32 = {WG_SIZE}u;\nconst TILE: u32 = {TILE}u;\nconst ROW_CACHE: u32 = {cache}u;\nconst NARROW_MAX: u32 = {NARROW_MAX}u;\n"
+        "const WG: u32 = {WG_SIZE}u;\nconst TILE: u32 = {TILE}u;\nconst ROW_CACHE: u32 = {cache}u;\n"
     ));
     if let ReducePath::Subgroup(sg) = path {
         s.push_str(&format!("const SG: u32 = {sg}u;\n"));

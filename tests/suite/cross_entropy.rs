@@ -186,23 +186,33 @@ pub fn gen_case_with(seed: u64, n: usize, cols: usize, combo: u32, harsh: bool) 
     }
 }
 
-#[test]
-fn option_matrix_matches_reference() {
-    // Every combination of: labels/probs × reduction × weight × smoothing {0, .1, 1} × (z-loss +
-    // softcap) × logit scale × ignore_index, on shapes that cross the workgroup width.
+/// Runs every meaningful option combination once, on the case `case(combo)` builds, on every adapter;
+/// returns how many combinations ran.
+fn option_matrix(what: &str, case: impl Fn(u32) -> Case) -> usize {
     let mut covered = 0;
     for combo in combos() {
-        let (n, cols) = [(7, 5), (5, 300), (3, 1), (4, 1000)][combo as usize % 4];
-        let case = gen_case(combo as u64, n, cols, combo);
+        let case = case(combo);
+        let (n, cols) = (case.n(), case.cols);
         for ctx in contexts() {
             check_case(
                 ctx,
                 &case,
-                &format!("combo {combo} {n}×{cols} {:?}", case.opts),
+                &format!("{what} combo {combo} {n}×{cols} {:?}", case.opts),
             );
         }
         covered += 1;
     }
+    covered
+}
+
+#[test]
+fn option_matrix_matches_reference() {
+    // Every combination of: labels/probs × reduction × weight × smoothing {0, .1, 1} × (z-loss +
+    // softcap) × logit scale × ignore_index, on shapes that cross the workgroup width.
+    let covered = option_matrix("", |combo| {
+        let (n, cols) = [(7, 5), (5, 300), (3, 1), (4, 1000)][combo as usize % 4];
+        gen_case(combo as u64, n, cols, combo)
+    });
     assert_eq!(covered, 144, "option combinations covered");
 }
 
@@ -210,20 +220,15 @@ fn option_matrix_matches_reference() {
 /// runs packed several rows to a lane, with leftover rows on the row kernel; zero weights and targets.
 #[test]
 fn option_matrix_on_narrow_rows() {
-    let mut covered = 0;
-    for combo in combos() {
+    let covered = option_matrix("narrow", |combo| {
         // The shape follows only the bits that change the kernel's pipeline (targets, weights,
         // smoothing, z-loss + softcap), so each pipeline is built for one row length: every length
         // still meets several option sets, and the test stays within a few minutes on a cold shader
         // cache.
         let shape = ((combo & 1) + (combo >> 3) % 16) as usize % 6;
         let (n, cols) = [(9, 1), (13, 3), (11, 6), (10, 7), (9, 10), (6, 15)][shape];
-        let case = gen_case_with(combo as u64 + 7000, n, cols, combo, true);
-        for ctx in contexts() {
-            check_case(ctx, &case, &format!("narrow combo {combo} {n}×{cols}"));
-        }
-        covered += 1;
-    }
+        gen_case_with(combo as u64 + 7000, n, cols, combo, true)
+    });
     assert_eq!(covered, 144, "option combinations covered");
 }
 
