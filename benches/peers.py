@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Times the peers xent is compared with, on the same shapes and the same cost model as `xent bench`:
-PyTorch and JAX on the CPU (and PyTorch CUDA where a GPU is present).
+PyTorch and JAX on the CPU (and PyTorch CUDA where a GPU is present: wall time with a synchronize, and
+device time from CUDA events, beside a device-to-device copy of the same shape as its roofline).
 
-    python3 benches/peers.py [--reps 7] [--shapes 4096x1000,1024x32000,256x128256,65536x10] [--json]
+    python3 benches/peers.py [--reps 7] [--shapes 4096x1000,1024x32000,256x128256,65536x10] [--json] [--no-cpu]
 
 Ops: softmax forward (bytes = n·N·8) and cross-entropy forward+backward with class labels and mean
 reduction (bytes = n·N·8: read the logits, write the gradient). Median of `reps` timed runs after one
@@ -30,6 +31,23 @@ def median_ms(fn, reps):
     return statistics.median(times)
 
 
+def cuda_event_ms(fn, reps):
+    """Median device time of `fn` from CUDA events (kernels only, like xent's timestamp queries)."""
+    import torch
+
+    fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
 def torch_rows(shapes, reps, device):
     import torch
 
@@ -49,9 +67,23 @@ def torch_rows(shapes, reps, device):
             torch.nn.functional.cross_entropy(z, y).backward()
             sync()
 
-        for op, fn in (("softmax", softmax), ("ce", ce)):
+        out = torch.empty_like(x)
+
+        def copy():
+            out.copy_(x)
+            sync()
+
+        ops = [("softmax", softmax), ("ce", ce)]
+        if device == "cuda":
+            ops.insert(0, ("copy", copy))
+        for op, fn in ops:
             ms = median_ms(fn, reps)
-            rows.append(dict(op=op, n=n, k=k, backend=f"torch-{device}", median_ms=ms, gbps=n * k * 8 / ms / 1e6))
+            row = dict(op=op, n=n, k=k, backend=f"torch-{device}", median_ms=ms, gbps=n * k * 8 / ms / 1e6)
+            if device == "cuda":
+                # Device time without the host's launch and synchronisation.
+                g = cuda_event_ms(fn, reps)
+                row.update(gpu_ms=g, gpu_gbps=n * k * 8 / g / 1e6)
+            rows.append(row)
     return rows
 
 
@@ -65,6 +97,7 @@ def jax_rows(shapes, reps):
 
     grad = jax.jit(jax.value_and_grad(loss))
     softmax = jax.jit(lambda z: jax.nn.softmax(z, axis=1))
+    backend = f"jax-{jax.default_backend()}"
     rows = []
     for n, k in shapes:
         rng = np.random.default_rng(n * 31 + k)
@@ -73,7 +106,7 @@ def jax_rows(shapes, reps):
         for op, fn in (("softmax", lambda: softmax(x).block_until_ready()),
                        ("ce", lambda: grad(x, y)[1].block_until_ready())):
             ms = median_ms(fn, reps)
-            rows.append(dict(op=op, n=n, k=k, backend="jax-cpu", median_ms=ms, gbps=n * k * 8 / ms / 1e6))
+            rows.append(dict(op=op, n=n, k=k, backend=backend, median_ms=ms, gbps=n * k * 8 / ms / 1e6))
     return rows
 
 
@@ -82,12 +115,14 @@ def main():
     ap.add_argument("--shapes", type=shapes_arg, default=shapes_arg("4096x1000,1024x32000,256x128256,65536x10"))
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--no-cpu", action="store_true", help="skip PyTorch's CPU timings")
     args = ap.parse_args()
     rows = []
     try:
         import torch
 
-        rows += torch_rows(args.shapes, args.reps, "cpu")
+        if not args.no_cpu:
+            rows += torch_rows(args.shapes, args.reps, "cpu")
         if torch.cuda.is_available():
             rows += torch_rows(args.shapes, args.reps, "cuda")
     except ImportError:
@@ -100,7 +135,8 @@ def main():
         if args.json:
             print(json.dumps(r))
         else:
-            print(f"{r['op']:<8} {r['n']}x{r['k']:<8} {r['backend']:<12} {r['median_ms']:9.3f} ms {r['gbps']:7.2f} GB/s")
+            gpu = f"  GPU {r['gpu_ms']:8.4f} ms {r['gpu_gbps']:8.1f} GB/s" if "gpu_ms" in r else ""
+            print(f"{r['op']:<8} {r['n']}x{r['k']:<8} {r['backend']:<12} {r['median_ms']:9.3f} ms {r['gbps']:7.2f} GB/s{gpu}")
 
 
 if __name__ == "__main__":

@@ -60,20 +60,25 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     var best_j = 0xffffffffu;
     var tw = 0.0;
     if (live) {
-        for (var j = w.start; j < w.end; j += w.step) {
-            let raw = z[base + j];
-            if (cached()) {
-                row_cache[slot + j] = raw;
-            }
-            let v = capped(raw);
-            let hm = hmax(v);
-            if (hm > best) {
-                best = hm;
-                best_j = VW * j + hfirst(v, hm);
-            }
-            acc = online_push_v(acc, v);
-            if (!labels_mode) {
-                tw += hsum(w_v(j) * ((1.0 - eps) * targets[base + j] + V(eps_n)));
+        for (var j0 = w.start; j0 < w.end; j0 += UNROLL * w.step) {
+            for (var u = 0u; u < UNROLL; u++) {
+                let j = j0 + u * w.step;
+                if (j < w.end) {
+                    let raw = z[base + j];
+                    if (cached()) {
+                        row_cache[slot + j] = raw;
+                    }
+                    let v = capped(raw);
+                    let hm = hmax(v);
+                    if (hm > best) {
+                        best = hm;
+                        best_j = VW * j + hfirst(v, hm);
+                    }
+                    acc = online_push_v(acc, v);
+                    if (!labels_mode) {
+                        tw += hsum(w_v(j) * ((1.0 - eps) * targets[base + j] + V(eps_n)));
+                    }
+                }
             }
         }
     }
@@ -112,37 +117,42 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     // Pass 2: the gradient, and the loss terms that need the final log-sum-exp.
     var loss_acc = 0.0;
     if (live && has(CE_PASS2)) {
-        for (var j = w.start; j < w.end; j += w.step) {
-            var raw: V;
-            if (cached()) {
-                raw = row_cache[slot + j];
-            } else {
-                raw = z[base + j];
-            }
-            let v = capped(raw);
-            let lp = (v - V(m_norm)) - V(log_s);
-            var direct = V(0.0);
-            if (labels_mode) {
-                let wj = w_v(j);
-                direct = eps_n * wj + select(V(0.0), V((1.0 - eps) * w_y), vidx(j) == VU(label));
-                if (eps > 0.0) {
-                    loss_acc += hsum(select(V(0.0), wj * (-lp), wj != V(0.0)));
-                }
-            } else {
-                direct = w_v(j) * ((1.0 - eps) * targets[base + j] + V(eps_n));
-                loss_acc += hsum(select(V(0.0), direct * (-lp), direct != V(0.0)));
-            }
-            if (has(CE_GRAD)) {
-                var gj = (coef * exp(lp) - direct) * up;
-                if (has(CE_SOFTCAP)) {
-                    let t = v * cap_inv;
-                    gj *= V(1.0) - t * t;
-                }
-                gj = select(V(0.0), gj, keep);
-                if (has(CE_IN_PLACE)) {
-                    z[base + j] = gj;
-                } else {
-                    grad[base + j] = gj;
+        for (var j0 = w.start; j0 < w.end; j0 += UNROLL * w.step) {
+            for (var u = 0u; u < UNROLL; u++) {
+                let j = j0 + u * w.step;
+                if (j < w.end) {
+                    var raw: V;
+                    if (cached()) {
+                        raw = row_cache[slot + j];
+                    } else {
+                        raw = z[base + j];
+                    }
+                    let v = capped(raw);
+                    let lp = (v - V(m_norm)) - V(log_s);
+                    var direct = V(0.0);
+                    if (labels_mode) {
+                        let wj = w_v(j);
+                        direct = eps_n * wj + select(V(0.0), V((1.0 - eps) * w_y), vidx(j) == VU(label));
+                        if (eps > 0.0) {
+                            loss_acc += hsum(select(V(0.0), wj * (-lp), wj != V(0.0)));
+                        }
+                    } else {
+                        direct = w_v(j) * ((1.0 - eps) * targets[base + j] + V(eps_n));
+                        loss_acc += hsum(select(V(0.0), direct * (-lp), direct != V(0.0)));
+                    }
+                    if (has(CE_GRAD)) {
+                        var gj = (coef * exp(lp) - direct) * up;
+                        if (has(CE_SOFTCAP)) {
+                            let t = v * cap_inv;
+                            gj *= V(1.0) - t * t;
+                        }
+                        gj = select(V(0.0), gj, keep);
+                        if (has(CE_IN_PLACE)) {
+                            z[base + j] = gj;
+                        } else {
+                            grad[base + j] = gj;
+                        }
+                    }
                 }
             }
         }

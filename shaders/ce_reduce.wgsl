@@ -1,11 +1,17 @@
-// ce_reduce: the batch-level numbers of cross-entropy, on the device (no host round-trip).
-// Dispatch: one workgroup; the n rows are walked as a single "row" of p.cols = n elements.
-// mode 0 (before ce_fwd_bwd): the mean's denominator Σ w[y_i] over rows not ignored (n for probability
-//   targets) into stats[1], and the gradient scale into gscale[0]: f0 / denominator for mean, f0 for
-//   sum and none (f0 = the upstream gradient).
-// mode 1 (after ce_fwd_bwd): stats[0] = Σ row losses (÷ stats[1] for mean), stats[2] = accuracy over
-//   rows with a label, stats[3] = how many such rows.
-// Reads: labels (n), weight (N), row_out (n×4). Writes: stats (4), gscale (1).
+// ce_reduce: the batch-level numbers of cross-entropy, on the device (no host round-trip), adding in a
+// fixed order (deterministic; no atomics). MODE bit 0 says what is summed, bit 1 (FINISH) that this
+// launch writes the results, bit 2 (FROM_PARTIALS) that it adds partials rather than batch rows.
+// A batch of at most one slice: one launch (FINISH), one "row" of p.cols = n batch rows.
+// Larger batches, two launches: first a row launch over slices, "row" g being the p.cols = S batch rows
+//   g·S … g·S + S − 1 (fewer in the last slice: p.total is the batch size n), each slice's sums going
+//   to partial[g]; then one "row" of p.cols = G partials (FINISH | FROM_PARTIALS).
+// What (bit 0) and what FINISH writes:
+//   0 (before ce_fwd_bwd): the mean's denominator Σ w[y_i] over rows not ignored (n for probability
+//     targets) into stats[1], and the gradient scale into gscale[0]: f0 / denominator for mean, f0 for
+//     sum and none (f0 = the upstream gradient).
+//   1 (after ce_fwd_bwd): stats[0] = Σ row losses (÷ stats[1] for mean), stats[2] = accuracy over rows
+//     with a label, stats[3] = how many such rows.
+// Reads: labels (n), weight (N), row_out (n×4), partial (G×4). Writes: partial, stats (4), gscale (1).
 // An all-ignored batch gives a mean of 0/0 = NaN, as PyTorch.
 
 const CE_LABELS: u32 = 1u;
@@ -17,29 +23,47 @@ const CE_MEAN: u32 = 128u;
 @group(0) @binding(3) var<storage, read> row_out: array<f32>;
 @group(0) @binding(4) var<storage, read_write> stats: array<f32>;
 @group(0) @binding(5) var<storage, read_write> gscale: array<f32>;
+@group(0) @binding(6) var<storage, read_write> partial: array<vec4<f32>>;
+
+// What batch row i adds to the sums.
+fn term(i: u32) -> vec4<f32> {
+    if ((MODE & 1u) == 0u) {
+        var w = 1.0;
+        if ((FLAGS & CE_LABELS) != 0u) {
+            let l = labels[i];
+            if (l == p.ignore_index) {
+                w = 0.0;
+            } else if ((FLAGS & CE_WEIGHT) != 0u) {
+                w = weight[u32(l)];
+            }
+        }
+        return vec4<f32>(w, 0.0, 0.0, 0.0);
+    }
+    let c = row_out[4u * i + 3u];
+    return vec4<f32>(row_out[4u * i], 0.0, select(0.0, 1.0, c == 1.0), select(0.0, 1.0, c >= 0.0));
+}
 
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+    let finish = (MODE & 2u) != 0u;
+    let from_partials = (MODE & 4u) != 0u;
     let lane = lane_of(lid);
     let w = walk(lane);
-    let live = row_of(lid, wid) == 0u;
+    let g = row_of(lid, wid);
+    let live = g < p.rows;
+    let first = (p.row0 + g) * p.cols;
     var acc = vec4<f32>(0.0);
     if (live) {
-        for (var i = w.start; i < w.end; i += w.step) {
-            if (MODE == 0u) {
-                var w = 1.0;
-                if ((FLAGS & CE_LABELS) != 0u) {
-                    let l = labels[i];
-                    if (l == p.ignore_index) {
-                        w = 0.0;
-                    } else if ((FLAGS & CE_WEIGHT) != 0u) {
-                        w = weight[u32(l)];
+        for (var j0 = w.start; j0 < w.end; j0 += UNROLL * w.step) {
+            for (var u = 0u; u < UNROLL; u++) {
+                let j = j0 + u * w.step;
+                if (j < w.end) {
+                    if (from_partials) {
+                        acc += partial[j];
+                    } else if (first + j < p.total) {
+                        acc += term(first + j);
                     }
                 }
-                acc.x += w;
-            } else {
-                let c = row_out[4u * i + 3u];
-                acc += vec4<f32>(row_out[4u * i], 0.0, select(0.0, 1.0, c == 1.0), select(0.0, 1.0, c >= 0.0));
             }
         }
     }
@@ -47,8 +71,12 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     if (!live || lane != 0u) {
         return;
     }
+    if (!finish) {
+        partial[p.row0 + g] = t;
+        return;
+    }
     let mean = (FLAGS & CE_MEAN) != 0u;
-    if (MODE == 0u) {
+    if ((MODE & 1u) == 0u) {
         stats[1] = t.x;
         gscale[0] = select(p.f0, p.f0 / t.x, mean);
     } else {

@@ -24,7 +24,7 @@ struct Params {
     f2: f32,
     f3: f32,
     f4: f32,
-    f5: f32,
+    total: u32,         // rows of the whole launch, where a kernel needs it (ce_reduce: the batch)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -70,11 +70,13 @@ fn cache_slot(lid: u32) -> u32 {
     return (lid / p.tpr) * (p.cols / VW);
 }
 
-// Lanes per block of the row walk. A block reads LB consecutive floats per step: one 32-byte sector on
-// a GPU (a warp's load stays fully used), one SIMD register on a CPU driver (lavapipe runs 8 lanes per
-// SIMD batch, one batch after another; each batch then streams through its own stretch of the row
-// instead of re-walking the whole row with a 1 KiB stride).
-const LB: u32 = 8u;
+// Lanes per block of the row walk: LB comes from the prelude, by the context's geometry. On a CPU
+// driver LB = 8: a block reads 8 consecutive floats per step, one SIMD register (lavapipe runs 8 lanes
+// per SIMD batch, one batch after another; each batch then streams through its own stretch of the row
+// instead of re-walking the whole row with a 1 KiB stride). On a GPU LB = WG: a row's lanes form one
+// block that walks the whole row interleaved, so a warp's loads are consecutive and each step of the
+// workgroup reads one contiguous run of the row. The kernels' loops take UNROLL steps per iteration
+// (prelude: 4 on a GPU, 1 on a CPU driver) so that a lane has that many loads in flight.
 
 // This lane's part of a row: indices start, start + step, … < end.
 struct Walk {

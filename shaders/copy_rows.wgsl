@@ -13,7 +13,12 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     }
     let base = (p.shift + row * p.cols) / VW;
     let w = walk_n(lane_of(lid), p.cols / VW);
-    for (var j = w.start; j < w.end; j += w.step) {
-        y[base + j] = x[base + j];
+    for (var j0 = w.start; j0 < w.end; j0 += UNROLL * w.step) {
+        for (var u = 0u; u < UNROLL; u++) {
+            let j = j0 + u * w.step;
+            if (j < w.end) {
+                y[base + j] = x[base + j];
+            }
+        }
     }
 }

@@ -22,8 +22,13 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
 
     var acc = MaxSum(p.ninf, 0.0);
     if (live) {
-        for (var j = w.start; j < w.end; j += w.step) {
-            acc = online_push(acc, z[base + j]);
+        for (var j0 = w.start; j0 < w.end; j0 += UNROLL * w.step) {
+            for (var u = 0u; u < UNROLL; u++) {
+                let j = j0 + u * w.step;
+                if (j < w.end) {
+                    acc = online_push(acc, z[base + j]);
+                }
+            }
         }
     }
     let t = row_max_sum(acc, lid);
@@ -32,17 +37,22 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
 
     var sums = vec4<f32>(0.0);
     if (live) {
-        for (var j = w.start; j < w.end; j += w.step) {
-            let lq = (z[base + j] - m_norm) - log_s;
-            let q = exp(lq);
-            if (!(q == 0.0)) {
-                sums.x -= q * lq;
-            }
-            if (with_targets) {
-                let pj = targets[base + j];
-                if (!(pj == 0.0)) {
-                    sums.y -= pj * lq;
-                    sums.z += pj * (log(pj) - lq);
+        for (var j0 = w.start; j0 < w.end; j0 += UNROLL * w.step) {
+            for (var u = 0u; u < UNROLL; u++) {
+                let j = j0 + u * w.step;
+                if (j < w.end) {
+                    let lq = (z[base + j] - m_norm) - log_s;
+                    let q = exp(lq);
+                    if (!(q == 0.0)) {
+                        sums.x -= q * lq;
+                    }
+                    if (with_targets) {
+                        let pj = targets[base + j];
+                        if (!(pj == 0.0)) {
+                            sums.y -= pj * lq;
+                            sums.z += pj * (log(pj) - lq);
+                        }
+                    }
                 }
             }
         }

@@ -21,18 +21,28 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
 
     var acc = 0.0;
     if (live) {
-        for (var j = w.start; j < w.end; j += w.step) {
-            let gj = g[base + j];
-            acc += hsum(select(gj * y[base + j], gj, log_mode));
+        for (var j0 = w.start; j0 < w.end; j0 += UNROLL * w.step) {
+            for (var u = 0u; u < UNROLL; u++) {
+                let j = j0 + u * w.step;
+                if (j < w.end) {
+                    let gj = g[base + j];
+                    acc += hsum(select(gj * y[base + j], gj, log_mode));
+                }
+            }
         }
     }
     let dot = seg_sum4(vec4<f32>(acc, 0.0, 0.0, 0.0), lid).x;
     if (!live) {
         return;
     }
-    for (var j = w.start; j < w.end; j += w.step) {
-        let yj = y[base + j];
-        let gj = g[base + j];
-        dz[base + j] = select(yj * (gj - V(dot)), gj - exp(yj) * dot, log_mode);
+    for (var j0 = w.start; j0 < w.end; j0 += UNROLL * w.step) {
+        for (var u = 0u; u < UNROLL; u++) {
+            let j = j0 + u * w.step;
+            if (j < w.end) {
+                let yj = y[base + j];
+                let gj = g[base + j];
+                dz[base + j] = select(yj * (gj - V(dot)), gj - exp(yj) * dot, log_mode);
+            }
+        }
     }
 }

@@ -23,12 +23,17 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
 
     var acc = MaxSum(p.ninf, 0.0);
     if (live) {
-        for (var j = w.start; j < w.end; j += w.step) {
-            let v = x[base + j];
-            if (cached()) {
-                row_cache[slot + j] = v;
+        for (var j0 = w.start; j0 < w.end; j0 += UNROLL * w.step) {
+            for (var u = 0u; u < UNROLL; u++) {
+                let j = j0 + u * w.step;
+                if (j < w.end) {
+                    let v = x[base + j];
+                    if (cached()) {
+                        row_cache[slot + j] = v;
+                    }
+                    acc = online_push_v(acc, v);
+                }
             }
-            acc = online_push_v(acc, v);
         }
     }
     let t = row_max_sum(acc, lid);
@@ -44,14 +49,19 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     }
     // z - lse computed as (z - M) - log Σ: exact-ish for huge logits, where lse itself rounds.
     let m = V(select(t.m, p.nan, is_inf(t.m)));
-    for (var j = w.start; j < w.end; j += w.step) {
-        var v: V;
-        if (cached()) {
-            v = row_cache[slot + j];
-        } else {
-            v = x[base + j];
+    for (var j0 = w.start; j0 < w.end; j0 += UNROLL * w.step) {
+        for (var u = 0u; u < UNROLL; u++) {
+            let j = j0 + u * w.step;
+            if (j < w.end) {
+                var v: V;
+                if (cached()) {
+                    v = row_cache[slot + j];
+                } else {
+                    v = x[base + j];
+                }
+                let ls = (v - m) - V(log_s);
+                y[base + j] = select(exp(ls), ls, MODE == 1u);
+            }
         }
-        let ls = (v - m) - V(log_s);
-        y[base + j] = select(exp(ls), ls, MODE == 1u);
     }
 }

@@ -551,7 +551,8 @@ impl Context {
         if let Some(p) = cache.get(&key) {
             return Ok(p.clone());
         }
-        let source = crate::shaders::source(kernel, self.reduce_path, vw, cols, flags);
+        let walk = crate::shaders::RowWalk::for_policy(self.elements_per_lane);
+        let source = crate::shaders::source(kernel, self.reduce_path, walk, vw, cols, flags);
         let module = self
             .device
             .create_shader_module(wgpu::ShaderModuleDescriptor {

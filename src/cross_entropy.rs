@@ -8,6 +8,12 @@ use crate::matrix::{GpuLabels, GpuMatrix};
 use crate::shaders::Kernel;
 use crate::softmax::check_cols;
 
+/// Batch rows per partial sum in ce_reduce's first stage.
+const REDUCE_SLICE: usize = 4096;
+/// ce_reduce's MODE bits: the launch writes the final numbers; it adds partials, not batch rows.
+const REDUCE_FINISH: u32 = 2;
+const REDUCE_FROM_PARTIALS: u32 = 4;
+
 /// How per-row losses become the reported loss, as PyTorch's `reduction`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Reduction {
@@ -364,25 +370,34 @@ impl Context {
             });
         }
 
-        let reduce = |mode: u32| -> Result<()> {
-            let mut params = RowParams::mode(mode);
+        // The batch-level sums (ce_reduce.wgsl), each in a fixed order: a batch of one slice in one
+        // launch; a larger one in slices of REDUCE_SLICE rows, one partial each (many workgroups),
+        // then the partials. A slice is launched as a "row", so it keeps under the binding limit like
+        // one (row_out, 16 bytes a row, is bound whole: the partials then fit too).
+        let slice = REDUCE_SLICE.min(self.binding_floats() as usize);
+        let slices = n.div_ceil(slice);
+        let partials = GpuMatrix::zeros(self, slices, 4)?;
+        let reduce = |what: u32| -> Result<()> {
+            let mut params = RowParams::mode(what);
             params.flags = fl;
             params.ignore_index = ignore_index;
             params.f[0] = opts.grad_output;
-            self.run_rows(
-                Kernel::CeReduce,
-                params,
-                1,
-                n,
-                1,
-                &[
-                    Arg::Whole(labels_buf),
-                    Arg::Whole(weight.buffer()),
-                    Arg::Whole(rows.buffer()),
-                    Arg::Whole(stats.buffer()),
-                    Arg::Whole(gscale.buffer()),
-                ],
-            )
+            params.total = n as u32;
+            let args = [
+                Arg::Whole(labels_buf),
+                Arg::Whole(weight.buffer()),
+                Arg::Whole(rows.buffer()),
+                Arg::Whole(stats.buffer()),
+                Arg::Whole(gscale.buffer()),
+                Arg::Whole(partials.buffer()),
+            ];
+            if slices == 1 {
+                params.mode = what | REDUCE_FINISH;
+                return self.run_rows(Kernel::CeReduce, params, 1, n, 1, &args);
+            }
+            self.run_rows(Kernel::CeReduce, params, slices, slice, 1, &args)?;
+            params.mode = what | REDUCE_FINISH | REDUCE_FROM_PARTIALS;
+            self.run_rows(Kernel::CeReduce, params, 1, slices, 1, &args)
         };
         reduce(0)?;
         let mut params = RowParams::mode(0);
@@ -393,7 +408,6 @@ impl Context {
             opts.z_loss,
             opts.softcap.unwrap_or(1.0),
             opts.weight_sum(cols),
-            0.0,
             0.0,
         ];
         let grad_arg = match grad.as_ref().or(grad_into) {

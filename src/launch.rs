@@ -33,7 +33,8 @@ pub(crate) struct RowParams {
     pub ignore_index: i32,
     pub ninf: f32,
     pub nan: f32,
-    pub f: [f32; 6],
+    pub f: [f32; 5],
+    pub total: u32,
 }
 
 impl RowParams {
@@ -50,7 +51,8 @@ impl RowParams {
             ignore_index: 0,
             ninf: f32::NEG_INFINITY,
             nan: f32::NAN,
-            f: [0.0; 6],
+            f: [0.0; 5],
+            total: 0,
         }
     }
 }
@@ -117,14 +119,18 @@ impl Context {
             .min(WG_SIZE as usize) as u32
     }
 
+    /// Floats a chunk's n×N binding holds: the binding limit less the worst-case shift of
+    /// (alignment − 1) elements before the chunk's first element.
+    pub(crate) fn binding_floats(&self) -> u64 {
+        let limits = self.limits();
+        let align_elems = (limits.min_storage_buffer_offset_alignment as u64 / 4).max(1);
+        (limits.max_storage_buffer_binding_size / 4).saturating_sub(align_elems - 1)
+    }
+
     /// Rows per chunk under the binding and dispatch limits; `Err` when a single row does not fit.
     pub(crate) fn rows_per_chunk(&self, cols: usize, tpr: u32) -> Result<usize> {
         let limits = self.limits();
-        let align_elems = (limits.min_storage_buffer_offset_alignment as u64 / 4).max(1);
-        let binding_elems = limits.max_storage_buffer_binding_size / 4;
-        // Room for the row data after the worst-case shift of (align - 1) elements.
-        let usable = binding_elems.saturating_sub(align_elems - 1);
-        let by_binding = usable / cols.max(1) as u64;
+        let by_binding = self.binding_floats() / cols.max(1) as u64;
         if by_binding == 0 {
             return Err(XentError::TooLarge {
                 what: format!("a row of {cols} f32"),

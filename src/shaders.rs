@@ -195,17 +195,50 @@ impl Kernel {
 ///
 /// `row_cache` sizes the workgroup row cache: [`ROW_CACHE`] floats when the pipeline uses it, else one
 /// vec4 (an unused array of that size still costs llvmpipe's GL compiler ~25 s per pipeline).
-pub fn prelude(path: ReducePath, row_cache: bool) -> String {
+/// `walk` gives LB and UNROLL, how the row kernels walk a row (see [`RowWalk`]).
+pub fn prelude(path: ReducePath, walk: RowWalk, row_cache: bool) -> String {
     // naga 30 enables subgroup operations through the device feature and rejects `enable subgroups;`.
     let mut s = String::new();
     let cache = if row_cache { ROW_CACHE } else { 4 };
     s.push_str(&format!(
-        "const WG: u32 = {WG_SIZE}u;\nconst TILE: u32 = {TILE}u;\nconst ROW_CACHE: u32 = {cache}u;\n"
+        "const WG: u32 = {WG_SIZE}u;\nconst TILE: u32 = {TILE}u;\nconst ROW_CACHE: u32 = {cache}u;\n\
+         const LB: u32 = {}u;\nconst UNROLL: u32 = {}u;\n",
+        walk.block, walk.unroll
     ));
     if let ReducePath::Subgroup(sg) = path {
         s.push_str(&format!("const SG: u32 = {sg}u;\n"));
     }
     s
+}
+
+/// How a context's row kernels walk a row (the WGSL constants LB and UNROLL; `walk_n` in common.wgsl).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct RowWalk {
+    /// Lanes per block: a block owns one contiguous stretch of the row and reads LB consecutive items
+    /// per step.
+    pub block: u32,
+    /// Steps each loop iteration takes, their loads issued together (independent loads in flight).
+    pub unroll: u32,
+}
+
+impl RowWalk {
+    /// The walk for a context whose lanes walk `elements_per_lane` elements per pass. CPU-driver
+    /// policy (long walks): blocks of 8 lanes, one SIMD batch streaming its own stretch, one step per
+    /// iteration. GPU policy: the row's lanes walk it interleaved as one block (a warp's loads are
+    /// consecutive), 4 steps per iteration so that each lane keeps 4 loads in flight.
+    pub fn for_policy(elements_per_lane: usize) -> Self {
+        if elements_per_lane >= 64 {
+            Self {
+                block: 8,
+                unroll: 1,
+            }
+        } else {
+            Self {
+                block: WG_SIZE,
+                unroll: 4,
+            }
+        }
+    }
 }
 
 /// Rows per lane in a narrow kernel's pack: the fewest rows of `cols` floats that make whole vec4s,
@@ -221,9 +254,17 @@ pub fn narrow_pack(cols: u32) -> u32 {
 /// The complete WGSL module of `kernel` for the reduction path `path`, reading rows `vw` floats at a
 /// time (4 for a vectorised kernel on rows whose length is a multiple of 4, else 1). A narrow kernel
 /// is expanded for rows of `cols` elements (the other kernels ignore `cols`). `flags` are the
-/// pipeline's FLAGS: [`ROW_CACHED`] among them gives the row cache its size.
-pub fn source(kernel: Kernel, path: ReducePath, vw: u32, cols: u32, flags: u32) -> String {
-    let mut s = prelude(path, flags & ROW_CACHED != 0);
+/// pipeline's FLAGS: [`ROW_CACHED`] among them gives the row cache its size. `walk` as in
+/// [`prelude`].
+pub fn source(
+    kernel: Kernel,
+    path: ReducePath,
+    walk: RowWalk,
+    vw: u32,
+    cols: u32,
+    flags: u32,
+) -> String {
+    let mut s = prelude(path, walk, flags & ROW_CACHED != 0);
     if kernel.is_row_kernel() {
         s.push_str(if vw == 4 || kernel.is_narrow() {
             include_str!("../shaders/vec4.wgsl")

@@ -91,6 +91,11 @@ impl Measurement {
         self.bytes / (self.median_ms * 1e-3) / 1e9
     }
 
+    /// GB/s over the GPU-timestamp time (the kernels alone, no submission or wait).
+    pub fn gpu_gbps(&self) -> Option<f64> {
+        self.gpu_ms.map(|g| self.bytes / (g * 1e-3) / 1e9)
+    }
+
     pub fn gflops(&self) -> Option<f64> {
         self.flops.map(|f| f / (self.median_ms * 1e-3) / 1e9)
     }
@@ -355,11 +360,16 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, XentError> {
     let results = measure(args, &ctx)?;
     let adapter = format!("{} ({:?})", ctx.adapter().name, ctx.adapter().backend);
     // Roofline: the copy's GB/s on this adapter and shape.
-    let copy_gbps = |n: usize, k: usize| {
+    let copy = |n: usize, k: usize| {
         results
             .iter()
             .find(|m| m.op == "copy" && m.backend == "gpu" && (m.n, m.k) == (n, k))
-            .map(Measurement::gbps)
+    };
+    let copy_gbps = |n: usize, k: usize| copy(n, k).map(Measurement::gbps);
+    // Kernel against kernel: both timed by timestamps, where the adapter has them.
+    let gpu_pct = |m: &Measurement| {
+        let c = copy(m.n, m.k)?.gpu_gbps()?;
+        Some(100.0 * m.gpu_gbps()? / c)
     };
     let cpu_ms = |m: &Measurement| {
         results
@@ -373,7 +383,9 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, XentError> {
                 "op": m.op, "n": m.n, "k": m.k, "backend": m.backend, "adapter": adapter,
                 "median_ms": m.median_ms, "gpu_ms": m.gpu_ms, "gbps": m.gbps(),
                 "gflops": m.gflops(), "d": m.d,
+                "gpu_gbps": m.gpu_gbps(),
                 "pct_of_copy": copy_gbps(m.n, m.k).map(|c| 100.0 * m.gbps() / c),
+                "gpu_pct_of_copy": gpu_pct(m),
                 "speedup_vs_cpu": cpu_ms(m).map(|c| c / m.median_ms),
             });
             println!("{obj}");
@@ -390,6 +402,10 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, XentError> {
                     ("gpu", Some(c), None) => format!("{:.0}%", 100.0 * m.gbps() / c),
                     _ => "-".into(),
                 };
+                let gpu_pct = match m.flops {
+                    None => gpu_pct(m).map_or("-".into(), |p| format!("{p:.0}%")),
+                    Some(_) => "-".into(),
+                };
                 let speedup = match (m.backend.as_str(), cpu_ms(m)) {
                     ("gpu", Some(c)) => format!("{:.2}x", c / m.median_ms),
                     _ => "-".into(),
@@ -405,8 +421,12 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, XentError> {
                     format!("{:.3}", m.median_ms),
                     m.gpu_ms.map_or("-".into(), |g| format!("{g:.3}")),
                     format!("{:.2}", m.gbps()),
+                    m.gpu_gbps()
+                        .filter(|_| m.flops.is_none())
+                        .map_or("-".into(), |g| format!("{g:.2}")),
                     m.gflops().map_or("-".into(), |f| format!("{f:.2}")),
                     pct,
+                    gpu_pct,
                     speedup,
                 ]
             })
@@ -419,14 +439,16 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, XentError> {
                 "median ms",
                 "GPU ms",
                 "GB/s",
+                "GPU GB/s",
                 "GFLOP/s",
                 "% of copy",
+                "GPU % of copy",
                 "GPU÷CPU",
             ],
             &rows,
         );
         println!(
-            "GB/s and GFLOP/s from wall time (launch + wait); GPU ms from timestamp queries; % of copy = GB/s over the copy kernel's on this adapter and shape; GPU÷CPU against the fast CPU path"
+            "GB/s and GFLOP/s from wall time (launch + wait); GPU ms and GPU GB/s from timestamp queries; % of copy = GB/s over the copy kernel's on this adapter and shape (GPU % of copy: both from timestamps); GPU÷CPU against the fast CPU path"
         );
     }
     if let Some(path) = &args.plot {

@@ -55,11 +55,14 @@ impl Case {
         let loss = out.read_loss(ctx).unwrap();
         let grad = out.grad.as_ref().unwrap().read_blocking(ctx).unwrap();
         let rows = out.rows.read_blocking(ctx).unwrap();
-        // The loss-only forward and the in-place variant agree bit for bit with the fused one.
+        // The loss-only forward agrees with the fused one to rounding (bit for bit on lavapipe and
+        // llvmpipe; NVIDIA's compiler contracts multiply-adds differently in the two pipelines, which
+        // moves a loss by a rounding of its terms z_y − M and log Σ: seen on an H100, 2e-8 on 0.025
+        // and 2e-12 on 4e-9), the in-place variant bit for bit (same pipeline but for the output).
         let fwd = ctx.cross_entropy(&z, targets, &self.opts).unwrap();
         let loss_fwd = fwd.read_loss(ctx).unwrap();
         assert!(
-            same_bits(&loss, &loss_fwd),
+            agree_to_rounding(&loss, &loss_fwd),
             "forward-only loss {loss_fwd:?} != fused {loss:?}"
         );
         let inplace = ctx
@@ -73,6 +76,15 @@ impl Case {
 
 fn same_bits(a: &[f32], b: &[f32]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+}
+
+/// Equal bits, or finite values within a rounding of loss terms up to ~100 (f32 ulp 8e-6).
+fn agree_to_rounding(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            x.to_bits() == y.to_bits()
+                || (x.is_finite() && y.is_finite() && (x - y).abs() <= 1e-5 + 1e-6 * x.abs())
+        })
 }
 
 /// Largest class weight (1 without weights): gradients scale with it.
@@ -241,6 +253,19 @@ fn wide_rows_and_chunking() {
     let case = gen_case(78, 200, 37, 8 | 16 | 2);
     for ctx in small_binding_contexts(4096) {
         check_case(&ctx, &case, "4 KiB bindings");
+    }
+}
+
+/// Batches over several of ce_reduce's slices of 4,096 rows, the last one partial: mean over weighted,
+/// partly ignored labels, and the sum of probability-target losses. (Under small bindings a batch is
+/// always one slice: its row outputs, 16 bytes a row, are bound whole.)
+#[test]
+fn batch_sums_over_many_slices() {
+    let labels = gen_case(79, 9000, 5, 8 | 256);
+    let probs = gen_case(80, 9000, 3, 1 | 2);
+    for ctx in contexts() {
+        check_case(ctx, &labels, "n=9000, labels");
+        check_case(ctx, &probs, "n=9000, probabilities");
     }
 }
 

@@ -2,7 +2,7 @@
 //! here with no adapter present.
 
 use xent::ReducePath;
-use xent::shaders::{Kernel, NARROW_MAX, ROW_CACHED, source};
+use xent::shaders::{Kernel, NARROW_MAX, ROW_CACHED, RowWalk, source};
 
 #[test]
 fn every_shader_validates_on_both_reduction_paths() {
@@ -27,7 +27,9 @@ fn every_shader_validates_on_both_reduction_paths() {
         {
             // The row cache at full size on half the variants, as one vec4 on the others.
             let flags = if vw == 4 { ROW_CACHED } else { 0 };
-            let src = source(kernel, path, vw, cols, flags);
+            // Both walks: CPU-driver blocks of 8 lanes, and the GPU's whole-row interleave.
+            let walk = RowWalk::for_policy(if vw == 4 { 2048 } else { 8 });
+            let src = source(kernel, path, walk, vw, cols, flags);
             let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| {
                 panic!(
                     "{kernel:?}/{path:?}/vec{vw}/N={cols}: {}",
@@ -65,7 +67,14 @@ fn every_shader_validates_on_both_reduction_paths() {
 #[test]
 fn workgroup_path_uses_no_subgroup_operation() {
     for &kernel in Kernel::ALL {
-        let src = source(kernel, ReducePath::Workgroup, 4, 10, ROW_CACHED);
+        let src = source(
+            kernel,
+            ReducePath::Workgroup,
+            RowWalk::for_policy(8),
+            4,
+            10,
+            ROW_CACHED,
+        );
         let code: String = src.lines().map(|l| l.split("//").next().unwrap()).collect();
         assert!(
             !code.contains("subgroup"),
