@@ -506,8 +506,8 @@ impl Context {
         }
     }
 
-    /// GPU milliseconds of the launches since the last call (sum of each launch's end − start), and
-    /// resets the count. `None` when the timer is off, nothing ran, or more launches ran than it holds.
+    /// GPU milliseconds of the launches since the last call (first start to last end), and resets
+    /// the count. `None` when the timer is off, nothing ran, or more launches ran than it holds.
     pub fn take_gpu_time_ms(&self) -> Result<Option<f64>> {
         let (resolve, used) = {
             let mut timer = self.timer.lock().unwrap_or_else(|p| p.into_inner());
@@ -525,10 +525,12 @@ impl Context {
         };
         let ticks: Vec<u64> = pollster::block_on(self.read_buffer(&resolve, 0, used as u64 * 8))?;
         let period = self.queue.get_timestamp_period() as f64;
-        let ns: f64 = ticks
-            .chunks_exact(2)
-            .map(|p| p[1].saturating_sub(p[0]) as f64 * period)
-            .sum();
+        // The span from the first launch's start to the last one's end, gaps between launches
+        // included (as CUDA events around an operation); summing each launch's end − start instead
+        // counted twice the time a launch's start timestamp spent waiting on the one before it.
+        let first = ticks.iter().step_by(2).copied().min().unwrap_or(0);
+        let last = ticks.iter().skip(1).step_by(2).copied().max().unwrap_or(0);
+        let ns = last.saturating_sub(first) as f64 * period;
         Ok((used < TIMER_QUERIES).then_some(ns / 1e6))
     }
 
