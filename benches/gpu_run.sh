@@ -8,7 +8,8 @@
 #   cp target/release/deps/xent-<hash> .dev/xent-tests     # the tests/xent.rs binary
 # and carried with the Vulkan loader: carry = [".gl", ".dev"]. Other builds to compare may sit beside
 # them as .dev/xent-<variant> (the `variants` step times each on the large shapes, GPU only).
-# Usage there: bash benches/gpu_run.sh [tests|bench|peers|variants]...   (tests bench peers by default)
+# Usage there: bash benches/gpu_run.sh [tests|bench|json|peers|variants]...
+# (tests bench json peers by default; json: the same sweep as JSON lines and an SVG plot)
 set -u
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
@@ -22,7 +23,7 @@ egl=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
 [ -e /work/main ] || { mkdir -p /work && ln -s "$PWD" /work/main; }
 mkdir -p target/release && cp .dev/xent target/release/xent
 export RUST_LIB_BACKTRACE=0 XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONUNBUFFERED=1
-steps=${*:-tests bench peers}
+steps=${*:-tests bench json peers}
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,clocks.mem \
     --format=csv | tee "$OUT/gpu.txt"
 SHAPES=${SHAPES:-4096x1000,1024x32000,256x128256,65536x10,8192x32000,4096x128256}
@@ -37,6 +38,8 @@ for step in $steps; do
     bench)
         target/release/xent bench --backend vulkan --shapes "$SHAPES" --reps "$REPS" 2>&1 |
             tee "$OUT/bench.txt"
+        ;;
+    json)
         target/release/xent bench --backend vulkan --shapes "$SHAPES" --reps "$REPS" --json \
             --plot "$OUT/gpu_throughput.svg" >"$OUT/bench.jsonl" 2>/dev/null
         ;;

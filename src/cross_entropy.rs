@@ -377,7 +377,7 @@ impl Context {
         let slice = REDUCE_SLICE.min(self.binding_floats() as usize);
         let slices = n.div_ceil(slice);
         let partials = GpuMatrix::zeros(self, slices, 4)?;
-        let reduce = |what: u32| -> Result<()> {
+        let reduce = |encoder: &mut wgpu::CommandEncoder, what: u32| -> Result<()> {
             let mut params = RowParams::mode(what);
             params.flags = fl;
             params.ignore_index = ignore_index;
@@ -393,13 +393,12 @@ impl Context {
             ];
             if slices == 1 {
                 params.mode = what | REDUCE_FINISH;
-                return self.run_rows(Kernel::CeReduce, params, 1, n, 1, &args);
+                return self.encode_rows(encoder, Kernel::CeReduce, params, 1, n, 1, &args);
             }
-            self.run_rows(Kernel::CeReduce, params, slices, slice, 1, &args)?;
+            self.encode_rows(encoder, Kernel::CeReduce, params, slices, slice, 1, &args)?;
             params.mode = what | REDUCE_FINISH | REDUCE_FROM_PARTIALS;
-            self.run_rows(Kernel::CeReduce, params, 1, slices, 1, &args)
+            self.encode_rows(encoder, Kernel::CeReduce, params, 1, slices, 1, &args)
         };
-        reduce(0)?;
         let mut params = RowParams::mode(0);
         params.flags = fl;
         params.ignore_index = ignore_index;
@@ -416,23 +415,29 @@ impl Context {
         };
         let scale_buf = upstream.map_or(gscale.buffer(), |u| u.buffer());
         let passes = if fl & flags::PASS2 != 0 { 2 } else { 1 };
-        self.run_rows(
-            Kernel::CeFwdBwd,
-            params,
-            n,
-            cols,
-            passes,
-            &[
-                Arg::Rows(logits.buffer()),
-                grad_arg,
-                targets_arg,
-                Arg::Whole(labels_buf),
-                Arg::Whole(weight.buffer()),
-                Arg::Whole(scale_buf),
-                Arg::Whole(rows.buffer()),
-            ],
-        )?;
-        reduce(1)?;
+        let main_args = [
+            Arg::Rows(logits.buffer()),
+            grad_arg,
+            targets_arg,
+            Arg::Whole(labels_buf),
+            Arg::Whole(weight.buffer()),
+            Arg::Whole(scale_buf),
+            Arg::Whole(rows.buffer()),
+        ];
+        // One submission: the denominators, the rows, the batch numbers.
+        self.submit_launches(Kernel::CeFwdBwd.label(), |encoder| {
+            reduce(encoder, 0)?;
+            self.encode_rows(
+                encoder,
+                Kernel::CeFwdBwd,
+                params,
+                n,
+                cols,
+                passes,
+                &main_args,
+            )?;
+            reduce(encoder, 1)
+        })?;
         Ok(CrossEntropyOutput {
             rows,
             stats,

@@ -146,10 +146,43 @@ impl Context {
         Ok(by_binding.min(by_dispatch).min(u32::MAX as u64) as usize)
     }
 
-    /// Encodes `kernel` over `n` rows of `cols` elements in as many chunks as the limits need, and
-    /// submits it. `passes` is how many times the kernel walks a row (for the loop-cap check).
+    /// Records the launches `record` encodes into one command buffer, between two timestamps (when
+    /// the GPU timer is on), and submits it: an operation of several launches is one submission, and
+    /// nothing of it runs when encoding fails.
+    pub(crate) fn submit_launches(
+        &self,
+        label: &str,
+        record: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<()>,
+    ) -> Result<()> {
+        let mut encoder = self.encoder(label);
+        self.timestamp(&mut encoder);
+        record(&mut encoder)?;
+        self.timestamp(&mut encoder);
+        self.submit(encoder)?;
+        Ok(())
+    }
+
+    /// [`Context::encode_rows`] as a submission of its own.
     pub(crate) fn run_rows(
         &self,
+        kernel: Kernel,
+        base: RowParams,
+        n: usize,
+        cols: usize,
+        passes: u32,
+        args: &[Arg<'_>],
+    ) -> Result<()> {
+        self.submit_launches(kernel.label(), |encoder| {
+            self.encode_rows(encoder, kernel, base, n, cols, passes, args)
+        })
+    }
+
+    /// Encodes `kernel` over `n` rows of `cols` elements in as many chunks as the limits need.
+    /// `passes` is how many times the kernel walks a row (for the loop-cap check).
+    #[allow(clippy::too_many_arguments)] // the launch's geometry; one call site pattern
+    pub(crate) fn encode_rows(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
         kernel: Kernel,
         base: RowParams,
         n: usize,
@@ -223,8 +256,6 @@ impl Context {
             });
         }
         let align = self.limits().min_storage_buffer_offset_alignment as u64;
-        let mut encoder = self.encoder(kernel.label());
-        self.timestamp(&mut encoder);
         for seg in &segments {
             let mut row0 = seg.rows.start;
             while row0 < seg.rows.end {
@@ -266,8 +297,6 @@ impl Context {
                 row0 += rows;
             }
         }
-        self.timestamp(&mut encoder);
-        self.submit(encoder)?;
         Ok(())
     }
 }

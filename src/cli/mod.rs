@@ -20,6 +20,10 @@ pub struct DeviceArgs {
     /// Use the first adapter whose name contains this text (case-insensitive).
     #[arg(long)]
     pub adapter: Option<String>,
+    /// Bind at most this many MiB of a matrix per launch (default: the adapter's limit); larger
+    /// matrices run in more row chunks.
+    #[arg(long, value_name = "MIB")]
+    pub max_binding_mib: Option<u64>,
 }
 
 impl DeviceArgs {
@@ -49,6 +53,9 @@ impl DeviceArgs {
         }
         if let Some(name) = &self.adapter {
             opts.adapter_name = Some(name.clone());
+        }
+        if let Some(mib) = self.max_binding_mib {
+            opts.max_storage_binding = Some(mib.max(1) << 20);
         }
         Ok(opts)
     }
