@@ -109,6 +109,9 @@ pub struct Context {
     loop_cap: Option<u32>,
     /// See [`ContextOptions::elements_per_lane`].
     pub(crate) elements_per_lane: usize,
+    /// Bind large matrices in chunks of about 256 MiB (a GPU whose binding limit was not lowered by
+    /// the caller; see `GPU_CHUNK_BYTES` in launch.rs).
+    pub(crate) gpu_chunks: bool,
     pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
     /// First error wgpu reported outside an error scope; taken (and returned as `Err`) after each submit.
     gpu_error: Arc<Mutex<Option<String>>>,
@@ -228,6 +231,9 @@ impl Context {
         if let Some(e) = options.elements_per_lane {
             ctx.elements_per_lane = e.max(1);
         }
+        if options.max_storage_binding.is_some() {
+            ctx.gpu_chunks = false;
+        }
         Ok(ctx)
     }
 
@@ -264,6 +270,7 @@ impl Context {
             reduce_path,
             loop_cap: None,
             elements_per_lane: crate::launch::default_elements_per_lane(info.device_type),
+            gpu_chunks: info.device_type != wgpu::DeviceType::Cpu,
             pipelines: Mutex::new(HashMap::new()),
             gpu_error,
             timer: Mutex::new(None),

@@ -78,6 +78,25 @@ pub(crate) fn default_elements_per_lane(device_type: wgpu::DeviceType) -> usize 
 /// log2(WG) tree levels or WG / SG serial steps each.
 const REDUCTION_SLACK: u64 = WG_SIZE as u64;
 
+/// On a GPU, matrices are bound at most this many bytes per launch when a chunk of that size holds
+/// at least [`GPU_CHUNK_MIN_ROWS`] rows: on an H100 through Vulkan (driver 580), bindings past ~400 MiB ran at
+/// ~1,550 GB/s where 256 MiB chunks ran at ~2,650 (a copy at 8192×32000; softmax 1,040 → 1,850 GB/s;
+/// benches/README.md). Rows wider than 32,768 floats keep the adapter's limit: 256 MiB chunks of so
+/// few rows left that GPU partly idle (4096×128256 ran slower in them).
+const GPU_CHUNK_BYTES: u64 = 256 << 20;
+const GPU_CHUNK_MIN_ROWS: u64 = 2048;
+
+/// Floats per chunk binding for rows of `cols` floats under the GPU chunking rule, given the
+/// adapter's `limit` (in floats).
+pub(crate) fn gpu_chunk_floats(limit: u64, cols: usize) -> u64 {
+    let chunk = GPU_CHUNK_BYTES / 4;
+    if chunk >= GPU_CHUNK_MIN_ROWS * cols as u64 {
+        limit.min(chunk)
+    } else {
+        limit
+    }
+}
+
 /// Elements one lane walks per pass before a row gets more lanes, on a GPU: short walks, many lanes
 /// per row, so that a wide row keeps a whole workgroup busy and latency hidden.
 const GPU_ELEMS_PER_LANE: usize = 8;
@@ -130,7 +149,11 @@ impl Context {
     /// Rows per chunk under the binding and dispatch limits; `Err` when a single row does not fit.
     pub(crate) fn rows_per_chunk(&self, cols: usize, tpr: u32) -> Result<usize> {
         let limits = self.limits();
-        let by_binding = self.binding_floats() / cols.max(1) as u64;
+        let mut floats = self.binding_floats();
+        if self.gpu_chunks {
+            floats = gpu_chunk_floats(floats, cols);
+        }
+        let by_binding = floats / cols.max(1) as u64;
         if by_binding == 0 {
             return Err(XentError::TooLarge {
                 what: format!("a row of {cols} f32"),
@@ -298,5 +321,23 @@ impl Context {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gpu_chunk_floats;
+
+    #[test]
+    fn gpu_chunks_are_256_mib_unless_that_leaves_few_rows() {
+        let limit = (2047u64 << 20) / 4;
+        // 8192×32000 (1,000 MiB): chunks of 2,097 rows (256 MiB).
+        assert_eq!(gpu_chunk_floats(limit, 32_000) / 32_000, 2097);
+        // Rows of 32,768 floats still get 256 MiB chunks (2,048 rows).
+        assert_eq!(gpu_chunk_floats(limit, 32_768), (256 << 20) / 4);
+        // Wider rows (4096×128256): the adapter's limit.
+        assert_eq!(gpu_chunk_floats(limit, 128_256), limit);
+        // Small matrices are one chunk either way; a smaller adapter limit wins.
+        assert_eq!(gpu_chunk_floats(1 << 20, 1000), 1 << 20);
     }
 }
