@@ -56,6 +56,8 @@ pub enum Kernel {
     CopyNarrow,
     /// [`Kernel::CeFwdBwd`] for narrow rows (`ce_narrow.wgsl`).
     CeNarrow,
+    /// [`Kernel::SoftmaxBwd`] for narrow rows (`softmax_bwd_narrow.wgsl`).
+    SoftmaxBwdNarrow,
     /// Tiled matrix product for softmax regression (`matmul.wgsl`).
     Matmul,
     /// SGD with momentum and L2, in place (`sgd_update.wgsl`).
@@ -77,6 +79,7 @@ impl Kernel {
         Kernel::SoftmaxNarrow,
         Kernel::CopyNarrow,
         Kernel::CeNarrow,
+        Kernel::SoftmaxBwdNarrow,
         Kernel::Matmul,
         Kernel::SgdUpdate,
         Kernel::GatherRows,
@@ -94,6 +97,7 @@ impl Kernel {
             Kernel::CopyRows => "xent.copy_rows",
             Kernel::SoftmaxNarrow => "xent.softmax_narrow",
             Kernel::CopyNarrow => "xent.copy_narrow",
+            Kernel::SoftmaxBwdNarrow => "xent.softmax_bwd_narrow",
             Kernel::CeNarrow => "xent.ce_narrow",
             Kernel::Matmul => "xent.matmul",
             Kernel::SgdUpdate => "xent.sgd_update",
@@ -116,6 +120,7 @@ impl Kernel {
             Kernel::CopyRows => include_str!("../shaders/copy_rows.wgsl"),
             Kernel::SoftmaxNarrow => include_str!("../shaders/softmax_narrow.wgsl"),
             Kernel::CopyNarrow => include_str!("../shaders/copy_narrow.wgsl"),
+            Kernel::SoftmaxBwdNarrow => include_str!("../shaders/softmax_bwd_narrow.wgsl"),
             Kernel::CeNarrow => concat!(
                 include_str!("../shaders/ce_common.wgsl"),
                 include_str!("../shaders/ce_narrow.wgsl")
@@ -157,6 +162,7 @@ impl Kernel {
             Kernel::SoftmaxFwd => Some(Kernel::SoftmaxNarrow),
             Kernel::CopyRows => Some(Kernel::CopyNarrow),
             Kernel::CeFwdBwd => Some(Kernel::CeNarrow),
+            Kernel::SoftmaxBwd => Some(Kernel::SoftmaxBwdNarrow),
             _ => None,
         }
     }
@@ -166,7 +172,10 @@ impl Kernel {
     pub fn is_narrow(self) -> bool {
         matches!(
             self,
-            Kernel::SoftmaxNarrow | Kernel::CopyNarrow | Kernel::CeNarrow
+            Kernel::SoftmaxNarrow
+                | Kernel::CopyNarrow
+                | Kernel::CeNarrow
+                | Kernel::SoftmaxBwdNarrow
         )
     }
 

@@ -1,0 +1,20 @@
+// softmax_bwd_narrow: softmax_bwd for narrow rows (a template: layout and syntax in narrow.wgsl). One
+// read of y and of g and one write per element, the row's dot product (or sum) in column order. Same
+// bindings, modes and outputs as softmax_bwd.
+
+@group(0) @binding(1) var<storage, read> y: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> g: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read_write> dz: array<vec4<f32>>;
+
+fn pack_main(row: u32, base: u32) {
+    var v$k = y[base + $ku];
+    let g$k = g[base + $ku];
+    //{rows
+    {
+        var d = 0.0;
+        d += select(g$e * v$e, g$e, MODE == 1u);
+        v$e = select(v$e * (g$e - d), g$e - exp(v$e) * d, MODE == 1u);
+    }
+    //}rows
+    dz[base + $ku] = v$k;
+}
