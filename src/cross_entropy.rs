@@ -3,7 +3,7 @@
 
 use crate::context::Context;
 use crate::error::{Result, XentError};
-use crate::launch::{Arg, RowParams};
+use crate::launch::{Arg, RowLaunch, RowParams};
 use crate::matrix::{GpuLabels, GpuMatrix};
 use crate::shaders::Kernel;
 use crate::softmax::check_cols;
@@ -393,11 +393,41 @@ impl Context {
             ];
             if slices == 1 {
                 params.mode = what | REDUCE_FINISH;
-                return self.encode_rows(encoder, Kernel::CeReduce, params, 1, n, 1, &args);
+                return self.encode_rows(
+                    encoder,
+                    RowLaunch {
+                        kernel: Kernel::CeReduce,
+                        params,
+                        rows: 1,
+                        cols: n,
+                        passes: 1,
+                        args: &args,
+                    },
+                );
             }
-            self.encode_rows(encoder, Kernel::CeReduce, params, slices, slice, 1, &args)?;
+            self.encode_rows(
+                encoder,
+                RowLaunch {
+                    kernel: Kernel::CeReduce,
+                    params,
+                    rows: slices,
+                    cols: slice,
+                    passes: 1,
+                    args: &args,
+                },
+            )?;
             params.mode = what | REDUCE_FINISH | REDUCE_FROM_PARTIALS;
-            self.encode_rows(encoder, Kernel::CeReduce, params, 1, slices, 1, &args)
+            self.encode_rows(
+                encoder,
+                RowLaunch {
+                    kernel: Kernel::CeReduce,
+                    params,
+                    rows: 1,
+                    cols: slices,
+                    passes: 1,
+                    args: &args,
+                },
+            )
         };
         let mut params = RowParams::mode(0);
         params.flags = fl;
@@ -429,12 +459,14 @@ impl Context {
             reduce(encoder, 0)?;
             self.encode_rows(
                 encoder,
-                Kernel::CeFwdBwd,
-                params,
-                n,
-                cols,
-                passes,
-                &main_args,
+                RowLaunch {
+                    kernel: Kernel::CeFwdBwd,
+                    params,
+                    rows: n,
+                    cols,
+                    passes,
+                    args: &main_args,
+                },
             )?;
             reduce(encoder, 1)
         })?;
@@ -471,18 +503,18 @@ impl Context {
             }
             None => Arg::Whole(no_targets.buffer()),
         };
-        self.run_rows(
-            Kernel::InfoRows,
+        self.run_rows(RowLaunch {
+            kernel: Kernel::InfoRows,
             params,
-            n,
+            rows: n,
             cols,
-            2,
-            &[
+            passes: 2,
+            args: &[
                 Arg::Rows(logits.buffer()),
                 targets_arg,
                 Arg::Whole(out.buffer()),
             ],
-        )?;
+        })?;
         Ok(out)
     }
 }

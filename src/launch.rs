@@ -57,6 +57,17 @@ impl RowParams {
     }
 }
 
+/// One launch of a row kernel: `kernel` over `rows` rows of `cols` elements, walking each row
+/// `passes` times (for the loop-cap check), with `args` bound after the uniform.
+pub(crate) struct RowLaunch<'a> {
+    pub kernel: Kernel,
+    pub params: RowParams,
+    pub rows: usize,
+    pub cols: usize,
+    pub passes: u32,
+    pub args: &'a [Arg<'a>],
+}
+
 /// One binding of a row kernel, in binding order after the uniform at binding 0.
 pub(crate) enum Arg<'a> {
     /// An n×N matrix, bound chunk by chunk.
@@ -186,33 +197,26 @@ impl Context {
     }
 
     /// [`Context::encode_rows`] as a submission of its own.
-    pub(crate) fn run_rows(
-        &self,
-        kernel: Kernel,
-        base: RowParams,
-        n: usize,
-        cols: usize,
-        passes: u32,
-        args: &[Arg<'_>],
-    ) -> Result<()> {
-        self.submit_launches(kernel.label(), |encoder| {
-            self.encode_rows(encoder, kernel, base, n, cols, passes, args)
+    pub(crate) fn run_rows(&self, launch: RowLaunch<'_>) -> Result<()> {
+        self.submit_launches(launch.kernel.label(), |encoder| {
+            self.encode_rows(encoder, launch)
         })
     }
 
-    /// Encodes `kernel` over `n` rows of `cols` elements in as many chunks as the limits need.
-    /// `passes` is how many times the kernel walks a row (for the loop-cap check).
-    #[allow(clippy::too_many_arguments)] // the launch's geometry; one call site pattern
+    /// Encodes a row launch in as many chunks as the limits need.
     pub(crate) fn encode_rows(
         &self,
         encoder: &mut wgpu::CommandEncoder,
-        kernel: Kernel,
-        base: RowParams,
-        n: usize,
-        cols: usize,
-        passes: u32,
-        args: &[Arg<'_>],
+        launch: RowLaunch<'_>,
     ) -> Result<()> {
+        let RowLaunch {
+            kernel,
+            params: base,
+            rows: n,
+            cols,
+            passes,
+            args,
+        } = launch;
         if n == 0 {
             return Ok(());
         }

@@ -2,7 +2,7 @@
 
 use crate::context::Context;
 use crate::error::{Result, XentError};
-use crate::launch::{Arg, RowParams};
+use crate::launch::{Arg, RowLaunch, RowParams};
 use crate::matrix::GpuMatrix;
 use crate::shaders::Kernel;
 
@@ -48,14 +48,14 @@ impl Context {
                 Arg::Whole(stand_in.buffer())
             }
         };
-        self.run_rows(
-            Kernel::SoftmaxFwd,
-            RowParams::mode(mode),
-            n,
+        self.run_rows(RowLaunch {
+            kernel: Kernel::SoftmaxFwd,
+            params: RowParams::mode(mode),
+            rows: n,
             cols,
-            2,
-            &[Arg::Rows(x.buffer()), y_arg, Arg::Whole(lse.buffer())],
-        )
+            passes: 2,
+            args: &[Arg::Rows(x.buffer()), y_arg, Arg::Whole(lse.buffer())],
+        })
     }
 
     /// Row-wise softmax `exp(z − lse(z))`. A row whose max is ±inf (an all −inf row too) or that holds
@@ -106,18 +106,18 @@ impl Context {
         check_cols(cols)?;
         g.expect_shape("upstream gradient", n, cols)?;
         dz.expect_shape("gradient output", n, cols)?;
-        self.run_rows(
-            Kernel::SoftmaxBwd,
-            RowParams::mode(mode),
-            n,
+        self.run_rows(RowLaunch {
+            kernel: Kernel::SoftmaxBwd,
+            params: RowParams::mode(mode),
+            rows: n,
             cols,
-            2,
-            &[
+            passes: 2,
+            args: &[
                 Arg::Rows(y.buffer()),
                 Arg::Rows(g.buffer()),
                 Arg::Rows(dz.buffer()),
             ],
-        )
+        })
     }
 
     /// [`Context::softmax_backward`] into an existing `out`.
@@ -151,14 +151,14 @@ impl Context {
         let (n, cols) = x.shape();
         check_cols(cols)?;
         out.expect_shape("copy output", n, cols)?;
-        self.run_rows(
-            Kernel::CopyRows,
-            RowParams::mode(0),
-            n,
+        self.run_rows(RowLaunch {
+            kernel: Kernel::CopyRows,
+            params: RowParams::mode(0),
+            rows: n,
             cols,
-            1,
-            &[Arg::Rows(x.buffer()), Arg::Rows(out.buffer())],
-        )
+            passes: 1,
+            args: &[Arg::Rows(x.buffer()), Arg::Rows(out.buffer())],
+        })
     }
 
     /// Host-slice convenience: uploads `x` (`x.len() / cols` rows), runs [`Context::softmax`], reads back.

@@ -12,7 +12,7 @@ use crate::context::Context;
 use crate::cross_entropy::{CrossEntropyOptions, Targets};
 use crate::data::{Dataset, SplitMix64};
 use crate::error::{Result, XentError};
-use crate::launch::{Arg, RowParams};
+use crate::launch::{Arg, RowLaunch, RowParams};
 use crate::matrix::{GpuLabels, GpuMatrix};
 use crate::reference::{self, RefTargets};
 use crate::shaders::Kernel;
@@ -228,20 +228,20 @@ impl<'c> GpuTrainer<'c> {
         let bb = &self.batches[&rows];
         ctx.queue
             .write_buffer(&bb.idx, 0, bytemuck::cast_slice(idx));
-        ctx.run_rows(
-            Kernel::GatherRows,
-            RowParams::mode(0),
+        ctx.run_rows(RowLaunch {
+            kernel: Kernel::GatherRows,
+            params: RowParams::mode(0),
             rows,
-            d,
-            1,
-            &[
+            cols: d,
+            passes: 1,
+            args: &[
                 Arg::Whole(self.x_all.buffer()),
                 Arg::Whole(self.y_all.buffer()),
                 Arg::Whole(&bb.idx),
                 Arg::Rows(bb.x.buffer()),
                 Arg::Whole(&bb.labels),
             ],
-        )?;
+        })?;
         // Host copy of the batch labels: the cross-entropy call validates them (cheap, batch-sized).
         let host: Vec<i32> = idx
             .iter()
@@ -272,18 +272,18 @@ impl<'c> GpuTrainer<'c> {
         params.f[0] = cfg.learning_rate;
         params.f[1] = cfg.momentum;
         params.f[2] = l2;
-        self.ctx.run_rows(
-            Kernel::SgdUpdate,
+        self.ctx.run_rows(RowLaunch {
+            kernel: Kernel::SgdUpdate,
             params,
             rows,
-            self.train.classes,
-            1,
-            &[
+            cols: self.train.classes,
+            passes: 1,
+            args: &[
                 Arg::Rows(g.buffer()),
                 Arg::Rows(w.buffer()),
                 Arg::Rows(v.buffer()),
             ],
-        )
+        })
     }
 
     /// Accuracy on the test set with the current model (one readback).
