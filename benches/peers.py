@@ -32,7 +32,8 @@ def median_ms(fn, reps):
 
 
 def cuda_event_ms(fn, reps):
-    """Median device time of `fn` from CUDA events (kernels only, like xent's timestamp queries)."""
+    """Median device time of `fn` (which must not synchronize) from CUDA events recorded on the stream
+    around it: the op's kernels and the gaps between them, like xent's timestamp queries."""
     import torch
 
     fn()
@@ -58,20 +59,23 @@ def torch_rows(shapes, reps, device):
         y = torch.tensor(rng.integers(0, k, n), device=device)
         sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
-        def softmax():
+        def softmax(wait=True):
             torch.softmax(x, dim=1)
-            sync()
+            if wait:
+                sync()
 
-        def ce():
+        def ce(wait=True):
             z = x.detach().requires_grad_(True)
             torch.nn.functional.cross_entropy(z, y).backward()
-            sync()
+            if wait:
+                sync()
 
         out = torch.empty_like(x)
 
-        def copy():
+        def copy(wait=True):
             out.copy_(x)
-            sync()
+            if wait:
+                sync()
 
         ops = [("softmax", softmax), ("ce", ce)]
         if device == "cuda":
@@ -80,8 +84,9 @@ def torch_rows(shapes, reps, device):
             ms = median_ms(fn, reps)
             row = dict(op=op, n=n, k=k, backend=f"torch-{device}", median_ms=ms, gbps=n * k * 8 / ms / 1e6)
             if device == "cuda":
-                # Device time without the host's launch and synchronisation.
-                g = cuda_event_ms(fn, reps)
+                # Device time: events on the stream around the launches, no host synchronisation
+                # inside the window (runs before 2026-11-22's last had one: +10–20 µs a call).
+                g = cuda_event_ms(lambda: fn(wait=False), reps)
                 row.update(gpu_ms=g, gpu_gbps=n * k * 8 / g / 1e6)
             rows.append(row)
     return rows

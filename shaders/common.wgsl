@@ -75,8 +75,9 @@ fn cache_slot(lid: u32) -> u32 {
 // per SIMD batch, one batch after another; each batch then streams through its own stretch of the row
 // instead of re-walking the whole row with a 1 KiB stride). On a GPU LB = WG: a row's lanes form one
 // block that walks the whole row interleaved, so a warp's loads are consecutive and each step of the
-// workgroup reads one contiguous run of the row. The kernels' loops take UNROLL steps per iteration
-// (prelude: 4 on a GPU, 1 on a CPU driver) so that a lane has that many loads in flight.
+// workgroup reads one contiguous run of the row. The row walks' loops (softmax, cross-entropy, copy,
+// info rows, ce_reduce) take UNROLL steps per iteration (prelude: 4 on a GPU, 1 on a CPU driver) so
+// that a lane has that many loads in flight.
 
 // This lane's part of a row: indices start, start + step, … < end.
 struct Walk {

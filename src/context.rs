@@ -17,9 +17,10 @@ pub struct ContextOptions {
     /// Use subgroup operations for the in-row reductions where the adapter has them (default `true`).
     /// `false` forces the workgroup-memory path everywhere; the tests run both.
     pub use_subgroups: bool,
-    /// Ask the device for at most this many bytes per storage binding (default: the adapter's own).
-    /// Lowering it makes the host split work into more row chunks; tests use it to exercise chunking
-    /// on small data.
+    /// Ask the device for at most this many bytes per storage binding (default: the adapter's own,
+    /// with matrices bound in 256 MiB chunks on a GPU where a chunk keeps at least 2,048 rows; any
+    /// value here replaces that rule). Lowering it makes the host split work into more row chunks;
+    /// tests use it to exercise chunking on small data.
     pub max_storage_binding: Option<u64>,
     /// Elements one lane walks per pass before a row gets more lanes (default: 8 on a GPU, 2,048 on
     /// a CPU driver). Tests set 8 to run the GPU geometry — many lanes per row, rows kept in workgroup
@@ -513,8 +514,8 @@ impl Context {
         }
     }
 
-    /// GPU milliseconds of the launches since the last call (first start to last end), and resets
-    /// the count. `None` when the timer is off, nothing ran, or more launches ran than it holds.
+    /// GPU milliseconds of the launches since the last call (first start to last end: gaps between
+    /// submissions count), and resets the count. `None` when the timer is off, nothing ran, or more launches ran than it holds.
     pub fn take_gpu_time_ms(&self) -> Result<Option<f64>> {
         let (resolve, used) = {
             let mut timer = self.timer.lock().unwrap_or_else(|p| p.into_inner());

@@ -20,8 +20,8 @@ pub struct DeviceArgs {
     /// Use the first adapter whose name contains this text (case-insensitive).
     #[arg(long)]
     pub adapter: Option<String>,
-    /// Bind at most this many MiB of a matrix per launch (default: the adapter's limit); larger
-    /// matrices run in more row chunks.
+    /// Bind at most this many MiB of a matrix per launch (default: the adapter's limit, or 256 MiB
+    /// chunks on a GPU where a chunk keeps at least 2,048 rows); larger matrices run in more chunks.
     #[arg(long, value_name = "MIB")]
     pub max_binding_mib: Option<u64>,
 }

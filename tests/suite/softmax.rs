@@ -421,5 +421,17 @@ fn gpu_geometry_with_row_cache() {
             70_000,
             "GPU geometry N=70000",
         );
+        // The copy kernel (the benchmarks' roofline) walks rows the same way: an exact copy.
+        for (n, cols) in [(40, 10), (5, 3001), (3, 70_000)] {
+            let x = random(24, n, cols, -5.0, 5.0);
+            let xm = GpuMatrix::from_slice(&ctx, &x, n, cols).unwrap();
+            let out = GpuMatrix::zeros(&ctx, n, cols).unwrap();
+            ctx.copy_rows_into(&xm, &out).unwrap();
+            assert_eq!(
+                out.read_blocking(&ctx).unwrap(),
+                x,
+                "GPU geometry copy {n}x{cols}"
+            );
+        }
     }
 }
