@@ -1,7 +1,7 @@
 //! The registry of WGSL sources (`shaders/`) and how a kernel's module is assembled.
 //!
 //! A row kernel's module is: a generated prelude (constants shared with Rust), the element type
-//! (`vec1.wgsl` or `vec4.wgsl`: `V` is f32 or vec4<f32>), `common.wgsl` (the
+//! (`vec1.wgsl` or `vec4.wgsl`: `V` is `f32` or `vec4<f32>`), `common.wgsl` (the
 //! `Params` uniform and numeric helpers), one of the two in-row reduction files
 //! (`reduce_subgroup.wgsl` or `reduce_workgroup.wgsl`, same function names), and the kernel itself.
 
