@@ -114,11 +114,16 @@ pub struct Context {
     /// the caller; see `GPU_CHUNK_BYTES` in launch.rs).
     pub(crate) gpu_chunks: bool,
     pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
+    /// See [`Context::stand_in`].
+    stand_ins: [wgpu::Buffer; STAND_INS],
     /// First error wgpu reported outside an error scope; taken (and returned as `Err`) after each submit.
     gpu_error: Arc<Mutex<Option<String>>>,
     /// GPU timestamps around every row-kernel launch, when enabled (benchmarks).
     timer: Mutex<Option<GpuTimer>>,
 }
+
+/// Stand-in buffers a context keeps (see [`Context::stand_in`]).
+const STAND_INS: usize = 4;
 
 /// A pipeline's identity: kernel, reduction path, MODE, FLAGS (masked to what the kernel reads), vector
 /// width, and the row length of a narrow kernel (0 for the others).
@@ -262,6 +267,14 @@ impl Context {
         } else {
             ReducePath::Workgroup
         };
+        let stand_ins = std::array::from_fn(|_| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("xent.stand_in"),
+                size: 16,
+                usage: crate::matrix::MATRIX_USAGE,
+                mapped_at_creation: false,
+            })
+        });
         let mut ctx = Self {
             limits: device.limits(),
             device,
@@ -273,11 +286,20 @@ impl Context {
             elements_per_lane: crate::launch::default_elements_per_lane(info.device_type),
             gpu_chunks: info.device_type != wgpu::DeviceType::Cpu,
             pipelines: Mutex::new(HashMap::new()),
+            stand_ins,
             gpu_error,
             timer: Mutex::new(None),
         };
         ctx.loop_cap = ctx.probe_loop_cap()?;
         Ok(ctx)
+    }
+
+    /// Stand-in `i` (0 … 3): a 16-byte buffer (one vec4, zeros) bound where a kernel's operand is
+    /// absent. The kernels never read one for data nor write one (the flags that would are off), so
+    /// every launch shares them; a launch with several absent operands takes distinct ones, since wgpu
+    /// refuses one buffer bound both read-only and read-write in a dispatch.
+    pub(crate) fn stand_in(&self, i: usize) -> &wgpu::Buffer {
+        &self.stand_ins[i]
     }
 
     /// The adapter this context runs on.

@@ -336,17 +336,22 @@ impl Context {
             GradTo::NewBuffer => Some(GpuMatrix::zeros(self, n, cols)?),
             _ => None,
         };
-        // Absent operands get 16-byte stand-ins (one vec4), one per binding: wgpu refuses one buffer bound both
-        // read-only and read-write in a dispatch.
-        let stand_in = || GpuMatrix::zeros(self, 1, 4);
-        let (no_labels, no_targets, no_grad) = (stand_in()?, stand_in()?, stand_in()?);
-        let weight = match &opts.weight {
-            Some(w) => GpuMatrix::from_slice(self, w, 1, cols)?,
-            None => stand_in()?,
-        };
+        // Absent operands take the context's stand-ins, a distinct one per binding.
+        let (no_labels, no_targets, no_grad, no_weight) = (
+            self.stand_in(0),
+            self.stand_in(1),
+            self.stand_in(2),
+            self.stand_in(3),
+        );
+        let weight = opts
+            .weight
+            .as_ref()
+            .map(|w| GpuMatrix::from_slice(self, w, 1, cols))
+            .transpose()?;
+        let weight_buf = weight.as_ref().map_or(no_weight, |w| w.buffer());
         let (labels_buf, targets_arg) = match targets {
-            Targets::Labels(l) => (l.buffer(), Arg::Whole(no_targets.buffer())),
-            Targets::Probs(t) => (no_labels.buffer(), Arg::Rows(t.buffer())),
+            Targets::Labels(l) => (l.buffer(), Arg::Whole(no_targets)),
+            Targets::Probs(t) => (no_labels, Arg::Rows(t.buffer())),
         };
         let reduction = opts.reduction;
         if n == 0 {
@@ -376,7 +381,11 @@ impl Context {
         // one (row_out, 16 bytes a row, is bound whole: the partials then fit too).
         let slice = REDUCE_SLICE.min(self.binding_floats() as usize);
         let slices = n.div_ceil(slice);
-        let partials = GpuMatrix::zeros(self, slices, 4)?;
+        // Written only by the first stage of a batch of several slices.
+        let partials = (slices > 1)
+            .then(|| GpuMatrix::zeros(self, slices, 4))
+            .transpose()?;
+        let partials_buf = partials.as_ref().map_or(no_grad, |p| p.buffer());
         let reduce = |encoder: &mut wgpu::CommandEncoder, what: u32| -> Result<()> {
             let mut params = RowParams::mode(what);
             params.flags = fl;
@@ -385,11 +394,11 @@ impl Context {
             params.total = n as u32;
             let args = [
                 Arg::Whole(labels_buf),
-                Arg::Whole(weight.buffer()),
+                Arg::Whole(weight_buf),
                 Arg::Whole(rows.buffer()),
                 Arg::Whole(stats.buffer()),
                 Arg::Whole(gscale.buffer()),
-                Arg::Whole(partials.buffer()),
+                Arg::Whole(partials_buf),
             ];
             if slices == 1 {
                 params.mode = what | REDUCE_FINISH;
@@ -441,7 +450,7 @@ impl Context {
         ];
         let grad_arg = match grad.as_ref().or(grad_into) {
             Some(g) => Arg::Rows(g.buffer()),
-            None => Arg::Whole(no_grad.buffer()),
+            None => Arg::Whole(no_grad),
         };
         let scale_buf = upstream.map_or(gscale.buffer(), |u| u.buffer());
         let passes = if fl & flags::PASS2 != 0 { 2 } else { 1 };
@@ -450,7 +459,7 @@ impl Context {
             grad_arg,
             targets_arg,
             Arg::Whole(labels_buf),
-            Arg::Whole(weight.buffer()),
+            Arg::Whole(weight_buf),
             Arg::Whole(scale_buf),
             Arg::Whole(rows.buffer()),
         ];
@@ -493,7 +502,6 @@ impl Context {
             t.expect_shape("target distribution", n, cols)?;
         }
         let out = GpuMatrix::zeros(self, n, 4)?;
-        let no_targets = GpuMatrix::zeros(self, 1, 1)?;
         let mut params = RowParams::mode(0);
         params.f[0] = if bits { std::f32::consts::LOG2_E } else { 1.0 };
         let targets_arg = match targets {
@@ -501,7 +509,7 @@ impl Context {
                 params.flags = flags::INFO_TARGETS;
                 Arg::Rows(t.buffer())
             }
-            None => Arg::Whole(no_targets.buffer()),
+            None => Arg::Whole(self.stand_in(0)),
         };
         self.run_rows(RowLaunch {
             kernel: Kernel::InfoRows,

@@ -3,7 +3,7 @@
 use crate::context::Context;
 use crate::error::{Result, XentError};
 
-const MATRIX_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+pub(crate) const MATRIX_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
     .union(wgpu::BufferUsages::COPY_SRC)
     .union(wgpu::BufferUsages::COPY_DST);
 
