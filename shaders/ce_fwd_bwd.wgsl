@@ -1,8 +1,9 @@
 // ce_fwd_bwd: softmax cross-entropy per row, fused with its gradient.
 // Reads: z (n×N logits, chunk-bound), targets (n×N probabilities, chunk-bound) or labels (n, i32),
-//        weight (N class weights), gscale (gradient scale: [0], or one per row with CE_ROW_UPSTREAM).
+//        weight (N class weights), gscale (one gradient scale per row, read with CE_ROW_UPSTREAM;
+//        otherwise the scale is p.f4: the upstream gradient, ÷ the mean's denominator for mean).
 // Writes: row_out (n×4: loss, lse, argmax, correct), and the gradient ∂L/∂z into grad (n×N,
-//         chunk-bound), or over z itself with CE_IN_PLACE. Unused bindings get a 4-byte dummy.
+//         chunk-bound), or over z itself with CE_IN_PLACE. Unused bindings get a 16-byte stand-in.
 // Vectorised: V is f32 or vec4<f32> (vec1.wgsl / vec4.wgsl), chosen by the host from N.
 // Dispatch: as softmax_fwd. Pass 1 reads z (and targets): online max and Σexp, argmax, Σ w·t.
 //           Pass 2 (gradient, smoothing or probability targets) reads z again (from workgroup memory
@@ -107,7 +108,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     coef += 2.0 * p.f1 * lse;
     var up = 0.0;
     if (live) {
-        up = select(gscale[0], gscale[grow], has(CE_ROW_UPSTREAM));
+        up = select(p.f4, gscale[grow], has(CE_ROW_UPSTREAM));
     }
     var cap_inv = 0.0;
     if (has(CE_SOFTCAP)) {

@@ -68,7 +68,7 @@ fn pack_main(row: u32, base: u32) {
             coef += w$c * ((1.0 - eps) * t$e + eps_n);
         }
         coef += 2.0 * p.f1 * lse;
-        let up = select(gscale[0], gscale[grow], has(CE_ROW_UPSTREAM));
+        let up = select(p.f4, gscale[grow], has(CE_ROW_UPSTREAM));
         // The gradient and the loss terms that need the log-sum-exp, as ce_fwd_bwd's pass 2.
         var loss_acc = 0.0;
         if (has(CE_PASS2)) {

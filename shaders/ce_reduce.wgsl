@@ -1,52 +1,31 @@
-// ce_reduce: the batch-level numbers of cross-entropy, on the device (no host round-trip), adding in a
-// fixed order (deterministic; no atomics). MODE bit 0 says what is summed, bit 1 (FINISH) that this
-// launch writes the results, bit 2 (FROM_PARTIALS) that it adds partials rather than batch rows.
+// ce_reduce: the batch-level numbers of cross-entropy, after ce_fwd_bwd, on the device (no host
+// round-trip), adding in a fixed order (deterministic; no atomics). MODE bit 0 (FINISH): this launch
+// writes the results; bit 1 (FROM_PARTIALS): it adds partials rather than batch rows.
 // A batch of at most one slice: one launch (FINISH), one "row" of p.cols = n batch rows.
 // Larger batches, two launches: first a row launch over slices, "row" g being the p.cols = S batch rows
 //   g·S … g·S + S − 1 (fewer in the last slice: p.total is the batch size n), each slice's sums going
 //   to partial[g]; then one "row" of p.cols = G partials (FINISH | FROM_PARTIALS).
-// What (bit 0) and what FINISH writes:
-//   0 (before ce_fwd_bwd): the mean's denominator Σ w[y_i] over rows not ignored (n for probability
-//     targets) into stats[1], and the gradient scale into gscale[0]: f0 / denominator for mean, f0 for
-//     sum and none (f0 = the upstream gradient).
-//   1 (after ce_fwd_bwd): stats[0] = Σ row losses (÷ stats[1] for mean), stats[2] = accuracy over rows
-//     with a label, stats[3] = how many such rows.
-// Reads: labels (n), weight (N), row_out (n×4), partial (G×4). Writes: partial, stats (4), gscale (1).
+// FINISH writes stats[0] = Σ row losses (÷ p.f1, the mean's denominator from the host, for mean),
+//   stats[1] = p.f1, stats[2] = accuracy over rows with a label, stats[3] = how many such rows.
+// Reads: row_out (n×4), partial (G×4). Writes: partial, stats (4).
 // An all-ignored batch gives a mean of 0/0 = NaN, as PyTorch.
 
-const CE_LABELS: u32 = 1u;
-const CE_WEIGHT: u32 = 2u;
 const CE_MEAN: u32 = 128u;
 
-@group(0) @binding(1) var<storage, read> labels: array<i32>;
-@group(0) @binding(2) var<storage, read> weight: array<f32>;
-@group(0) @binding(3) var<storage, read> row_out: array<f32>;
-@group(0) @binding(4) var<storage, read_write> stats: array<f32>;
-@group(0) @binding(5) var<storage, read_write> gscale: array<f32>;
-@group(0) @binding(6) var<storage, read_write> partial: array<vec4<f32>>;
+@group(0) @binding(1) var<storage, read> row_out: array<f32>;
+@group(0) @binding(2) var<storage, read_write> stats: array<f32>;
+@group(0) @binding(3) var<storage, read_write> partial: array<vec4<f32>>;
 
-// What batch row i adds to the sums.
+// What batch row i adds to the sums: its loss, and whether it has a label and was right.
 fn term(i: u32) -> vec4<f32> {
-    if ((MODE & 1u) == 0u) {
-        var w = 1.0;
-        if ((FLAGS & CE_LABELS) != 0u) {
-            let l = labels[i];
-            if (l == p.ignore_index) {
-                w = 0.0;
-            } else if ((FLAGS & CE_WEIGHT) != 0u) {
-                w = weight[u32(l)];
-            }
-        }
-        return vec4<f32>(w, 0.0, 0.0, 0.0);
-    }
     let c = row_out[4u * i + 3u];
     return vec4<f32>(row_out[4u * i], 0.0, select(0.0, 1.0, c == 1.0), select(0.0, 1.0, c >= 0.0));
 }
 
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
-    let finish = (MODE & 2u) != 0u;
-    let from_partials = (MODE & 4u) != 0u;
+    let finish = (MODE & 1u) != 0u;
+    let from_partials = (MODE & 2u) != 0u;
     let lane = lane_of(lid);
     let w = walk(lane);
     let g = row_of(lid, wid);
@@ -76,12 +55,8 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
         return;
     }
     let mean = (FLAGS & CE_MEAN) != 0u;
-    if ((MODE & 1u) == 0u) {
-        stats[1] = t.x;
-        gscale[0] = select(p.f0, p.f0 / t.x, mean);
-    } else {
-        stats[0] = select(t.x, t.x / stats[1], mean);
-        stats[2] = t.z / t.w;
-        stats[3] = t.w;
-    }
+    stats[0] = select(t.x, t.x / p.f1, mean);
+    stats[1] = p.f1;
+    stats[2] = t.z / t.w;
+    stats[3] = t.w;
 }

@@ -11,8 +11,8 @@ use crate::softmax::check_cols;
 /// Batch rows per partial sum in ce_reduce's first stage.
 const REDUCE_SLICE: usize = 4096;
 /// ce_reduce's MODE bits: the launch writes the final numbers; it adds partials, not batch rows.
-const REDUCE_FINISH: u32 = 2;
-const REDUCE_FROM_PARTIALS: u32 = 4;
+const REDUCE_FINISH: u32 = 1;
+const REDUCE_FROM_PARTIALS: u32 = 2;
 
 /// How per-row losses become the reported loss, as PyTorch's `reduction`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -331,7 +331,6 @@ impl Context {
 
         let rows = GpuMatrix::zeros(self, n, 4)?;
         let stats = GpuMatrix::zeros(self, 1, 4)?;
-        let gscale = GpuMatrix::zeros(self, 1, 1)?;
         let grad = match grad_to {
             GradTo::NewBuffer => Some(GpuMatrix::zeros(self, n, cols)?),
             _ => None,
@@ -375,10 +374,31 @@ impl Context {
             });
         }
 
-        // The batch-level sums (ce_reduce.wgsl), each in a fixed order: a batch of one slice in one
-        // launch; a larger one in slices of REDUCE_SLICE rows, one partial each (many workgroups),
-        // then the partials. A slice is launched as a "row", so it keeps under the binding limit like
-        // one (row_out, 16 bytes a row, is bound whole: the partials then fit too).
+        // The mean's denominator, on the host where labels and weights are: Σ w[y_i] over the rows
+        // not ignored (in f64, then rounded once), n for probability targets. With it the gradient's
+        // scale is known before the rows run.
+        let denom = match targets {
+            Targets::Labels(labels) => labels
+                .as_slice()
+                .iter()
+                .filter(|&&y| i64::from(y) != opts.ignore_index)
+                .map(|&y| {
+                    opts.weight
+                        .as_ref()
+                        .map_or(1.0, |w| f64::from(w[y as usize]))
+                })
+                .sum::<f64>(),
+            Targets::Probs(_) => n as f64,
+        };
+        let grad_scale = match reduction {
+            Reduction::Mean => f64::from(opts.grad_output) / denom,
+            _ => f64::from(opts.grad_output),
+        };
+
+        // The batch numbers after the rows (ce_reduce.wgsl), each sum in a fixed order: a batch of
+        // one slice in one launch; a larger one in slices of REDUCE_SLICE rows, one partial each
+        // (many workgroups), then the partials. A slice is launched as a "row", so it keeps under the
+        // binding limit like one (row_out, 16 bytes a row, is bound whole: the partials then fit too).
         let slice = REDUCE_SLICE.min(self.binding_floats() as usize);
         let slices = n.div_ceil(slice);
         // Written only by the first stage of a batch of several slices.
@@ -386,57 +406,31 @@ impl Context {
             .then(|| GpuMatrix::zeros(self, slices, 4))
             .transpose()?;
         let partials_buf = partials.as_ref().map_or(no_grad, |p| p.buffer());
-        let reduce = |encoder: &mut wgpu::CommandEncoder, what: u32| -> Result<()> {
-            let mut params = RowParams::mode(what);
+        let reduce = |encoder: &mut wgpu::CommandEncoder| -> Result<()> {
+            let mut params = RowParams::mode(REDUCE_FINISH);
             params.flags = fl;
-            params.ignore_index = ignore_index;
-            params.f[0] = opts.grad_output;
+            params.f[1] = denom as f32;
             params.total = n as u32;
             let args = [
-                Arg::Whole(labels_buf),
-                Arg::Whole(weight_buf),
                 Arg::Whole(rows.buffer()),
                 Arg::Whole(stats.buffer()),
-                Arg::Whole(gscale.buffer()),
                 Arg::Whole(partials_buf),
             ];
+            let launch = |params, rows, cols| RowLaunch {
+                kernel: Kernel::CeReduce,
+                params,
+                rows,
+                cols,
+                passes: 1,
+                args: &args,
+            };
             if slices == 1 {
-                params.mode = what | REDUCE_FINISH;
-                return self.encode_rows(
-                    encoder,
-                    RowLaunch {
-                        kernel: Kernel::CeReduce,
-                        params,
-                        rows: 1,
-                        cols: n,
-                        passes: 1,
-                        args: &args,
-                    },
-                );
+                return self.encode_rows(encoder, launch(params, 1, n));
             }
-            self.encode_rows(
-                encoder,
-                RowLaunch {
-                    kernel: Kernel::CeReduce,
-                    params,
-                    rows: slices,
-                    cols: slice,
-                    passes: 1,
-                    args: &args,
-                },
-            )?;
-            params.mode = what | REDUCE_FINISH | REDUCE_FROM_PARTIALS;
-            self.encode_rows(
-                encoder,
-                RowLaunch {
-                    kernel: Kernel::CeReduce,
-                    params,
-                    rows: 1,
-                    cols: slices,
-                    passes: 1,
-                    args: &args,
-                },
-            )
+            params.mode = 0;
+            self.encode_rows(encoder, launch(params, slices, slice))?;
+            params.mode = REDUCE_FINISH | REDUCE_FROM_PARTIALS;
+            self.encode_rows(encoder, launch(params, 1, slices))
         };
         let mut params = RowParams::mode(0);
         params.flags = fl;
@@ -446,13 +440,14 @@ impl Context {
             opts.z_loss,
             opts.softcap.unwrap_or(1.0),
             opts.weight_sum(cols),
-            0.0,
+            grad_scale as f32,
         ];
         let grad_arg = match grad.as_ref().or(grad_into) {
             Some(g) => Arg::Rows(g.buffer()),
             None => Arg::Whole(no_grad),
         };
-        let scale_buf = upstream.map_or(gscale.buffer(), |u| u.buffer());
+        // Read only with per-row upstream gradients (else the scale is f4); a read-only stand-in.
+        let scale_buf = upstream.map_or(no_weight, |u| u.buffer());
         let passes = if fl & flags::PASS2 != 0 { 2 } else { 1 };
         let main_args = [
             Arg::Rows(logits.buffer()),
@@ -463,9 +458,8 @@ impl Context {
             Arg::Whole(scale_buf),
             Arg::Whole(rows.buffer()),
         ];
-        // One submission: the denominators, the rows, the batch numbers.
+        // One submission: the rows, then the batch numbers.
         self.submit_launches(Kernel::CeFwdBwd.label(), |encoder| {
-            reduce(encoder, 0)?;
             self.encode_rows(
                 encoder,
                 RowLaunch {
@@ -477,7 +471,7 @@ impl Context {
                     args: &main_args,
                 },
             )?;
-            reduce(encoder, 1)
+            reduce(encoder)
         })?;
         Ok(CrossEntropyOutput {
             rows,

@@ -140,7 +140,7 @@ impl Kernel {
             Kernel::CeNarrow => 0x7f,
             Kernel::SoftmaxFwd => ROW_CACHED,
             // LABELS | WEIGHT | MEAN
-            Kernel::CeReduce => 0x83,
+            Kernel::CeReduce => 0x80,
             Kernel::InfoRows => 0x1,
             Kernel::Matmul => 0x1f,
             _ => 0,
