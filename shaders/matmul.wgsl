@@ -4,11 +4,16 @@
 //   bias    db = 1ᵀ G           (A_ONES: no A, every A element is 1; column sums of G)
 //   input   dX = G Wᵀ           (TRANS_B: B = W d×N read as N×d)
 // Reads: a, b, bias (bound whole or as the host's row chunk, starting `*_off` elements in). Writes: c.
-// Dispatch: (ceil(n / 64), ceil(m / 64)) workgroups; each owns one 64×64 tile of C (no atomics: every
-// C element has one owner), each invocation a 4×4 block held in registers. The reduction walks k in
-// steps of 16 through workgroup memory. The host splits long reductions into chunks (ACCUM adds a
-// chunk into C, in order), so no invocation's loops pass the adapter's loop cap, and splits the batch
-// rows at the storage-binding limit.
+// Tiles: each workgroup owns one TM×TN tile of C (no atomics: every element has one owner), each
+// invocation a 4×4 block held in registers, so TM·TN = 16·WG. TN (64, 32 or 16, an override the host
+// picks from C's width) lets a narrow C, such as N = 10 classes, waste 6/16 of a tile instead of 54/64.
+// The reduction walks k in steps of TK through workgroup memory.
+// Dispatch: (ceil(n / TN), ceil(m / TM), S). Split-K: workgroup z sums only its slice of the reduction,
+// k in [z·kslice, min(k, (z+1)·kslice)), into its own partial matrix, `z·cslice` elements into c (the
+// host's scratch); matmul_reduce.wgsl then adds the S partials in slice order. A long reduction that
+// feeds few output tiles (Xᵀ G with N = 10) so fills the device. With S = 1, c is the output itself.
+// The host also splits reductions past the adapter's loop cap into chunks (ACCUM adds a chunk into C,
+// in order), and the batch rows at the storage-binding limit.
 
 // Keep in sync with `MatmulParams` in src/matmul.rs.
 struct MmParams {
@@ -21,9 +26,9 @@ struct MmParams {
     a_off: u32,
     b_off: u32,
     c_off: u32,
+    kslice: u32,    // reduction length of one split-K slice (a multiple of TK; ≥ k when S = 1)
+    cslice: u32,    // elements between two slices' partial matrices in c (0 when S = 1)
     pad0: u32,
-    pad1: u32,
-    pad2: u32,
 }
 
 // Keep in sync with `mm_flags` in src/matmul.rs.
@@ -33,8 +38,16 @@ const ACCUM: u32 = 4u;
 const BIAS: u32 = 8u;
 const A_ONES: u32 = 16u;
 override FLAGS: u32 = 0u;
+override TN: u32 = 64u;
 
-const TK: u32 = 16u;
+override TM: u32 = 16u * WG / TN;
+// Derived from TN (overrides, so the pipeline's TN flows into them; the host sets only TN).
+// Reduction step: a TK×TM slab of A and a TK×TN slab of B per step (at most 2,048 and 1,024 floats).
+override TK: u32 = min(16u, 2048u / TM);
+// Invocations along a tile's columns (4 columns each), and the slab elements each one stages per step.
+override TX: u32 = TN / 4u;
+override A_LOADS: u32 = TK * TM / WG;
+override B_LOADS: u32 = (TK * TN + WG - 1u) / WG;
 
 @group(0) @binding(0) var<uniform> q: MmParams;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
@@ -42,16 +55,16 @@ const TK: u32 = 16u;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
 
-var<workgroup> a_tile: array<f32, 1024>; // [kk][i], TK × TILE
-var<workgroup> b_tile: array<f32, 1024>; // [kk][j], TK × TILE
+var<workgroup> a_tile: array<f32, 2048>; // [kk][i], TK × TM
+var<workgroup> b_tile: array<f32, 1024>; // [kk][j], TK × TN
 
 fn has(f: u32) -> bool {
     return (FLAGS & f) != 0u;
 }
 
-// op(A)[i][kk], zero outside the matrix.
-fn a_at(i: u32, kk: u32) -> f32 {
-    if (i >= q.m || kk >= q.k) {
+// op(A)[i][kk], zero outside the matrix and past `k_end` (the end of this slice).
+fn a_at(i: u32, kk: u32, k_end: u32) -> f32 {
+    if (i >= q.m || kk >= k_end) {
         return 0.0;
     }
     if (has(A_ONES)) {
@@ -63,9 +76,9 @@ fn a_at(i: u32, kk: u32) -> f32 {
     return a[q.a_off + i * q.lda + kk];
 }
 
-// op(B)[kk][j], zero outside the matrix.
-fn b_at(kk: u32, j: u32) -> f32 {
-    if (kk >= q.k || j >= q.n) {
+// op(B)[kk][j], zero outside the matrix and past `k_end`.
+fn b_at(kk: u32, j: u32, k_end: u32) -> f32 {
+    if (kk >= k_end || j >= q.n) {
         return 0.0;
     }
     if (has(TRANS_B)) {
@@ -76,32 +89,31 @@ fn b_at(kk: u32, j: u32) -> f32 {
 
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
-    let i0 = wid.y * TILE;
-    let j0 = wid.x * TILE;
-    let tx = lid % 16u;
-    let ty = lid / 16u;
+    let i0 = wid.y * TM;
+    let j0 = wid.x * TN;
+    let tx = lid % TX;
+    let ty = lid / TX;
+    let k_begin = wid.z * q.kslice;
+    let k_end = min(q.k, k_begin + q.kslice);
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
-    for (var k0 = 0u; k0 < q.k; k0 += TK) {
-        // 1,024 elements per tile, four per invocation (written out: no inner loop to count).
-        let e0 = lid;
-        let e1 = lid + 256u;
-        let e2 = lid + 512u;
-        let e3 = lid + 768u;
-        a_tile[e0] = a_at(i0 + e0 % TILE, k0 + e0 / TILE);
-        a_tile[e1] = a_at(i0 + e1 % TILE, k0 + e1 / TILE);
-        a_tile[e2] = a_at(i0 + e2 % TILE, k0 + e2 / TILE);
-        a_tile[e3] = a_at(i0 + e3 % TILE, k0 + e3 / TILE);
-        b_tile[e0] = b_at(k0 + e0 / TILE, j0 + e0 % TILE);
-        b_tile[e1] = b_at(k0 + e1 / TILE, j0 + e1 % TILE);
-        b_tile[e2] = b_at(k0 + e2 / TILE, j0 + e2 % TILE);
-        b_tile[e3] = b_at(k0 + e3 / TILE, j0 + e3 % TILE);
+    for (var k0 = k_begin; k0 < k_end; k0 += TK) {
+        for (var r = 0u; r < A_LOADS; r++) {
+            let e = lid + r * WG;
+            a_tile[e] = a_at(i0 + e % TM, k0 + e / TM, k_end);
+        }
+        for (var r = 0u; r < B_LOADS; r++) {
+            let e = lid + r * WG;
+            if (e < TK * TN) {
+                b_tile[e] = b_at(k0 + e / TN, j0 + e % TN, k_end);
+            }
+        }
         workgroupBarrier();
         for (var kk = 0u; kk < TK; kk++) {
-            let ai = kk * TILE + ty * 4u;
-            let bj = kk * TILE + tx * 4u;
+            let ai = kk * TM + ty * 4u;
+            let bj = kk * TN + tx * 4u;
             let av = vec4<f32>(a_tile[ai], a_tile[ai + 1u], a_tile[ai + 2u], a_tile[ai + 3u]);
             let bv = vec4<f32>(b_tile[bj], b_tile[bj + 1u], b_tile[bj + 2u], b_tile[bj + 3u]);
             acc0 += av.x * bv;
@@ -111,6 +123,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
         }
         workgroupBarrier();
     }
+    let c_base = q.c_off + wid.z * q.cslice;
     var rows = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
     for (var r = 0u; r < 4u; r++) {
         let i = i0 + ty * 4u + r;
@@ -126,7 +139,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
             if (has(BIAS)) {
                 v += bias[j];
             }
-            let o = q.c_off + i * q.ldc + j;
+            let o = c_base + i * q.ldc + j;
             if (has(ACCUM)) {
                 v += c[o];
             }

@@ -594,7 +594,7 @@ impl Context {
         let constants: Vec<(&str, f64)> = kernel
             .overrides()
             .iter()
-            .map(|&name| (name, if name == "MODE" { mode } else { flags } as f64))
+            .map(|&name| (name, if name == "FLAGS" { flags } else { mode } as f64))
             .collect();
         // Auto layout: the shader's own declarations (read-only vs read-write) define the bindings.
         let pipeline = self
@@ -606,7 +606,11 @@ impl Context {
                 entry_point: Some("main"),
                 compilation_options: wgpu::PipelineCompilationOptions {
                     constants: &constants,
-                    ..Default::default()
+                    // Every kernel writes its workgroup memory before reading it (each reads back only
+                    // what it or a barrier-separated writer stored), so WebGPU's zero fill is work for
+                    // nothing; on llvmpipe's GL compiler it was most of a pipeline's build time (the
+                    // fill of the matmul tiles: minutes per test run with a cold shader cache).
+                    zero_initialize_workgroup_memory: false,
                 },
                 cache: None,
             });

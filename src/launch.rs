@@ -140,6 +140,17 @@ impl Context {
         Ok(())
     }
 
+    /// Workgroups that keep the device busy; a split-K matmul splits its reduction until it has this
+    /// many. GPU geometry: 512 (an H100 runs about a thousand 256-invocation workgroups at once).
+    /// CPU drivers: two per host thread (lavapipe runs a workgroup per thread at a time).
+    pub(crate) fn busy_workgroups(&self) -> usize {
+        if crate::shaders::RowWalk::for_policy(self.elements_per_lane).is_gpu() {
+            512
+        } else {
+            2 * std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+
     /// Invocations per row (a power of two, at most a workgroup), by the device's kind (see
     /// [`GPU_ELEMS_PER_LANE`] and [`CPU_ELEMS_PER_LANE`]) unless the context was told otherwise.
     /// Small rows share a workgroup.

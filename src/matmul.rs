@@ -5,7 +5,7 @@
 use crate::context::Context;
 use crate::error::{Result, XentError};
 use crate::matrix::GpuMatrix;
-use crate::shaders::{Kernel, TILE};
+use crate::shaders::{Kernel, WG_SIZE};
 
 /// The uniform of `matmul.wgsl`. Keep in sync with `MmParams` there.
 #[repr(C)]
@@ -20,10 +20,22 @@ struct MatmulParams {
     a_off: u32,
     b_off: u32,
     c_off: u32,
-    pad: [u32; 3],
+    kslice: u32,
+    cslice: u32,
+    pad: u32,
 }
 
-/// Bits of `FLAGS` in matmul.wgsl.
+/// The uniform of `matmul_reduce.wgsl`. Keep in sync with `RedParams` there.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+struct ReduceParams {
+    count: u32,
+    slices: u32,
+    c_off: u32,
+    pad: u32,
+}
+
+/// Bits of `FLAGS` in matmul.wgsl (ACCUM also in matmul_reduce.wgsl).
 mod mm_flags {
     pub const TRANS_A: u32 = 1;
     pub const TRANS_B: u32 = 2;
@@ -32,8 +44,42 @@ mod mm_flags {
     pub const A_ONES: u32 = 16;
 }
 
-/// Step of the kernel's reduction loop (TK in matmul.wgsl).
-const TK: u64 = 16;
+/// The output tile of one matmul workgroup: `tm × tn` elements (a 4×4 block per invocation, so
+/// tm·tn = 16·WG), the reduction staged `tk` at a time. Same formulas as matmul.wgsl's overrides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Tile {
+    pub tm: usize,
+    pub tn: usize,
+    pub tk: usize,
+}
+
+impl Tile {
+    /// The narrowest of the kernel's tile widths (16, 32, 64) that holds C's `n` columns, or 64: a
+    /// softmax-regression product with N = 10 classes then computes 16 columns, not 64.
+    pub fn for_cols(n: usize) -> Self {
+        let tn = match n {
+            0..=16 => 16,
+            17..=32 => 32,
+            _ => 64,
+        };
+        let tm = 16 * WG_SIZE as usize / tn;
+        Tile {
+            tm,
+            tn,
+            tk: 16.min(2048 / tm),
+        }
+    }
+
+    /// Loop iterations one invocation runs per `tk` steps of the reduction: the step itself, its
+    /// staging loops (A and B) and the inner loop.
+    fn iterations_per_step(self) -> u64 {
+        let wg = WG_SIZE as usize;
+        (1 + self.tk * self.tm / wg + (self.tk * self.tn).div_ceil(wg) + self.tk) as u64
+    }
+}
+
+/// A split-K slice runs at least this many reduction steps (rows of `Xᵀ G`).
+const MIN_SLICE: usize = 64;
 
 /// Which dimension of the product runs over the batch rows (the one the host splits).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,20 +114,61 @@ fn row_range(r0: usize, rows: usize, row_len: usize, align: u64) -> (u64, u64, u
     (offset, size, ((first - offset) / 4) as u32)
 }
 
+/// Slices of a split-K reduction of `k` steps over `tiles` output tiles: enough for `target`
+/// workgroups in all, none shorter than [`MIN_SLICE`] steps, and all partial products (`c_len`
+/// floats each) within `max_floats`. 1 means no split.
+fn k_slices(target: usize, tiles: usize, k: usize, c_len: usize, max_floats: u64) -> usize {
+    if tiles >= target || k < 2 * MIN_SLICE {
+        return 1;
+    }
+    let by_memory = (max_floats / c_len.max(1) as u64).min(usize::MAX as u64) as usize;
+    target
+        .div_ceil(tiles)
+        .min(k / MIN_SLICE)
+        .min(by_memory)
+        .max(1)
+}
+
+fn bind(buf: &wgpu::Buffer, (offset, size, _): (u64, u64, u32)) -> wgpu::BindingResource<'_> {
+    wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+        buffer: buf,
+        offset,
+        size: wgpu::BufferSize::new(size.min(buf.size() - offset)),
+    })
+}
+
+fn dispatch(
+    encoder: &mut wgpu::CommandEncoder,
+    pipeline: &wgpu::ComputePipeline,
+    group: &wgpu::BindGroup,
+    groups: [u32; 3],
+) {
+    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+        label: Some("xent.matmul"),
+        timestamp_writes: None,
+    });
+    pass.set_pipeline(pipeline);
+    pass.set_bind_group(0, group, &[]);
+    pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+}
+
 impl Context {
-    /// Largest reduction one dispatch may run under the loop cap (a multiple of 16), if any cap.
-    fn max_k_per_dispatch(&self) -> Option<u64> {
-        // Per invocation: k/16 outer steps of 1 + 16 iterations, plus the 4×4 write-back loops. Only
-        // half the cap is used: measured on lavapipe, a chunk that fills the cap to within 50 iterations
-        // came out wrong, so how the driver counts is not exactly the probe's single loop.
-        self.loop_cap()
-            .map(|cap| (cap as u64 / 2).saturating_sub(64) * TK / (TK + 1) / TK * TK)
+    /// Largest reduction one dispatch may run under the loop cap (a multiple of the tile's step), if
+    /// any cap.
+    fn max_k_per_dispatch(&self, tile: Tile) -> Option<u64> {
+        // Per invocation: the reduction's steps, plus the 4×4 write-back loops. Only half the cap is
+        // used: measured on lavapipe, a chunk that fills the cap to within 50 iterations came out
+        // wrong, so how the driver counts is not exactly the probe's single loop.
+        self.loop_cap().map(|cap| {
+            (cap as u64 / 2).saturating_sub(64) / tile.iterations_per_step() * tile.tk as u64
+        })
     }
 
     fn run_matmul(&self, p: &Product<'_>) -> Result<()> {
         let limits = self.limits();
         let align = limits.min_storage_buffer_offset_alignment as u64;
         let max_groups = limits.max_compute_workgroups_per_dimension as usize;
+        let tile = Tile::for_cols(p.n);
         let batch_len = match p.batch {
             Batch::M => p.m,
             Batch::K => p.k,
@@ -109,8 +196,8 @@ impl Context {
         };
         match p.batch {
             Batch::M => {
-                chunk = chunk.min((max_groups * TILE as usize) as u64);
-                if let Some(kmax) = self.max_k_per_dispatch() {
+                chunk = chunk.min((max_groups * tile.tm) as u64);
+                if let Some(kmax) = self.max_k_per_dispatch(tile) {
                     if other_dim > kmax {
                         return Err(XentError::TooLarge {
                             what: format!("a matmul {what} of {other_dim}"),
@@ -121,13 +208,13 @@ impl Context {
                 }
             }
             Batch::K => {
-                if let Some(kmax) = self.max_k_per_dispatch() {
+                if let Some(kmax) = self.max_k_per_dispatch(tile) {
                     chunk = chunk.min(kmax);
                 }
-                if p.m.div_ceil(TILE as usize) > max_groups {
+                if p.m.div_ceil(tile.tm) > max_groups {
                     return Err(XentError::TooLarge {
                         what: format!("a matmul with {} output rows", p.m),
-                        needed: format!("{} workgroups", p.m.div_ceil(TILE as usize)),
+                        needed: format!("{} workgroups", p.m.div_ceil(tile.tm)),
                         limit: format!("{max_groups} per dimension"),
                     });
                 }
@@ -143,16 +230,45 @@ impl Context {
                 ),
             });
         }
-        if p.n.div_ceil(TILE as usize) > max_groups {
+        if p.n.div_ceil(tile.tn) > max_groups {
             return Err(XentError::TooLarge {
                 what: format!("a matmul with {} output columns", p.n),
-                needed: format!("{} workgroups", p.n.div_ceil(TILE as usize)),
+                needed: format!("{} workgroups", p.n.div_ceil(tile.tn)),
                 limit: format!("{max_groups} per dimension"),
             });
         }
         let chunk = chunk as usize;
-        let pipeline_first = self.pipeline(Kernel::Matmul, 0, p.flags, 1, 0)?;
-        let pipeline_rest = self.pipeline(Kernel::Matmul, 0, p.flags | mm_flags::ACCUM, 1, 0)?;
+        let tn = tile.tn as u32;
+        let pipeline_first = self.pipeline(Kernel::Matmul, tn, p.flags, 1, 0)?;
+        let pipeline_rest = self.pipeline(Kernel::Matmul, tn, p.flags | mm_flags::ACCUM, 1, 0)?;
+        // Split-K (reductions over the batch rows into a contiguous C): the slices' partial products
+        // go to a scratch buffer, summed into C in slice order by matmul_reduce.
+        let c_len = p.m * p.n;
+        let tiles = p.m.div_ceil(tile.tm) * p.n.div_ceil(tile.tn);
+        let slices_of = |rows: usize| match p.batch {
+            Batch::K if p.ldc == p.n => k_slices(
+                self.busy_workgroups(),
+                tiles,
+                rows,
+                c_len,
+                binding_elems.min(max_groups as u64 * c_len as u64),
+            ),
+            _ => 1,
+        };
+        let max_slices = slices_of(chunk.min(batch_len));
+        let scratch = if max_slices > 1 {
+            Some(self.create_buffer(
+                "xent.matmul.partials",
+                (max_slices * c_len * 4) as u64,
+                wgpu::BufferUsages::STORAGE,
+            )?)
+        } else {
+            None
+        };
+        let reduce = |accum: bool| {
+            let flags = if accum { mm_flags::ACCUM } else { 0 };
+            self.pipeline(Kernel::MatmulReduce, 0, flags, 1, 0)
+        };
         let stand_in = self.stand_in(0);
         let mut encoder = self.encoder("xent.matmul");
         self.timestamp(&mut encoder);
@@ -179,6 +295,16 @@ impl Context {
                 Batch::M => (rows, p.k),
                 Batch::K => (p.m, rows),
             };
+            let slices = slices_of(rows);
+            let kslice = k.div_ceil(slices).next_multiple_of(tile.tk);
+            let slices = k.div_ceil(kslice.max(1)).max(1);
+            // Along K every chunk after the first adds into C; along M the chunks are disjoint.
+            let accum = p.batch == Batch::K && r0 > 0;
+            let (out, out_rng, pipeline) = match &scratch {
+                Some(s) if slices > 1 => (s, whole(s), &pipeline_first),
+                _ if accum => (p.c, c_rng, &pipeline_rest),
+                _ => (p.c, c_rng, &pipeline_first),
+            };
             let params = MatmulParams {
                 m: m as u32,
                 n: p.n as u32,
@@ -188,47 +314,45 @@ impl Context {
                 ldc: p.ldc as u32,
                 a_off: a_rng.2,
                 b_off: b_rng.2,
-                c_off: c_rng.2,
-                pad: [0; 3],
+                c_off: out_rng.2,
+                kslice: if slices > 1 { kslice } else { k } as u32,
+                cslice: if slices > 1 { c_len } else { 0 } as u32,
+                pad: 0,
             };
             let uniform = self.uniform_buffer("xent.matmul", &params);
-            fn bind(
-                buf: &wgpu::Buffer,
-                (offset, size, _): (u64, u64, u32),
-            ) -> wgpu::BindingResource<'_> {
-                wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                    buffer: buf,
-                    offset,
-                    size: wgpu::BufferSize::new(size.min(buf.size() - offset)),
-                })
-            }
             let bias = p.bias.unwrap_or(stand_in);
             let resources = [
                 uniform.as_entire_binding(),
                 bind(a_buf, a_rng),
                 bind(p.b, b_rng),
                 bias.as_entire_binding(),
-                bind(p.c, c_rng),
+                bind(out, out_rng),
             ];
-            // Along K every chunk after the first adds into C; along M the chunks are disjoint.
-            let pipeline = if p.batch == Batch::K && r0 > 0 {
-                &pipeline_rest
-            } else {
-                &pipeline_first
-            };
             let group = self.bind_group(pipeline, &resources);
-            {
-                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some("xent.matmul"),
-                    timestamp_writes: None,
-                });
-                pass.set_pipeline(pipeline);
-                pass.set_bind_group(0, &group, &[]);
-                pass.dispatch_workgroups(
-                    p.n.div_ceil(TILE as usize) as u32,
-                    m.div_ceil(TILE as usize) as u32,
-                    1,
-                );
+            let groups = [
+                p.n.div_ceil(tile.tn) as u32,
+                m.div_ceil(tile.tm) as u32,
+                slices as u32,
+            ];
+            dispatch(&mut encoder, pipeline, &group, groups);
+            if slices > 1 {
+                let part = out;
+                let reducer = reduce(accum)?;
+                let params = ReduceParams {
+                    count: c_len as u32,
+                    slices: slices as u32,
+                    c_off: c_rng.2,
+                    pad: 0,
+                };
+                let uniform = self.uniform_buffer("xent.matmul_reduce", &params);
+                let resources = [
+                    uniform.as_entire_binding(),
+                    bind(part, whole(part)),
+                    bind(p.c, c_rng),
+                ];
+                let group = self.bind_group(&reducer, &resources);
+                let groups = [c_len.div_ceil(WG_SIZE as usize) as u32, 1, 1];
+                dispatch(&mut encoder, &reducer, &group, groups);
             }
             r0 += rows;
             if batch_len == 0 {
@@ -356,5 +480,38 @@ impl Context {
             batch: Batch::M,
         })?;
         Ok(dx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiles_cover_16_wg_elements_within_workgroup_memory() {
+        for n in [1, 10, 16, 17, 32, 33, 64, 1000] {
+            let t = Tile::for_cols(n);
+            assert_eq!(t.tm * t.tn, 16 * WG_SIZE as usize, "n={n}");
+            assert!(
+                t.tn >= n.min(64) && t.tk * t.tm <= 2048 && t.tk * t.tn <= 1024,
+                "n={n}"
+            );
+        }
+        assert_eq!(Tile::for_cols(10).tn, 16);
+        assert_eq!(Tile::for_cols(20).tn, 32);
+        assert_eq!(Tile::for_cols(129).tn, 64);
+    }
+
+    #[test]
+    fn k_slices_fill_the_target_without_short_slices() {
+        // XᵀG of 4096×784×10 on a GPU target: 4 tiles, 64-row slices at least.
+        assert_eq!(k_slices(512, 4, 4096, 7840, 1 << 25), 64);
+        // Enough tiles already, or a reduction too short to split: one slice.
+        assert_eq!(k_slices(512, 1024, 1 << 20, 1 << 22, 1 << 25), 1);
+        assert_eq!(k_slices(512, 1, 127, 10, 1 << 25), 1);
+        // The target reached before the slice floor: 4 tiles × 3 slices ≥ 10 workgroups.
+        assert_eq!(k_slices(10, 4, 100_000, 100, 1 << 25), 3);
+        // The partial products must fit the scratch binding.
+        assert_eq!(k_slices(512, 1, 1 << 20, 1000, 5000), 5);
     }
 }

@@ -20,9 +20,6 @@ pub const ROW_CACHED: u32 = 256;
 /// (`narrow.wgsl`) where a lane owns a row: PR = 4 / gcd(N, 4) rows per lane as whole vec4s.
 pub const NARROW_MAX: u32 = 16;
 
-/// Side of the square output tile of the matmul kernels (in elements).
-pub const TILE: u32 = 64;
-
 /// How the kernels reduce across the invocations that share a row.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ReducePath {
@@ -60,6 +57,8 @@ pub enum Kernel {
     SoftmaxBwdNarrow,
     /// Tiled matrix product for softmax regression (`matmul.wgsl`).
     Matmul,
+    /// The sum of a split-K matmul's partial products (`matmul_reduce.wgsl`).
+    MatmulReduce,
     /// SGD with momentum and L2, in place (`sgd_update.wgsl`).
     SgdUpdate,
     /// Minibatch rows and labels gathered by index (`gather_rows.wgsl`).
@@ -81,6 +80,7 @@ impl Kernel {
         Kernel::CeNarrow,
         Kernel::SoftmaxBwdNarrow,
         Kernel::Matmul,
+        Kernel::MatmulReduce,
         Kernel::SgdUpdate,
         Kernel::GatherRows,
     ];
@@ -100,6 +100,7 @@ impl Kernel {
             Kernel::SoftmaxBwdNarrow => "xent.softmax_bwd_narrow",
             Kernel::CeNarrow => "xent.ce_narrow",
             Kernel::Matmul => "xent.matmul",
+            Kernel::MatmulReduce => "xent.matmul_reduce",
             Kernel::SgdUpdate => "xent.sgd_update",
             Kernel::GatherRows => "xent.gather_rows",
         }
@@ -126,6 +127,7 @@ impl Kernel {
                 include_str!("../shaders/ce_narrow.wgsl")
             ),
             Kernel::Matmul => include_str!("../shaders/matmul.wgsl"),
+            Kernel::MatmulReduce => include_str!("../shaders/matmul_reduce.wgsl"),
             Kernel::SgdUpdate => include_str!("../shaders/sgd_update.wgsl"),
             Kernel::GatherRows => include_str!("../shaders/gather_rows.wgsl"),
         }
@@ -143,6 +145,8 @@ impl Kernel {
             Kernel::CeReduce => 0x80,
             Kernel::InfoRows => 0x1,
             Kernel::Matmul => 0x1f,
+            // ACCUM
+            Kernel::MatmulReduce => 0x4,
             _ => 0,
         }
     }
@@ -187,14 +191,19 @@ impl Kernel {
     /// Whether the kernel uses `common.wgsl` (its `Params`, the `MODE`/`FLAGS` overrides) and an
     /// in-row reduction.
     pub fn is_row_kernel(self) -> bool {
-        !matches!(self, Kernel::LoopProbe | Kernel::Matmul)
+        !matches!(
+            self,
+            Kernel::LoopProbe | Kernel::Matmul | Kernel::MatmulReduce
+        )
     }
 
-    /// The pipeline-overridable constants the kernel declares (filled from the launch's mode and flags).
+    /// The pipeline-overridable constants the host sets: `FLAGS` from the launch's flags, the other
+    /// one (`MODE`, or the matmul's tile width `TN`) from its mode.
     pub fn overrides(self) -> &'static [&'static str] {
         match self {
             Kernel::LoopProbe => &[],
-            Kernel::Matmul => &["FLAGS"],
+            Kernel::Matmul => &["TN", "FLAGS"],
+            Kernel::MatmulReduce => &["FLAGS"],
             _ => &["MODE", "FLAGS"],
         }
     }
@@ -210,7 +219,7 @@ pub fn prelude(path: ReducePath, walk: RowWalk, row_cache: bool) -> String {
     let mut s = String::new();
     let cache = if row_cache { ROW_CACHE } else { 4 };
     s.push_str(&format!(
-        "const WG: u32 = {WG_SIZE}u;\nconst TILE: u32 = {TILE}u;\nconst ROW_CACHE: u32 = {cache}u;\n\
+        "const WG: u32 = {WG_SIZE}u;\nconst ROW_CACHE: u32 = {cache}u;\n\
          const LB: u32 = {}u;\nconst UNROLL: u32 = {}u;\n",
         walk.block, walk.unroll
     ));
@@ -231,6 +240,11 @@ pub struct RowWalk {
 }
 
 impl RowWalk {
+    /// Whether this is the GPU policy (the context's lanes walk short stretches).
+    pub fn is_gpu(self) -> bool {
+        self.block == WG_SIZE
+    }
+
     /// The walk for a context whose lanes walk `elements_per_lane` elements per pass. CPU-driver
     /// policy (long walks): blocks of 8 lanes, one SIMD batch streaming its own stretch, one step per
     /// iteration. GPU policy: the row's lanes walk it interleaved as one block (a warp's loads are

@@ -82,7 +82,8 @@ pub fn gpu_geometry_contexts() -> Vec<Context> {
     ctxs
 }
 
-fn open_contexts(base: ContextOptions) -> Vec<Context> {
+/// Every adapter (both reduction paths where it has subgroups) opened with `base`.
+pub fn open_contexts(base: ContextOptions) -> Vec<Context> {
     let adapters = pollster::block_on(xent::list_adapters(&base));
     let mut out = Vec::new();
     for adapter in &adapters {

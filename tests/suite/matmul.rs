@@ -2,9 +2,12 @@
 
 use xent::data::Dataset;
 use xent::train::{self, CpuTrainer, GpuTrainer, TrainConfig};
-use xent::{Context, GpuMatrix, reference};
+use xent::{Context, ContextOptions, GpuMatrix, reference};
 
-use super::common::{Rng, Tol, assert_close, contexts, describe, small_binding_contexts};
+use super::common::{
+    Rng, Tol, assert_close, contexts, describe, gpu_geometry_contexts, open_contexts,
+    small_binding_contexts,
+};
 
 /// A sum of k products of values in [−1, 1] carries about k·2⁻²⁴ of rounding per term in the worst
 /// case; 4·k·ε absolute (plus 1e-6) bounds what the chunked tile order gives.
@@ -103,6 +106,68 @@ fn long_reduction_over_rows() {
 fn batch_rows_past_binding_limit() {
     for ctx in small_binding_contexts(4096) {
         check_shapes(&ctx, 301, 7, 9, 7);
+    }
+}
+
+/// Output widths of each tile width (16, 32, 64 columns), and reductions over many rows into few
+/// output tiles, which are split into slices (split-K) summed in order by `matmul_reduce`: a few on
+/// CPU drivers, up to 512 workgroups' worth under the GPU geometry.
+#[test]
+fn tile_widths_and_split_reductions() {
+    let shapes = [
+        (4096, 30, 10),
+        (700, 64, 20),
+        (300, 5, 33),
+        (129, 1, 1),
+        (1000, 64, 17),
+    ];
+    for ctx in contexts() {
+        for (i, &(n, d, c)) in shapes.iter().enumerate() {
+            check_shapes(ctx, n, d, c, 100 + i as u64);
+        }
+    }
+    for ctx in gpu_geometry_contexts() {
+        for (i, &(n, d, c)) in shapes.iter().enumerate() {
+            check_shapes(&ctx, n, d, c, 200 + i as u64);
+        }
+    }
+}
+
+/// Split-K inside chunks: a 64 KiB binding limit cuts the 5,000 rows of G into chunks of 1,638, each
+/// split into slices under the GPU geometry; every chunk after the first is added into C by the
+/// reduction (ACCUM). And the same product twice is bit-identical (fixed slice and chunk order).
+#[test]
+fn split_reductions_across_chunks_are_deterministic() {
+    let ctxs = open_contexts(ContextOptions {
+        max_storage_binding: Some(64 << 10),
+        elements_per_lane: Some(8),
+        ..ContextOptions::from_env()
+    });
+    for ctx in ctxs
+        .iter()
+        .filter(|c| c.adapter().backend != wgpu::Backend::Gl)
+    {
+        check_shapes(ctx, 5000, 3, 10, 9);
+        let mut rng = Rng::new(10);
+        let (n, d, c) = (5000, 3, 10);
+        let xm = GpuMatrix::from_slice(ctx, &rng.vec(n * d, -1.0, 1.0), n, d).unwrap();
+        let gm = GpuMatrix::from_slice(ctx, &rng.vec(n * c, -1.0, 1.0), n, c).unwrap();
+        let first = ctx
+            .weight_grad(&xm, &gm)
+            .unwrap()
+            .read_blocking(ctx)
+            .unwrap();
+        let second = ctx
+            .weight_grad(&xm, &gm)
+            .unwrap()
+            .read_blocking(ctx)
+            .unwrap();
+        assert_eq!(
+            first.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            second.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            "XᵀG run to run on {}",
+            describe(ctx)
+        );
     }
 }
 
