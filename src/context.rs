@@ -20,13 +20,16 @@ pub struct ContextOptions {
     /// Ask the device for at most this many bytes per storage binding (default: the adapter's own,
     /// with matrices bound in 256 MiB chunks on a GPU where a chunk keeps at least 2,048 rows; any
     /// value here replaces that rule). Lowering it makes the host split work into more row chunks;
-    /// tests use it to exercise chunking on small data.
+    /// tests use it to exercise chunking on small data. At least 1,024 bytes.
     pub max_storage_binding: Option<u64>,
     /// Elements one lane walks per pass before a row gets more lanes (default: 8 on a GPU, 2,048 on
     /// a CPU driver). Tests set 8 to run the GPU geometry — many lanes per row, rows kept in workgroup
     /// memory — on lavapipe.
     pub elements_per_lane: Option<usize>,
 }
+
+/// The smallest `max_storage_binding` a context accepts.
+const MIN_STORAGE_BINDING: u64 = 1024;
 
 impl Default for ContextOptions {
     fn default() -> Self {
@@ -212,6 +215,12 @@ impl Context {
         let features = adapter.features() & WANTED_FEATURES;
         let mut limits = adapter.limits();
         if let Some(cap) = options.max_storage_binding {
+            // A chunk must hold a few rows past the worst-case alignment shift (256 bytes).
+            if cap < MIN_STORAGE_BINDING {
+                return Err(XentError::InvalidArgument(format!(
+                    "max_storage_binding of {cap} bytes: at least {MIN_STORAGE_BINDING} needed"
+                )));
+            }
             limits.max_storage_buffer_binding_size =
                 limits.max_storage_buffer_binding_size.min(cap);
         }

@@ -1191,6 +1191,12 @@ fn expect_len(what: &'static str, got: usize, expected: usize) -> Result<()> {
     Ok(())
 }
 
+/// `rows × cols` elements, refused when the product overflows (sizes from a caller, not from data).
+fn area(what: &str, rows: usize, cols: usize) -> Result<usize> {
+    rows.checked_mul(cols)
+        .ok_or_else(|| XentError::InvalidShape(format!("{what}: {rows} × {cols} overflows usize")))
+}
+
 /// `C (m × n) = A·B` with element strides (row stride, column stride) for each operand.
 fn sgemm(
     m: usize,
@@ -1234,9 +1240,9 @@ pub fn linear(
     d: usize,
     classes: usize,
 ) -> Result<Vec<f32>> {
-    expect_len("features X (n × d)", x.len(), n * d)?;
-    expect_len("weights W (d × N)", w.len(), d * classes)?;
-    let mut z = vec![0f32; n * classes];
+    expect_len("features X (n × d)", x.len(), area("X", n, d)?)?;
+    expect_len("weights W (d × N)", w.len(), area("W", d, classes)?)?;
+    let mut z = vec![0f32; area("Z", n, classes)?];
     sgemm(
         n,
         d,
@@ -1255,9 +1261,9 @@ pub fn linear(
 
 /// The weight gradient `Xᵀ G` (d × N) for X n × d and G n × N.
 pub fn weight_grad(x: &[f32], g: &[f32], n: usize, d: usize, classes: usize) -> Result<Vec<f32>> {
-    expect_len("features X (n × d)", x.len(), n * d)?;
-    expect_len("gradient G (n × N)", g.len(), n * classes)?;
-    let mut dw = vec![0f32; d * classes];
+    expect_len("features X (n × d)", x.len(), area("X", n, d)?)?;
+    expect_len("gradient G (n × N)", g.len(), area("G", n, classes)?)?;
+    let mut dw = vec![0f32; area("dW", d, classes)?];
     sgemm(
         d,
         n,

@@ -209,7 +209,8 @@ impl Context {
         self.ce(logits, targets, opts, None, GradTo::Nowhere)
     }
 
-    /// Loss and gradient `∂L/∂z` in one fused kernel (plus two tiny reductions), into a new buffer.
+    /// Loss and gradient `∂L/∂z` in one fused kernel (plus one or two small launches summing the
+    /// batch), into a new buffer.
     pub fn cross_entropy_fwd_bwd(
         &self,
         logits: &GpuMatrix,
@@ -273,8 +274,9 @@ impl Context {
         self.ce(logits, targets, opts, Some(upstream), GradTo::NewBuffer)
     }
 
-    /// Validates everything, then encodes: ce_reduce (denominator and gradient scale) → ce_fwd_bwd
-    /// → ce_reduce (loss, accuracy). No readback in between.
+    /// Validates everything (the mean's denominator and the gradient scale are computed here, from
+    /// the labels and weights the host has), then encodes ce_fwd_bwd → ce_reduce (loss, accuracy; two
+    /// stages past 4,096 rows) in one submission. No readback in between.
     fn ce(
         &self,
         logits: &GpuMatrix,

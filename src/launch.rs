@@ -133,7 +133,7 @@ impl Context {
                 what: format!("a row of {cols} elements"),
                 needed: format!("{needed} loop iterations per shader invocation"),
                 limit: format!(
-                    "{cap} (this adapter silently stops loops past that; see PLATFORM notes)"
+                    "{cap} (this adapter silently stops loops past that; see the README, Numerics and edge cases)"
                 ),
             });
         }

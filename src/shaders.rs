@@ -141,7 +141,7 @@ impl Kernel {
             Kernel::CeFwdBwd => 0x7f | ROW_CACHED,
             Kernel::CeNarrow => 0x7f,
             Kernel::SoftmaxFwd => ROW_CACHED,
-            // LABELS | WEIGHT | MEAN
+            // MEAN
             Kernel::CeReduce => 0x80,
             Kernel::InfoRows => 0x1,
             Kernel::Matmul => 0x1f,

@@ -113,26 +113,7 @@ fn check_data(train: &Dataset, test: Option<&Dataset>) -> Result<()> {
             train.n, train.d, train.classes
         )));
     }
-    if train.features.len() != train.n * train.d || train.labels.len() != train.n {
-        return Err(XentError::LengthMismatch {
-            what: "training features (n × d) and labels (n)",
-            expected: train.n * (train.d + 1),
-            got: train.features.len() + train.labels.len(),
-        });
-    }
-    if let Some((row, &l)) = train
-        .labels
-        .iter()
-        .enumerate()
-        .find(|(_, l)| !(0..train.classes as i64).contains(l))
-    {
-        return Err(XentError::LabelOutOfRange {
-            row,
-            label: l,
-            classes: train.classes,
-            ignore_index: -100,
-        });
-    }
+    check_set("training", train, train.classes)?;
     if let Some(t) = test {
         if t.d != train.d || t.classes > train.classes {
             return Err(XentError::ShapeMismatch {
@@ -141,8 +122,49 @@ fn check_data(train: &Dataset, test: Option<&Dataset>) -> Result<()> {
                 got: vec![t.d, t.classes],
             });
         }
+        check_set("test", t, train.classes)?;
     }
     Ok(())
+}
+
+/// Lengths of a set's features and labels, and every label in `[0, classes)`.
+fn check_set(which: &'static str, set: &Dataset, classes: usize) -> Result<()> {
+    let features = set.n.checked_mul(set.d);
+    if features != Some(set.features.len()) || set.labels.len() != set.n {
+        return Err(XentError::LengthMismatch {
+            what: if which == "test" {
+                "test features (n × d) and labels (n)"
+            } else {
+                "training features (n × d) and labels (n)"
+            },
+            expected: features.map_or(usize::MAX, |f| f.saturating_add(set.n)),
+            got: set.features.len() + set.labels.len(),
+        });
+    }
+    if let Some((row, &l)) = set
+        .labels
+        .iter()
+        .enumerate()
+        .find(|(_, l)| !(0..classes as i64).contains(l))
+    {
+        return Err(XentError::LabelOutOfRange {
+            row,
+            label: l,
+            classes,
+            ignore_index: -100,
+        });
+    }
+    Ok(())
+}
+
+/// Every minibatch index is a row of the training set (checked before anything is launched).
+fn check_indices(idx: &[u32], n: usize) -> Result<()> {
+    match idx.iter().find(|&&i| i as usize >= n) {
+        Some(i) => Err(XentError::InvalidArgument(format!(
+            "minibatch index {i} is outside the training set's {n} rows"
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Device buffers of one minibatch size.
@@ -220,8 +242,10 @@ impl<'c> GpuTrainer<'c> {
     }
 
     /// One SGD step on the rows `idx`; returns the loss statistics buffer of the step (1 × 4: loss,
-    /// rows, accuracy, rows), still on the device.
+    /// rows, accuracy, rows), still on the device. An index outside the training set is an error
+    /// (nothing runs).
     pub fn step(&mut self, idx: &[u32], cfg: &TrainConfig) -> Result<GpuMatrix> {
+        check_indices(idx, self.train.n)?;
         let rows = idx.len();
         let (ctx, d) = (self.ctx, self.train.d);
         self.buffers(rows)?;
@@ -413,8 +437,10 @@ impl<'d> CpuTrainer<'d> {
         })
     }
 
-    /// One step on rows `idx`; returns (batch mean loss, batch accuracy) before the step.
+    /// One step on rows `idx`; returns (batch mean loss, batch accuracy) before the step. An index
+    /// outside the training set is an error.
     pub fn step(&mut self, idx: &[u32], cfg: &TrainConfig) -> Result<(f64, f64)> {
+        check_indices(idx, self.train.n)?;
         let (d, c, rows) = (self.train.d, self.train.classes, idx.len());
         let x: Vec<f32> = idx
             .iter()

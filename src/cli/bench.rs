@@ -31,7 +31,7 @@ pub struct BenchArgs {
     )]
     pub ops: Vec<String>,
     /// Timed repetitions per measurement (the median is reported).
-    #[arg(long, default_value_t = 7)]
+    #[arg(long, default_value_t = 7, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub reps: usize,
     /// Also time the f64 CPU reference (slow).
     #[arg(long)]
@@ -64,6 +64,9 @@ fn parse_mm_shape(s: &str) -> Result<Option<(usize, usize, usize)>, String> {
         })
         .collect::<Result<_, _>>()?;
     match v[..] {
+        [_, d, c] if d == 0 || c == 0 => {
+            Err(format!("matmul shape `{s}`: D and C must be at least 1"))
+        }
         [n, d, c] => Ok(Some((n, d, c))),
         _ => Err(format!(
             "matmul shape `{s}`: expected NxDxC, e.g. 4096x784x10"

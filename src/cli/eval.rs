@@ -63,6 +63,12 @@ fn load(args: &EvalArgs) -> Result<Inputs, XentError> {
     let (shape, logits) = npy::read_f32(&args.logits)?;
     let shape = npy::expect_rank(&args.logits, &shape, 2)?;
     let (n, cols) = (shape[0], shape[1]);
+    if cols == 0 {
+        return Err(XentError::InvalidShape(format!(
+            "{}: rows of 0 classes (shape [{n}, 0])",
+            args.logits.display()
+        )));
+    }
     let mismatch = |path: &Path, expected: Vec<usize>, got: &[usize]| XentError::Io {
         path: path.display().to_string(),
         reason: format!("shape {got:?} does not match the logits: expected {expected:?}"),

@@ -55,7 +55,7 @@ impl DeviceArgs {
             opts.adapter_name = Some(name.clone());
         }
         if let Some(mib) = self.max_binding_mib {
-            opts.max_storage_binding = Some(mib.max(1) << 20);
+            opts.max_storage_binding = Some(mib.max(1).saturating_mul(1 << 20));
         }
         Ok(opts)
     }
@@ -138,7 +138,10 @@ pub fn parse_shape(s: &str) -> Result<(usize, usize), String> {
         .split_once(['x', 'X', '×'])
         .ok_or_else(|| format!("shape `{s}`: expected ROWSxCOLS, e.g. 4096x32000"))?;
     let a = a.trim().parse().map_err(|e| format!("shape `{s}`: {e}"))?;
-    let b = b.trim().parse().map_err(|e| format!("shape `{s}`: {e}"))?;
+    let b: usize = b.trim().parse().map_err(|e| format!("shape `{s}`: {e}"))?;
+    if b == 0 {
+        return Err(format!("shape `{s}`: rows need at least one column"));
+    }
     Ok((a, b))
 }
 

@@ -187,3 +187,38 @@ fn bench_json_check_and_info() {
     assert!(r.status.success());
     assert!(String::from_utf8_lossy(&r.stdout).contains("loop cap"));
 }
+
+/// Nonsense arguments are usage errors (clap's exit code 2 and a message), never a panic (101):
+/// zero repetitions, rows of zero columns, a matmul with no classes, an [n, 0] logits file.
+#[test]
+fn bad_arguments_are_usage_errors_not_panics() {
+    for args in [
+        &["bench", "--reps", "0"][..],
+        &["bench", "--shapes", "10x0"],
+        &["check", "--shapes", "4x0"],
+        &["bench", "--matmul-shapes", "64x8x0"],
+    ] {
+        let r = xent(args);
+        assert_eq!(r.status.code(), Some(2), "{args:?}: {r:?}");
+        assert!(!String::from_utf8_lossy(&r.stderr).contains("panicked"));
+    }
+    let dir = temp_dir("empty-cols");
+    std::fs::create_dir_all(&dir).unwrap();
+    let logits = dir.join("logits.npy");
+    npy::write_f32(&logits, &[3, 0], &[]).unwrap();
+    let r = xent(&[
+        "eval",
+        "--logits",
+        logits.to_str().unwrap(),
+        "--backend",
+        "cpu",
+        "--out",
+        dir.join("out").to_str().unwrap(),
+    ]);
+    assert!(!r.status.success());
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        err.contains("0 classes") && !err.contains("panicked"),
+        "{err}"
+    );
+}

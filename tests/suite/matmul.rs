@@ -256,3 +256,40 @@ fn full_batch_and_cpu_trainer() {
         );
     }
 }
+
+/// Bad training input is an error before anything runs: a minibatch index past the training set (GPU
+/// and CPU trainers), a test label out of range, test features of the wrong length.
+#[test]
+fn trainers_refuse_bad_indices_and_bad_test_sets() {
+    let (train, test) = small_digits();
+    let cfg = TrainConfig::default();
+    let past = [0, train.n as u32];
+    let mut cpu = CpuTrainer::new(&train).unwrap();
+    assert!(matches!(
+        cpu.step(&past, &cfg),
+        Err(xent::XentError::InvalidArgument(_))
+    ));
+    let mut bad_label = test.clone();
+    bad_label.labels[3] = train.classes as i64;
+    let mut short = test.clone();
+    short.features.pop();
+    for ctx in contexts() {
+        let mut gpu = GpuTrainer::new(ctx, &train, None).unwrap();
+        assert!(matches!(
+            gpu.step(&past, &cfg),
+            Err(xent::XentError::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            GpuTrainer::new(ctx, &train, Some(&bad_label)),
+            Err(xent::XentError::LabelOutOfRange { row: 3, .. })
+        ));
+        assert!(matches!(
+            train::train_gpu(ctx, &train, Some(&short), &cfg, |_| {}),
+            Err(xent::XentError::LengthMismatch { .. })
+        ));
+    }
+    assert!(matches!(
+        train::train_cpu(&train, Some(&bad_label), &cfg, |_| {}),
+        Err(xent::XentError::LabelOutOfRange { row: 3, .. })
+    ));
+}
