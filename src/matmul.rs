@@ -176,6 +176,23 @@ impl Context {
         if p.m == 0 || p.n == 0 {
             return Ok(());
         }
+        // Operands bound whole (W and the bias, or dW) must fit one binding.
+        let whole_bound = match p.batch {
+            Batch::M => [Some(p.b), p.bias],
+            Batch::K => [Some(p.c), p.bias],
+        };
+        for b in whole_bound.into_iter().flatten() {
+            if b.size() > limits.max_storage_buffer_binding_size {
+                return Err(XentError::TooLarge {
+                    what: "a matmul's weights (or weight gradient)".into(),
+                    needed: format!("{} bytes in one storage binding", b.size()),
+                    limit: format!(
+                        "{} bytes (max_storage_buffer_binding_size)",
+                        limits.max_storage_buffer_binding_size
+                    ),
+                });
+            }
+        }
         // Row lengths of the operands split along the batch rows.
         let batched: Vec<usize> = match p.batch {
             Batch::M => vec![p.lda, p.ldc],

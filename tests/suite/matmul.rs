@@ -293,3 +293,23 @@ fn trainers_refuse_bad_indices_and_bad_test_sets() {
         Err(xent::XentError::LabelOutOfRange { row: 3, .. })
     ));
 }
+
+/// Weights (or their gradient) larger than one storage binding: a clear `TooLarge`, not a wgpu
+/// validation error.
+#[test]
+fn weights_past_the_binding_limit_are_refused() {
+    for ctx in small_binding_contexts(4096) {
+        let (n, d, c) = (8, 64, 20); // W: 5,120 bytes
+        let xm = GpuMatrix::zeros(&ctx, n, d).unwrap();
+        let wm = GpuMatrix::zeros(&ctx, d, c).unwrap();
+        let gm = GpuMatrix::zeros(&ctx, n, c).unwrap();
+        assert!(matches!(
+            ctx.linear(&xm, &wm, None),
+            Err(xent::XentError::TooLarge { .. })
+        ));
+        assert!(matches!(
+            ctx.weight_grad(&xm, &gm),
+            Err(xent::XentError::TooLarge { .. })
+        ));
+    }
+}
