@@ -86,7 +86,9 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     let m = seg_max(acc.m, lid);
     let sums = seg_sum4(vec4<f32>(acc.s * exp_rel(acc.m, m), tw, 0.0, 0.0), lid);
     let cand = select(-4294967296.0, -f32(best_j), live && best == m && best_j != 0xffffffffu);
-    let first = u32(min(-seg_max(cand, lid), f32(p.cols - 1u)));
+    // No candidate (an all −inf row, or a NaN maximum): class 0, as the reference and PyTorch.
+    let best_neg = seg_max(cand, lid);
+    let first = select(0u, u32(min(-best_neg, f32(p.cols - 1u))), best_neg > -4294967296.0);
 
     let log_s = log(sums.x);
     let lse = m + log_s;

@@ -49,7 +49,8 @@ fn pack_main(row: u32, base: u32) {
         var best = p.ninf;
         var best_c = 0xffffffffu;
         best_c = select(best_c, $cu, v$e > best); best = select(best, v$e, v$e > best);
-        let first = select(NC - 1u, best_c, best == m && best_c != 0xffffffffu);
+        // No candidate (an all −inf row, or a NaN maximum): class 0, as ce_fwd_bwd.
+        let first = select(0u, best_c, best == m && best_c != 0xffffffffu);
         var s = 0.0;
         s += exp_rel(v$e, m);
         let log_s = log(s);

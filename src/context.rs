@@ -537,11 +537,11 @@ impl Context {
     /// Writes the next timestamp when the timer is on (the launcher calls it before and after its passes).
     pub(crate) fn timestamp(&self, encoder: &mut wgpu::CommandEncoder) {
         let mut timer = self.timer.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(t) = timer.as_mut() {
-            if t.used < TIMER_QUERIES {
-                encoder.write_timestamp(&t.queries, t.used);
-                t.used += 1;
-            }
+        if let Some(t) = timer.as_mut()
+            && t.used < TIMER_QUERIES
+        {
+            encoder.write_timestamp(&t.queries, t.used);
+            t.used += 1;
         }
     }
 

@@ -110,12 +110,12 @@ impl CrossEntropyOptions {
                 self.z_loss
             )));
         }
-        if let Some(c) = self.softcap {
-            if !c.is_finite() || c <= 0.0 {
-                return Err(XentError::InvalidArgument(format!(
-                    "softcap {c} must be finite and positive"
-                )));
-            }
+        if let Some(c) = self.softcap
+            && (!c.is_finite() || c <= 0.0)
+        {
+            return Err(XentError::InvalidArgument(format!(
+                "softcap {c} must be finite and positive"
+            )));
         }
         if !self.grad_output.is_finite() {
             return Err(XentError::InvalidArgument(format!(

@@ -234,14 +234,14 @@ impl Context {
         // Operands bound whole (per-row vectors, class weights) must fit one binding too.
         let limit = self.limits().max_storage_buffer_binding_size;
         for arg in args {
-            if let Arg::Whole(b) = arg {
-                if b.size() > limit {
-                    return Err(XentError::TooLarge {
-                        what: format!("`{}` operand of {} rows", kernel.label(), n),
-                        needed: format!("{} bytes in one storage binding", b.size()),
-                        limit: format!("{limit} bytes (max_storage_buffer_binding_size)"),
-                    });
-                }
+            if let Arg::Whole(b) = arg
+                && b.size() > limit
+            {
+                return Err(XentError::TooLarge {
+                    what: format!("`{}` operand of {} rows", kernel.label(), n),
+                    needed: format!("{} bytes in one storage binding", b.size()),
+                    limit: format!("{limit} bytes (max_storage_buffer_binding_size)"),
+                });
             }
         }
         let tpr = self.lanes_per_row(cols);

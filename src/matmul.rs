@@ -214,14 +214,14 @@ impl Context {
         match p.batch {
             Batch::M => {
                 chunk = chunk.min((max_groups * tile.tm) as u64);
-                if let Some(kmax) = self.max_k_per_dispatch(tile) {
-                    if other_dim > kmax {
-                        return Err(XentError::TooLarge {
-                            what: format!("a matmul {what} of {other_dim}"),
-                            needed: format!("{other_dim} reduction steps in one dispatch"),
-                            limit: format!("{kmax} under this adapter's loop cap"),
-                        });
-                    }
+                if let Some(kmax) = self.max_k_per_dispatch(tile)
+                    && other_dim > kmax
+                {
+                    return Err(XentError::TooLarge {
+                        what: format!("a matmul {what} of {other_dim}"),
+                        needed: format!("{other_dim} reduction steps in one dispatch"),
+                        limit: format!("{kmax} under this adapter's loop cap"),
+                    });
                 }
             }
             Batch::K => {

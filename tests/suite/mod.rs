@@ -2,6 +2,7 @@ mod cli;
 pub mod common;
 mod cpu;
 pub mod cross_entropy;
+mod edge_cases;
 mod fixtures;
 mod matmul;
 mod reference;
