@@ -988,14 +988,21 @@ pub fn logsumexp(x: &[f32], cols: usize) -> Result<Vec<f32>> {
 /// Errors: as [`softmax`] for `probs`, and [`XentError::LengthMismatch`] when `g` is not as long as
 /// `probs`.
 pub fn softmax_backward(probs: &[f32], g: &[f32], cols: usize) -> Result<Vec<f32>> {
+    let mut out = vec![0.0; probs.len()];
+    softmax_backward_into(probs, g, cols, &mut out)?;
+    Ok(out)
+}
+
+/// [`softmax_backward`] into a caller's buffer of `probs.len()` elements (no allocation).
+pub fn softmax_backward_into(probs: &[f32], g: &[f32], cols: usize, out: &mut [f32]) -> Result<()> {
     let n = check_rows("probs (rows of cols elements)", probs.len(), cols)?;
     check_len("upstream gradient", probs.len(), g.len())?;
-    let mut out = vec![0.0; probs.len()];
-    for_row_blocks(n, cols, &mut out, cols, |r0, o| {
+    check_len("output", probs.len(), out.len())?;
+    for_row_blocks(n, cols, out, cols, |r0, o| {
         let rows = r0 * cols..r0 * cols + o.len();
         softmax_backward_block(&probs[rows.clone()], &g[rows], o, cols);
     });
-    Ok(out)
+    Ok(())
 }
 
 /// Log-softmax backward from the forward output `log_probs = log_softmax(z)` and the upstream

@@ -252,11 +252,13 @@ fn cpu_measure(
     let mut grad = vec![0f32; d.x.len()];
     let ms = match (op, reference_path) {
         ("copy", _) => return Ok(None),
-        ("softmax", false) => time_cpu(reps, &mut || drop(cpu::softmax(&d.x, k))),
+        // Into a reused buffer, as the GPU's outputs and the CPU cross-entropy's gradient (a fresh
+        // 100+ MiB output costs its page faults, most of the time of a wide softmax here).
+        ("softmax", false) => time_cpu(reps, &mut || drop(cpu::softmax_into(&d.x, k, &mut grad))),
         ("softmax", true) => time_cpu(reps, &mut || drop(reference::softmax(&d.x, k))),
-        ("softmax_bwd", false) => {
-            time_cpu(reps, &mut || drop(cpu::softmax_backward(&d.x, &d.g, k)))
-        }
+        ("softmax_bwd", false) => time_cpu(reps, &mut || {
+            drop(cpu::softmax_backward_into(&d.x, &d.g, k, &mut grad))
+        }),
         ("softmax_bwd", true) => time_cpu(reps, &mut || {
             drop(reference::softmax_backward(&d.x, &d.g, k))
         }),
