@@ -253,7 +253,9 @@ impl Context {
     }
 
     /// Wraps a device and queue that a program already has, so xent shares its device. xent uses the
-    /// features and limits the device was opened with.
+    /// features and limits the device was opened with. xent's own calls catch their errors in error
+    /// scopes; it also installs the device's uncaptured-error handler (replacing one the program set)
+    /// to report a lost device or an internal error from its next call.
     pub fn from_device(
         device: wgpu::Device,
         queue: wgpu::Queue,
@@ -396,14 +398,14 @@ impl Context {
         }
         // wgpu wants sizes in multiples of 4; an empty matrix still gets a valid (tiny) buffer.
         let size = bytes.max(4).next_multiple_of(4);
-        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(label),
-            size,
-            usage,
-            mapped_at_creation: false,
-        });
-        self.take_gpu_error()?;
-        Ok(buffer)
+        self.checked(|| {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size,
+                usage,
+                mapped_at_creation: false,
+            })
+        })
     }
 
     pub(crate) fn uniform_buffer<T: bytemuck::Pod>(&self, label: &str, value: &T) -> wgpu::Buffer {
@@ -441,11 +443,28 @@ impl Context {
             .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some(label) })
     }
 
-    /// Submits and turns any error wgpu reported meanwhile into `Err`.
+    /// Submits; an error wgpu reports for it is `Err` (see [`Context::checked`]).
     pub(crate) fn submit(&self, encoder: wgpu::CommandEncoder) -> Result<wgpu::SubmissionIndex> {
-        let index = self.queue.submit(Some(encoder.finish()));
+        self.checked(|| self.queue.submit(Some(encoder.finish())))
+    }
+
+    /// Runs `f` (device calls: creating, writing, submitting) inside validation and out-of-memory
+    /// error scopes. wgpu keeps error scopes per thread, so an error `f` causes comes back here, to
+    /// this thread's call, and not to another thread sharing the context. Errors outside any scope
+    /// (a lost device, an internal error) go to the context's handler and are returned by the next
+    /// call that looks.
+    pub(crate) fn checked<T>(&self, f: impl FnOnce() -> T) -> Result<T> {
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let out = f();
+        // Native wgpu resolves a scope's future at once.
+        let invalid = pollster::block_on(validation.pop());
+        let no_memory = pollster::block_on(oom.pop());
+        if let Some(e) = invalid.or(no_memory) {
+            return Err(XentError::Gpu(e.to_string()));
+        }
         self.take_gpu_error()?;
-        Ok(index)
+        Ok(out)
     }
 
     pub(crate) fn take_gpu_error(&self) -> Result<()> {
@@ -594,36 +613,36 @@ impl Context {
         }
         let walk = crate::shaders::RowWalk::for_policy(self.elements_per_lane);
         let source = crate::shaders::source(kernel, self.reduce_path, walk, vw, cols, flags);
-        let module = self
-            .device
-            .create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(kernel.label()),
-                source: wgpu::ShaderSource::Wgsl(source.into()),
-            });
-        let constants: Vec<(&str, f64)> = kernel
-            .overrides()
-            .iter()
-            .map(|&name| (name, if name == "FLAGS" { flags } else { mode } as f64))
-            .collect();
-        // Auto layout: the shader's own declarations (read-only vs read-write) define the bindings.
-        let pipeline = self
-            .device
-            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(kernel.label()),
-                layout: None,
-                module: &module,
-                entry_point: Some("main"),
-                compilation_options: wgpu::PipelineCompilationOptions {
-                    constants: &constants,
-                    // Every kernel writes its workgroup memory before reading it (each reads back only
-                    // what it or a barrier-separated writer stored), so WebGPU's zero fill is work for
-                    // nothing; on llvmpipe's GL compiler it was most of a pipeline's build time (the
-                    // fill of the matmul tiles: minutes per test run with a cold shader cache).
-                    zero_initialize_workgroup_memory: false,
-                },
-                cache: None,
-            });
-        self.take_gpu_error()?;
+        let pipeline = self.checked(|| {
+            let module = self
+                .device
+                .create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some(kernel.label()),
+                    source: wgpu::ShaderSource::Wgsl(source.into()),
+                });
+            let constants: Vec<(&str, f64)> = kernel
+                .overrides()
+                .iter()
+                .map(|&name| (name, if name == "FLAGS" { flags } else { mode } as f64))
+                .collect();
+            // Auto layout: the shader's own declarations (read-only vs read-write) define the bindings.
+            self.device
+                .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(kernel.label()),
+                    layout: None,
+                    module: &module,
+                    entry_point: Some("main"),
+                    compilation_options: wgpu::PipelineCompilationOptions {
+                        constants: &constants,
+                        // Every kernel writes its workgroup memory before reading it (each reads back only
+                        // what it or a barrier-separated writer stored), so WebGPU's zero fill is work for
+                        // nothing; on llvmpipe's GL compiler it was most of a pipeline's build time (the
+                        // fill of the matmul tiles: minutes per test run with a cold shader cache).
+                        zero_initialize_workgroup_memory: false,
+                    },
+                    cache: None,
+                })
+        })?;
         cache.insert(key, pipeline.clone());
         Ok(pipeline)
     }

@@ -362,12 +362,13 @@ impl Context {
             } else {
                 0.0
             };
-            self.queue.write_buffer(
-                stats.buffer(),
-                0,
-                bytemuck::cast_slice(&[loss, 0.0, f32::NAN, 0.0]),
-            );
-            self.take_gpu_error()?;
+            self.checked(|| {
+                self.queue.write_buffer(
+                    stats.buffer(),
+                    0,
+                    bytemuck::cast_slice(&[loss, 0.0, f32::NAN, 0.0]),
+                )
+            })?;
             return Ok(CrossEntropyOutput {
                 rows,
                 stats,

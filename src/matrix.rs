@@ -42,10 +42,11 @@ impl GpuMatrix {
         }
         let m = Self::zeros(ctx, rows, cols)?;
         if len > 0 {
-            ctx.queue
-                .write_buffer(&m.buffer, 0, bytemuck::cast_slice(data));
+            ctx.checked(|| {
+                ctx.queue
+                    .write_buffer(&m.buffer, 0, bytemuck::cast_slice(data))
+            })?;
         }
-        ctx.take_gpu_error()?;
         Ok(m)
     }
 
@@ -132,10 +133,11 @@ impl GpuLabels {
             .collect::<Result<Vec<i32>>>()?;
         let buffer = ctx.create_buffer("xent.labels", host.len() as u64 * 4, MATRIX_USAGE)?;
         if !host.is_empty() {
-            ctx.queue
-                .write_buffer(&buffer, 0, bytemuck::cast_slice(&host));
+            ctx.checked(|| {
+                ctx.queue
+                    .write_buffer(&buffer, 0, bytemuck::cast_slice(&host))
+            })?;
         }
-        ctx.take_gpu_error()?;
         Ok(Self { buffer, host })
     }
 
