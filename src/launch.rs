@@ -257,8 +257,7 @@ impl Context {
         let mut base = base;
         // The row cache is for rows spread over several lanes. A lane that owns its row re-reads it
         // from the nearest cache level anyway (and on CPU drivers, where lanes own rows, workgroup
-        // memory costs as much as a buffer access while a pipeline declaring the full cache costs
-        // llvmpipe's GL compiler ~25 s).
+        // memory costs as much as a buffer access).
         if kernel.caches_rows() && tpr > 1 && (WG_SIZE / tpr) as usize * cols <= ROW_CACHE as usize
         {
             base.flags |= ROW_CACHED;

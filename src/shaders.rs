@@ -212,7 +212,8 @@ impl Kernel {
 /// Constants shared by Rust and WGSL, generated so they are defined once.
 ///
 /// `row_cache` sizes the workgroup row cache: [`ROW_CACHE`] floats when the pipeline uses it, else one
-/// vec4 (an unused array of that size still costs llvmpipe's GL compiler ~25 s per pipeline).
+/// vec4 (an unused array need not take workgroup memory; with WebGPU's zero fill it had also cost
+/// llvmpipe's GL compiler ~25 s per pipeline).
 /// `walk` gives LB and UNROLL, how the row kernels walk a row (see [`RowWalk`]).
 pub fn prelude(path: ReducePath, walk: RowWalk, row_cache: bool) -> String {
     // naga 30 enables subgroup operations through the device feature and rejects `enable subgroups;`.
