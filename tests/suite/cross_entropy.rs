@@ -77,8 +77,12 @@ impl Case {
     }
 }
 
+/// Equal bits; any two NaNs count as equal (pipelines may give a NaN either sign).
 fn same_bits(a: &[f32], b: &[f32]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()))
 }
 
 /// Equal bits, or finite values within a rounding of loss terms up to ~100 (f32 ulp 8e-6).
@@ -86,6 +90,7 @@ fn agree_to_rounding(a: &[f32], b: &[f32]) -> bool {
     a.len() == b.len()
         && a.iter().zip(b).all(|(x, y)| {
             x.to_bits() == y.to_bits()
+                || (x.is_nan() && y.is_nan())
                 || (x.is_finite() && y.is_finite() && (x - y).abs() <= 1e-5 + 1e-6 * x.abs())
         })
 }
