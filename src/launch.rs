@@ -142,12 +142,14 @@ impl Context {
 
     /// Workgroups that keep the device busy; a split-K matmul splits its reduction until it has this
     /// many. GPU geometry: 512 (an H100 runs about a thousand 256-invocation workgroups at once).
-    /// CPU drivers: two per host thread (lavapipe runs a workgroup per thread at a time).
+    /// CPU drivers: two per host thread (lavapipe runs a workgroup per thread at a time), at most 512.
+    /// (Split-K only runs below this many tiles, so its partial sums stay under 512·4,096 floats and
+    /// its reduction under 8,192 workgroups.)
     pub(crate) fn busy_workgroups(&self) -> usize {
         if crate::shaders::RowWalk::for_policy(self.elements_per_lane).is_gpu() {
             512
         } else {
-            2 * std::thread::available_parallelism().map_or(1, |n| n.get())
+            (2 * std::thread::available_parallelism().map_or(1, |n| n.get())).min(512)
         }
     }
 
