@@ -1,6 +1,8 @@
 //! The matmul kernels of softmax regression and their launcher: `XW + b`, `Xᵀ G`, column sums of `G`,
-//! `G Wᵀ`. Deterministic: each output tile has one owner, and long reductions are split into chunks
-//! added into the output in a fixed order.
+//! `G Wᵀ`. The output tile's width follows C's (16, 32 or 64 columns). Deterministic: each
+//! output element has one owner; a reduction over the batch rows that feeds too few tiles to fill the
+//! device is split into slices (split-K) whose partial products `matmul_reduce` adds in slice order,
+//! and reductions past the loop cap or the binding limit into chunks added into the output in order.
 
 use crate::context::Context;
 use crate::error::{Result, XentError};
@@ -282,9 +284,12 @@ impl Context {
         } else {
             None
         };
-        let reduce = |accum: bool| {
-            let flags = if accum { mm_flags::ACCUM } else { 0 };
-            self.pipeline(Kernel::MatmulReduce, 0, flags, 1, 0)
+        let reducers = match scratch {
+            Some(_) => Some([
+                self.pipeline(Kernel::MatmulReduce, 0, 0, 1, 0)?,
+                self.pipeline(Kernel::MatmulReduce, 0, mm_flags::ACCUM, 1, 0)?,
+            ]),
+            None => None,
         };
         let stand_in = self.stand_in(0);
         let mut encoder = self.encoder("xent.matmul");
@@ -352,9 +357,9 @@ impl Context {
                 slices as u32,
             ];
             dispatch(&mut encoder, pipeline, &group, groups);
-            if slices > 1 {
+            if let (true, Some(reducers)) = (slices > 1, &reducers) {
                 let part = out;
-                let reducer = reduce(accum)?;
+                let reducer = &reducers[accum as usize];
                 let params = ReduceParams {
                     count: c_len as u32,
                     slices: slices as u32,
@@ -367,9 +372,9 @@ impl Context {
                     bind(part, whole(part)),
                     bind(p.c, c_rng),
                 ];
-                let group = self.bind_group(&reducer, &resources);
+                let group = self.bind_group(reducer, &resources);
                 let groups = [c_len.div_ceil(WG_SIZE as usize) as u32, 1, 1];
-                dispatch(&mut encoder, &reducer, &group, groups);
+                dispatch(&mut encoder, reducer, &group, groups);
             }
             r0 += rows;
             if batch_len == 0 {
