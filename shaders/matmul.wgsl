@@ -87,6 +87,21 @@ fn b_at(kk: u32, j: u32, k_end: u32) -> f32 {
     return b[q.b_off + kk * q.ldb + j];
 }
 
+// The r-th of an invocation's A_LOADS (B_LOADS) stores into the staged slab of A (B).
+fn stage_a(r: u32, lid: u32, i0: u32, k0: u32, k_end: u32) {
+    if (r < A_LOADS) {
+        let e = lid + r * WG;
+        a_tile[e] = a_at(i0 + e % TM, k0 + e / TM, k_end);
+    }
+}
+
+fn stage_b(r: u32, lid: u32, j0: u32, k0: u32, k_end: u32) {
+    let e = lid + r * WG;
+    if (r < B_LOADS && e < TK * TN) {
+        b_tile[e] = b_at(k0 + e / TN, j0 + e % TN, k_end);
+    }
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
     let i0 = wid.y * TM;
@@ -100,16 +115,20 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
     for (var k0 = k_begin; k0 < k_end; k0 += TK) {
-        for (var r = 0u; r < A_LOADS; r++) {
-            let e = lid + r * WG;
-            a_tile[e] = a_at(i0 + e % TM, k0 + e / TM, k_end);
-        }
-        for (var r = 0u; r < B_LOADS; r++) {
-            let e = lid + r * WG;
-            if (e < TK * TN) {
-                b_tile[e] = b_at(k0 + e / TN, j0 + e % TN, k_end);
-            }
-        }
+        // Staging written out (A_LOADS ≤ 8, B_LOADS ≤ 4; the guards are pipeline constants): no inner
+        // loop, so a step costs the loop cap 1 + TK iterations (Tile::iterations_per_step).
+        stage_a(0u, lid, i0, k0, k_end);
+        stage_a(1u, lid, i0, k0, k_end);
+        stage_a(2u, lid, i0, k0, k_end);
+        stage_a(3u, lid, i0, k0, k_end);
+        stage_a(4u, lid, i0, k0, k_end);
+        stage_a(5u, lid, i0, k0, k_end);
+        stage_a(6u, lid, i0, k0, k_end);
+        stage_a(7u, lid, i0, k0, k_end);
+        stage_b(0u, lid, j0, k0, k_end);
+        stage_b(1u, lid, j0, k0, k_end);
+        stage_b(2u, lid, j0, k0, k_end);
+        stage_b(3u, lid, j0, k0, k_end);
         workgroupBarrier();
         for (var kk = 0u; kk < TK; kk++) {
             let ai = kk * TM + ty * 4u;

@@ -116,6 +116,9 @@ pub struct Context {
     /// Bind large matrices in chunks of about 256 MiB (a GPU whose binding limit was not lowered by
     /// the caller; see `GPU_CHUNK_BYTES` in launch.rs).
     pub(crate) gpu_chunks: bool,
+    /// Host threads when the context was made (read once, so a split-K matmul splits the same way
+    /// for the context's whole life).
+    pub(crate) host_threads: usize,
     pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
     /// See [`Context::stand_in`].
     stand_ins: [wgpu::Buffer; STAND_INS],
@@ -296,6 +299,7 @@ impl Context {
             loop_cap: None,
             elements_per_lane: crate::launch::default_elements_per_lane(info.device_type),
             gpu_chunks: info.device_type != wgpu::DeviceType::Cpu,
+            host_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             pipelines: Mutex::new(HashMap::new()),
             stand_ins,
             gpu_error,
@@ -358,12 +362,12 @@ impl Context {
             4,
             wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
         )?;
-        let params = self.uniform_buffer("xent.probe.params", &[PROBE_ITERATIONS, 0, 0, 0]);
+        let params = self.uniform_buffer("xent.probe.params", &[PROBE_ITERATIONS, 0, 0, 0])?;
         let pipeline = self.pipeline(Kernel::LoopProbe, 0, 0, 1, 0)?;
         let bind = self.bind_group(
             &pipeline,
             &[params.as_entire_binding(), out.as_entire_binding()],
-        );
+        )?;
         let mut encoder = self.encoder("xent.probe");
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
@@ -408,21 +412,27 @@ impl Context {
         })
     }
 
-    pub(crate) fn uniform_buffer<T: bytemuck::Pod>(&self, label: &str, value: &T) -> wgpu::Buffer {
+    pub(crate) fn uniform_buffer<T: bytemuck::Pod>(
+        &self,
+        label: &str,
+        value: &T,
+    ) -> Result<wgpu::Buffer> {
         use wgpu::util::DeviceExt;
-        self.device
-            .create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents: bytemuck::bytes_of(value),
-                usage: wgpu::BufferUsages::UNIFORM,
-            })
+        self.checked(|| {
+            self.device
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some(label),
+                    contents: bytemuck::bytes_of(value),
+                    usage: wgpu::BufferUsages::UNIFORM,
+                })
+        })
     }
 
     pub(crate) fn bind_group(
         &self,
         pipeline: &wgpu::ComputePipeline,
         resources: &[wgpu::BindingResource<'_>],
-    ) -> wgpu::BindGroup {
+    ) -> Result<wgpu::BindGroup> {
         let entries: Vec<wgpu::BindGroupEntry<'_>> = resources
             .iter()
             .enumerate()
@@ -431,10 +441,12 @@ impl Context {
                 resource: r.clone(),
             })
             .collect();
-        self.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: None,
-            layout: &pipeline.get_bind_group_layout(0),
-            entries: &entries,
+        self.checked(|| {
+            self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: None,
+                layout: &pipeline.get_bind_group_layout(0),
+                entries: &entries,
+            })
         })
     }
 

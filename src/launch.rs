@@ -149,7 +149,7 @@ impl Context {
         if crate::shaders::RowWalk::for_policy(self.elements_per_lane).is_gpu() {
             512
         } else {
-            (2 * std::thread::available_parallelism().map_or(1, |n| n.get())).min(512)
+            (2 * self.host_threads).min(512)
         }
     }
 
@@ -310,7 +310,7 @@ impl Context {
                     tpr,
                     ..base
                 };
-                let uniform = self.uniform_buffer(kernel.label(), &params);
+                let uniform = self.uniform_buffer(kernel.label(), &params)?;
                 let mut resources = vec![uniform.as_entire_binding()];
                 for arg in args {
                     resources.push(match arg {
@@ -322,7 +322,7 @@ impl Context {
                         Arg::Whole(b) => b.as_entire_binding(),
                     });
                 }
-                let bind = self.bind_group(&seg.pipeline, &resources);
+                let bind = self.bind_group(&seg.pipeline, &resources)?;
                 let groups = rows.div_ceil(seg.rows_per_group) as u32;
                 {
                     let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {

@@ -72,11 +72,12 @@ impl Tile {
         }
     }
 
-    /// Loop iterations one invocation runs per `tk` steps of the reduction: the step itself, its
-    /// staging loops (A and B) and the inner loop.
+    /// Loop iterations one invocation runs per `tk` steps of the reduction: the step itself and the
+    /// inner loop (the staging is written out, at most 8 stores of A and 4 of B per invocation).
     fn iterations_per_step(self) -> u64 {
-        let wg = WG_SIZE as usize;
-        (1 + self.tk * self.tm / wg + (self.tk * self.tn).div_ceil(wg) + self.tk) as u64
+        debug_assert!(self.tk * self.tm <= 8 * WG_SIZE as usize);
+        debug_assert!(self.tk * self.tn <= 4 * WG_SIZE as usize);
+        (1 + self.tk) as u64
     }
 }
 
@@ -341,7 +342,7 @@ impl Context {
                 cslice: if slices > 1 { c_len } else { 0 } as u32,
                 pad: 0,
             };
-            let uniform = self.uniform_buffer("xent.matmul", &params);
+            let uniform = self.uniform_buffer("xent.matmul", &params)?;
             let bias = p.bias.unwrap_or(stand_in);
             let resources = [
                 uniform.as_entire_binding(),
@@ -350,7 +351,7 @@ impl Context {
                 bias.as_entire_binding(),
                 bind(out, out_rng),
             ];
-            let group = self.bind_group(pipeline, &resources);
+            let group = self.bind_group(pipeline, &resources)?;
             let groups = [
                 p.n.div_ceil(tile.tn) as u32,
                 m.div_ceil(tile.tm) as u32,
@@ -366,13 +367,13 @@ impl Context {
                     c_off: c_rng.2,
                     pad: 0,
                 };
-                let uniform = self.uniform_buffer("xent.matmul_reduce", &params);
+                let uniform = self.uniform_buffer("xent.matmul_reduce", &params)?;
                 let resources = [
                     uniform.as_entire_binding(),
                     bind(part, whole(part)),
                     bind(p.c, c_rng),
                 ];
-                let group = self.bind_group(reducer, &resources);
+                let group = self.bind_group(reducer, &resources)?;
                 let groups = [c_len.div_ceil(WG_SIZE as usize) as u32, 1, 1];
                 dispatch(&mut encoder, reducer, &group, groups);
             }

@@ -250,8 +250,10 @@ impl<'c> GpuTrainer<'c> {
         let (ctx, d) = (self.ctx, self.train.d);
         self.buffers(rows)?;
         let bb = &self.batches[&rows];
-        ctx.queue
-            .write_buffer(&bb.idx, 0, bytemuck::cast_slice(idx));
+        ctx.checked(|| {
+            ctx.queue
+                .write_buffer(&bb.idx, 0, bytemuck::cast_slice(idx))
+        })?;
         ctx.run_rows(RowLaunch {
             kernel: Kernel::GatherRows,
             params: RowParams::mode(0),

@@ -101,6 +101,16 @@ fn long_reduction_over_rows() {
     }
 }
 
+/// A reduction of 25,000 features in `X W` (not chunked: one dispatch) stays under the loop cap of
+/// lavapipe/llvmpipe with every tile width.
+#[test]
+fn many_features_in_one_dispatch() {
+    for ctx in contexts() {
+        check_shapes(ctx, 3, 25_000, 10, 43);
+        check_shapes(ctx, 2, 25_000, 40, 44);
+    }
+}
+
 /// A 4 KiB binding limit: the batch rows of every operand are split into many chunks.
 #[test]
 fn batch_rows_past_binding_limit() {
