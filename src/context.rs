@@ -369,15 +369,7 @@ impl Context {
             &[params.as_entire_binding(), out.as_entire_binding()],
         )?;
         let mut encoder = self.encoder("xent.probe");
-        {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("xent.probe"),
-                timestamp_writes: None,
-            });
-            pass.set_pipeline(&pipeline);
-            pass.set_bind_group(0, &bind, &[]);
-            pass.dispatch_workgroups(1, 1, 1);
-        }
+        crate::launch::dispatch(&mut encoder, "xent.probe", &pipeline, &bind, [1, 1, 1]);
         self.submit(encoder)?;
         let counted: Vec<u32> = pollster::block_on(self.read_buffer(&out, 0, 4))?;
         let counted = counted[0];

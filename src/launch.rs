@@ -76,6 +76,23 @@ pub(crate) enum Arg<'a> {
     Whole(&'a wgpu::Buffer),
 }
 
+/// Records one compute pass: `pipeline` with bind group 0, `groups` workgroups.
+pub(crate) fn dispatch(
+    encoder: &mut wgpu::CommandEncoder,
+    label: &str,
+    pipeline: &wgpu::ComputePipeline,
+    group: &wgpu::BindGroup,
+    groups: [u32; 3],
+) {
+    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+        label: Some(label),
+        timestamp_writes: None,
+    });
+    pass.set_pipeline(pipeline);
+    pass.set_bind_group(0, group, &[]);
+    pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+}
+
 /// The lanes-per-row policy's default for a kind of device.
 pub(crate) fn default_elements_per_lane(device_type: wgpu::DeviceType) -> usize {
     if device_type == wgpu::DeviceType::Cpu {
@@ -324,15 +341,13 @@ impl Context {
                 }
                 let bind = self.bind_group(&seg.pipeline, &resources)?;
                 let groups = rows.div_ceil(seg.rows_per_group) as u32;
-                {
-                    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                        label: Some(kernel.label()),
-                        timestamp_writes: None,
-                    });
-                    pass.set_pipeline(&seg.pipeline);
-                    pass.set_bind_group(0, &bind, &[]);
-                    pass.dispatch_workgroups(groups, 1, 1);
-                }
+                dispatch(
+                    encoder,
+                    kernel.label(),
+                    &seg.pipeline,
+                    &bind,
+                    [groups, 1, 1],
+                );
                 row0 += rows;
             }
         }

@@ -6,6 +6,7 @@
 
 use crate::context::Context;
 use crate::error::{Result, XentError};
+use crate::launch::dispatch;
 use crate::matrix::GpuMatrix;
 use crate::shaders::{Kernel, WG_SIZE};
 
@@ -138,21 +139,6 @@ fn bind(buf: &wgpu::Buffer, (offset, size, _): (u64, u64, u32)) -> wgpu::Binding
         offset,
         size: wgpu::BufferSize::new(size.min(buf.size() - offset)),
     })
-}
-
-fn dispatch(
-    encoder: &mut wgpu::CommandEncoder,
-    pipeline: &wgpu::ComputePipeline,
-    group: &wgpu::BindGroup,
-    groups: [u32; 3],
-) {
-    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-        label: Some("xent.matmul"),
-        timestamp_writes: None,
-    });
-    pass.set_pipeline(pipeline);
-    pass.set_bind_group(0, group, &[]);
-    pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
 }
 
 impl Context {
@@ -293,98 +279,98 @@ impl Context {
             None => None,
         };
         let stand_in = self.stand_in(0);
-        let mut encoder = self.encoder("xent.matmul");
-        self.timestamp(&mut encoder);
-        let mut r0 = 0;
-        // A K-split reduction must still run once when k = 0 (to write C = 0 + bias).
-        while r0 < batch_len || (r0 == 0 && batch_len == 0) {
-            let rows = chunk.min(batch_len - r0);
-            let whole = |b: &wgpu::Buffer| (0u64, b.size(), 0u32);
-            let (a_rng, b_rng, c_rng) = match p.batch {
-                Batch::M => (
-                    p.a.map(|_| row_range(r0, rows, p.lda, align)),
-                    whole(p.b),
-                    row_range(r0, rows, p.ldc, align),
-                ),
-                Batch::K => (
-                    p.a.map(|_| row_range(r0, rows, p.lda, align)),
-                    row_range(r0, rows, p.ldb, align),
-                    whole(p.c),
-                ),
-            };
-            let a_buf = p.a.unwrap_or(stand_in);
-            let a_rng = a_rng.unwrap_or((0, 4, 0));
-            let (m, k) = match p.batch {
-                Batch::M => (rows, p.k),
-                Batch::K => (p.m, rows),
-            };
-            let slices = slices_of(rows);
-            let kslice = k.div_ceil(slices).next_multiple_of(tile.tk);
-            let slices = k.div_ceil(kslice.max(1)).max(1);
-            // Along K every chunk after the first adds into C; along M the chunks are disjoint.
-            let accum = p.batch == Batch::K && r0 > 0;
-            let (out, out_rng, pipeline) = match &scratch {
-                Some(s) if slices > 1 => (s, whole(s), &pipeline_first),
-                _ if accum => (p.c, c_rng, &pipeline_rest),
-                _ => (p.c, c_rng, &pipeline_first),
-            };
-            let params = MatmulParams {
-                m: m as u32,
-                n: p.n as u32,
-                k: k as u32,
-                lda: p.lda as u32,
-                ldb: p.ldb as u32,
-                ldc: p.ldc as u32,
-                a_off: a_rng.2,
-                b_off: b_rng.2,
-                c_off: out_rng.2,
-                kslice: if slices > 1 { kslice } else { k } as u32,
-                cslice: if slices > 1 { c_len } else { 0 } as u32,
-                pad: 0,
-            };
-            let uniform = self.uniform_buffer("xent.matmul", &params)?;
-            let bias = p.bias.unwrap_or(stand_in);
-            let resources = [
-                uniform.as_entire_binding(),
-                bind(a_buf, a_rng),
-                bind(p.b, b_rng),
-                bias.as_entire_binding(),
-                bind(out, out_rng),
-            ];
-            let group = self.bind_group(pipeline, &resources)?;
-            let groups = [
-                p.n.div_ceil(tile.tn) as u32,
-                m.div_ceil(tile.tm) as u32,
-                slices as u32,
-            ];
-            dispatch(&mut encoder, pipeline, &group, groups);
-            if let (true, Some(reducers)) = (slices > 1, &reducers) {
-                let part = out;
-                let reducer = &reducers[accum as usize];
-                let params = ReduceParams {
-                    count: c_len as u32,
-                    slices: slices as u32,
-                    c_off: c_rng.2,
+        self.submit_launches("xent.matmul", |encoder| {
+            let mut r0 = 0;
+            // A K-split reduction must still run once when k = 0 (to write C = 0 + bias).
+            while r0 < batch_len || (r0 == 0 && batch_len == 0) {
+                let rows = chunk.min(batch_len - r0);
+                let whole = |b: &wgpu::Buffer| (0u64, b.size(), 0u32);
+                let (a_rng, b_rng, c_rng) = match p.batch {
+                    Batch::M => (
+                        p.a.map(|_| row_range(r0, rows, p.lda, align)),
+                        whole(p.b),
+                        row_range(r0, rows, p.ldc, align),
+                    ),
+                    Batch::K => (
+                        p.a.map(|_| row_range(r0, rows, p.lda, align)),
+                        row_range(r0, rows, p.ldb, align),
+                        whole(p.c),
+                    ),
+                };
+                let a_buf = p.a.unwrap_or(stand_in);
+                let a_rng = a_rng.unwrap_or((0, 4, 0));
+                let (m, k) = match p.batch {
+                    Batch::M => (rows, p.k),
+                    Batch::K => (p.m, rows),
+                };
+                let slices = slices_of(rows);
+                let kslice = k.div_ceil(slices).next_multiple_of(tile.tk);
+                let slices = k.div_ceil(kslice.max(1)).max(1);
+                // Along K every chunk after the first adds into C; along M the chunks are disjoint.
+                let accum = p.batch == Batch::K && r0 > 0;
+                let (out, out_rng, pipeline) = match &scratch {
+                    Some(s) if slices > 1 => (s, whole(s), &pipeline_first),
+                    _ if accum => (p.c, c_rng, &pipeline_rest),
+                    _ => (p.c, c_rng, &pipeline_first),
+                };
+                let params = MatmulParams {
+                    m: m as u32,
+                    n: p.n as u32,
+                    k: k as u32,
+                    lda: p.lda as u32,
+                    ldb: p.ldb as u32,
+                    ldc: p.ldc as u32,
+                    a_off: a_rng.2,
+                    b_off: b_rng.2,
+                    c_off: out_rng.2,
+                    kslice: if slices > 1 { kslice } else { k } as u32,
+                    cslice: if slices > 1 { c_len } else { 0 } as u32,
                     pad: 0,
                 };
-                let uniform = self.uniform_buffer("xent.matmul_reduce", &params)?;
+                let uniform = self.uniform_buffer("xent.matmul", &params)?;
+                let bias = p.bias.unwrap_or(stand_in);
                 let resources = [
                     uniform.as_entire_binding(),
-                    bind(part, whole(part)),
-                    bind(p.c, c_rng),
+                    bind(a_buf, a_rng),
+                    bind(p.b, b_rng),
+                    bias.as_entire_binding(),
+                    bind(out, out_rng),
                 ];
-                let group = self.bind_group(reducer, &resources)?;
-                let groups = [c_len.div_ceil(WG_SIZE as usize) as u32, 1, 1];
-                dispatch(&mut encoder, reducer, &group, groups);
+                let group = self.bind_group(pipeline, &resources)?;
+                let groups = [
+                    p.n.div_ceil(tile.tn) as u32,
+                    m.div_ceil(tile.tm) as u32,
+                    slices as u32,
+                ];
+                dispatch(encoder, "xent.matmul", pipeline, &group, groups);
+                if slices > 1
+                    && let Some(reducers) = &reducers
+                {
+                    let part = out;
+                    let reducer = &reducers[accum as usize];
+                    let params = ReduceParams {
+                        count: c_len as u32,
+                        slices: slices as u32,
+                        c_off: c_rng.2,
+                        pad: 0,
+                    };
+                    let uniform = self.uniform_buffer("xent.matmul_reduce", &params)?;
+                    let resources = [
+                        uniform.as_entire_binding(),
+                        bind(part, whole(part)),
+                        bind(p.c, c_rng),
+                    ];
+                    let group = self.bind_group(reducer, &resources)?;
+                    let groups = [c_len.div_ceil(WG_SIZE as usize) as u32, 1, 1];
+                    dispatch(encoder, "xent.matmul_reduce", reducer, &group, groups);
+                }
+                r0 += rows;
+                if batch_len == 0 {
+                    break;
+                }
             }
-            r0 += rows;
-            if batch_len == 0 {
-                break;
-            }
-        }
-        self.timestamp(&mut encoder);
-        self.submit(encoder)?;
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Logits of a linear layer, `Z = X W + b`: X is n × d, W is d × N, b (optional) 1 × N.
