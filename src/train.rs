@@ -113,7 +113,11 @@ fn check_data(train: &Dataset, test: Option<&Dataset>) -> Result<()> {
             train.n, train.d, train.classes
         )));
     }
-    check_set("training", train, train.classes)?;
+    check_set(
+        "training features (n × d) and labels (n)",
+        train,
+        train.classes,
+    )?;
     if let Some(t) = test {
         if t.d != train.d || t.classes > train.classes {
             return Err(XentError::ShapeMismatch {
@@ -122,21 +126,17 @@ fn check_data(train: &Dataset, test: Option<&Dataset>) -> Result<()> {
                 got: vec![t.d, t.classes],
             });
         }
-        check_set("test", t, train.classes)?;
+        check_set("test features (n × d) and labels (n)", t, train.classes)?;
     }
     Ok(())
 }
 
 /// Lengths of a set's features and labels, and every label in `[0, classes)`.
-fn check_set(which: &'static str, set: &Dataset, classes: usize) -> Result<()> {
+fn check_set(what: &'static str, set: &Dataset, classes: usize) -> Result<()> {
     let features = set.n.checked_mul(set.d);
     if features != Some(set.features.len()) || set.labels.len() != set.n {
         return Err(XentError::LengthMismatch {
-            what: if which == "test" {
-                "test features (n × d) and labels (n)"
-            } else {
-                "training features (n × d) and labels (n)"
-            },
+            what,
             expected: features.map_or(usize::MAX, |f| f.saturating_add(set.n)),
             got: set.features.len() + set.labels.len(),
         });
