@@ -104,6 +104,8 @@ const PROBE_ITERATIONS: u32 = 100_000;
 /// A device and queue with everything xent builds once: the adapter's limits and features, the measured
 /// loop cap, and a cache of compute pipelines. Cheap to share: `Context` is `Send + Sync`.
 pub struct Context {
+    /// See [`Context::id`].
+    id: ContextId,
     pub(crate) device: wgpu::Device,
     pub(crate) queue: wgpu::Queue,
     summary: AdapterSummary,
@@ -116,9 +118,6 @@ pub struct Context {
     /// Bind large matrices in chunks of about 256 MiB (a GPU whose binding limit was not lowered by
     /// the caller; see `GPU_CHUNK_BYTES` in launch.rs).
     pub(crate) gpu_chunks: bool,
-    /// Host threads when the context was made (read once, so a split-K matmul splits the same way
-    /// for the context's whole life).
-    pub(crate) host_threads: usize,
     pipelines: Mutex<HashMap<PipelineKey, wgpu::ComputePipeline>>,
     /// See [`Context::stand_in`].
     stand_ins: [wgpu::Buffer; STAND_INS],
@@ -126,6 +125,19 @@ pub struct Context {
     gpu_error: Arc<Mutex<Option<String>>>,
     /// GPU timestamps around every row-kernel launch, when enabled (benchmarks).
     timer: Mutex<Option<GpuTimer>>,
+}
+
+/// A context's identity, unique in the process: every [`crate::GpuMatrix`] and [`crate::GpuLabels`]
+/// records its maker's, and every operation compares it with its own. (wgpu's own `Device` equality
+/// compares ids that two instances can share, so it cannot tell two contexts apart.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ContextId(u64);
+
+impl ContextId {
+    fn next() -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        Self(NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+    }
 }
 
 /// Stand-in buffers a context keeps (see [`Context::stand_in`]).
@@ -290,6 +302,7 @@ impl Context {
             })
         });
         let mut ctx = Self {
+            id: ContextId::next(),
             limits: device.limits(),
             device,
             queue,
@@ -299,7 +312,6 @@ impl Context {
             loop_cap: None,
             elements_per_lane: crate::launch::default_elements_per_lane(info.device_type),
             gpu_chunks: info.device_type != wgpu::DeviceType::Cpu,
-            host_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             pipelines: Mutex::new(HashMap::new()),
             stand_ins,
             gpu_error,
@@ -315,6 +327,23 @@ impl Context {
     /// refuses one buffer bound both read-only and read-write in a dispatch.
     pub(crate) fn stand_in(&self, i: usize) -> &wgpu::Buffer {
         &self.stand_ins[i]
+    }
+
+    /// This context's identity (unique in the process; matrices and labels record their maker's).
+    pub fn id(&self) -> ContextId {
+        self.id
+    }
+
+    /// `Err` unless `owner` is this context.
+    pub(crate) fn expect_owner(&self, what: &'static str, owner: ContextId) -> Result<()> {
+        if owner != self.id {
+            return Err(XentError::WrongContext {
+                what,
+                owner: owner.0,
+                context: self.id.0,
+            });
+        }
+        Ok(())
     }
 
     /// The adapter this context runs on.
@@ -487,6 +516,25 @@ impl Context {
         offset: u64,
         bytes: u64,
     ) -> Result<Vec<T>> {
+        let elem = std::mem::size_of::<T>() as u64;
+        if elem == 0 || !bytes.is_multiple_of(elem) {
+            return Err(XentError::InvalidArgument(format!(
+                "read of {bytes} bytes: not a whole number of {elem}-byte elements"
+            )));
+        }
+        // wgpu copies whole 4-byte words from 4-byte-aligned offsets, within the buffer.
+        if !offset.is_multiple_of(4) || !bytes.is_multiple_of(4) {
+            return Err(XentError::InvalidArgument(format!(
+                "read of {bytes} bytes at offset {offset}: both must be multiples of 4"
+            )));
+        }
+        if offset.checked_add(bytes).is_none_or(|end| end > src.size()) {
+            return Err(XentError::TooLarge {
+                what: format!("read of {bytes} bytes at offset {offset}"),
+                needed: format!("a buffer of at least {} bytes", offset.saturating_add(bytes)),
+                limit: format!("{} bytes (the buffer's size)", src.size()),
+            });
+        }
         if bytes == 0 {
             return Ok(Vec::new());
         }

@@ -25,7 +25,7 @@
 
 use rayon::prelude::*;
 
-use crate::cross_entropy::{CrossEntropyOptions, Reduction};
+use crate::options::{CrossEntropyOptions, Reduction};
 use crate::error::{Result, XentError};
 
 /// Elements of a row reduced at once by a pairwise tree in L1; block results are then combined in
@@ -909,22 +909,10 @@ fn check_len(what: &'static str, expected: usize, got: usize) -> Result<()> {
     Ok(())
 }
 
-/// Every label must be a class in `[0, classes)` or `ignore_index` (as
-/// [`crate::cross_entropy::check_labels`], on a host slice).
+/// Every label must be a class in `[0, classes)` or `ignore_index` (the one rule of every backend,
+/// [`crate::options::check_labels`]).
 pub fn check_labels(labels: &[i64], n: usize, classes: usize, ignore_index: i64) -> Result<()> {
-    check_len("labels (one per row)", n, labels.len())?;
-    let bad = labels
-        .iter()
-        .position(|&l| l != ignore_index && !(0..classes as i64).contains(&l));
-    match bad {
-        Some(row) => Err(XentError::LabelOutOfRange {
-            row,
-            label: labels[row],
-            classes,
-            ignore_index,
-        }),
-        None => Ok(()),
-    }
+    crate::options::check_labels(labels, n, classes, ignore_index)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1061,8 +1049,8 @@ pub struct CpuCrossEntropy {
 /// Errors, all raised before anything is written: [`XentError::InvalidShape`] for `cols == 0`;
 /// [`XentError::LengthMismatch`] when `logits` is not whole rows or the labels, probabilities or
 /// `grad` do not fit it; [`XentError::LabelOutOfRange`]; the errors of
-/// [`CrossEntropyOptions::validate`]; and [`XentError::InvalidArgument`] for an `ignore_index` other
-/// than −100 with probability targets (as PyTorch).
+/// [`CrossEntropyOptions::validate`]; and [`XentError::InvalidArgument`] for a non-negative
+/// `ignore_index` with probability targets (as PyTorch).
 pub fn cross_entropy(
     logits: &[f32],
     cols: usize,
@@ -1079,11 +1067,7 @@ pub fn cross_entropy(
         }
         CpuTargets::Probs(p) => {
             check_len("probability targets", logits.len(), p.len())?;
-            if opts.ignore_index != -100 {
-                return Err(XentError::InvalidArgument(
-                    "ignore_index is not supported with probability targets (as PyTorch)".into(),
-                ));
-            }
+            opts.validate_for_probs()?;
             (None, Some(p))
         }
     };

@@ -8,132 +8,13 @@ use crate::matrix::{GpuLabels, GpuMatrix};
 use crate::shaders::Kernel;
 use crate::softmax::check_cols;
 
+pub use crate::options::{CrossEntropyOptions, Reduction};
+
 /// Batch rows per partial sum in ce_reduce's first stage.
 const REDUCE_SLICE: usize = 4096;
 /// ce_reduce's MODE bits: the launch writes the final numbers; it adds partials, not batch rows.
 const REDUCE_FINISH: u32 = 1;
 const REDUCE_FROM_PARTIALS: u32 = 2;
-
-/// How per-row losses become the reported loss, as PyTorch's `reduction`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Reduction {
-    /// One loss per row.
-    None,
-    /// The sum over rows.
-    Sum,
-    /// The sum divided by Σ w\[y_i\] over rows not ignored (labels), or by n (probability targets).
-    #[default]
-    Mean,
-}
-
-impl std::str::FromStr for Reduction {
-    type Err = XentError;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "none" => Ok(Self::None),
-            "sum" => Ok(Self::Sum),
-            "mean" => Ok(Self::Mean),
-            other => Err(XentError::InvalidArgument(format!(
-                "reduction `{other}`: expected none, sum or mean"
-            ))),
-        }
-    }
-}
-
-/// The options of `torch.nn.functional.cross_entropy`, plus the extras of the best fused kernels.
-/// Every field is documented with its PyTorch meaning; [`CrossEntropyOptions::validate`] checks them.
-#[derive(Clone, Debug)]
-pub struct CrossEntropyOptions {
-    /// Per-class weights `w` (length N, finite, ≥ 0). `None`: all ones.
-    pub weight: Option<Vec<f32>>,
-    /// Rows whose label equals this contribute no loss and a zero gradient (labels only; PyTorch's
-    /// default −100).
-    pub ignore_index: i64,
-    /// none | sum | mean.
-    pub reduction: Reduction,
-    /// ε in [0, 1]: the target becomes `(1−ε)·p + ε/N`.
-    pub label_smoothing: f32,
-    /// z-loss coefficient (PaLM, Liger): adds `z_loss · lse²` to each row that is not ignored.
-    pub z_loss: f32,
-    /// Logit soft-capping `c·tanh(z/c)` applied before everything else (Gemma 2). `None`: off.
-    pub softcap: Option<f32>,
-    /// The upstream gradient ∂L/∂loss (a scalar; 1 for a loss that is the objective). For
-    /// `Reduction::None` it multiplies each row; see also
-    /// [`Context::cross_entropy_with_row_upstream`].
-    pub grad_output: f32,
-}
-
-impl Default for CrossEntropyOptions {
-    fn default() -> Self {
-        Self {
-            weight: None,
-            ignore_index: -100,
-            reduction: Reduction::Mean,
-            label_smoothing: 0.0,
-            z_loss: 0.0,
-            softcap: None,
-            grad_output: 1.0,
-        }
-    }
-}
-
-impl CrossEntropyOptions {
-    /// Checks every option against N classes; the messages name the bad value.
-    pub fn validate(&self, classes: usize) -> Result<()> {
-        if let Some(w) = &self.weight {
-            if w.len() != classes {
-                return Err(XentError::LengthMismatch {
-                    what: "class weights",
-                    expected: classes,
-                    got: w.len(),
-                });
-            }
-            if let Some((j, v)) = w
-                .iter()
-                .enumerate()
-                .find(|(_, v)| !v.is_finite() || **v < 0.0)
-            {
-                return Err(XentError::InvalidArgument(format!(
-                    "class weight {v} at class {j}: weights must be finite and non-negative"
-                )));
-            }
-        }
-        let eps = self.label_smoothing;
-        if !(0.0..=1.0).contains(&eps) {
-            return Err(XentError::InvalidArgument(format!(
-                "label_smoothing {eps} is outside [0, 1]"
-            )));
-        }
-        if !self.z_loss.is_finite() || self.z_loss < 0.0 {
-            return Err(XentError::InvalidArgument(format!(
-                "z_loss {} must be finite and non-negative",
-                self.z_loss
-            )));
-        }
-        if let Some(c) = self.softcap
-            && (!c.is_finite() || c <= 0.0)
-        {
-            return Err(XentError::InvalidArgument(format!(
-                "softcap {c} must be finite and positive"
-            )));
-        }
-        if !self.grad_output.is_finite() {
-            return Err(XentError::InvalidArgument(format!(
-                "grad_output {} is not finite",
-                self.grad_output
-            )));
-        }
-        Ok(())
-    }
-
-    /// Σ_j w_j (N without weights).
-    fn weight_sum(&self, classes: usize) -> f32 {
-        match &self.weight {
-            Some(w) => w.iter().map(|&v| v as f64).sum::<f64>() as f32,
-            None => classes as f32,
-        }
-    }
-}
 
 /// The target of cross-entropy.
 #[derive(Clone, Copy, Debug)]
@@ -163,6 +44,11 @@ pub struct CrossEntropyOutput {
 impl CrossEntropyOutput {
     /// Column `c` of [`CrossEntropyOutput::rows`], read back.
     pub fn read_row_column(&self, ctx: &Context, c: usize) -> Result<Vec<f32>> {
+        if c >= 4 {
+            return Err(XentError::InvalidArgument(format!(
+                "row column {c}: the per-row outputs have 4 columns (loss, lse, argmax, correct)"
+            )));
+        }
         let rows = self.rows.read_blocking(ctx)?;
         Ok(rows.chunks_exact(4).map(|r| r[c]).collect())
     }
@@ -288,6 +174,18 @@ impl Context {
         let (n, cols) = logits.shape();
         check_cols(cols)?;
         opts.validate(cols)?;
+        // Every operand on this context, before anything is written (an empty batch writes stats).
+        logits.on(self)?;
+        match targets {
+            Targets::Labels(l) => l.on(self).map(drop)?,
+            Targets::Probs(t) => t.on(self).map(drop)?,
+        }
+        for m in upstream.into_iter().chain(match grad_to {
+            GradTo::Into(g) => Some(g),
+            _ => None,
+        }) {
+            m.on(self)?;
+        }
         let mut fl = 0u32;
         match targets {
             Targets::Labels(labels) => {
@@ -296,12 +194,7 @@ impl Context {
             }
             Targets::Probs(t) => {
                 t.expect_shape("probability targets", n, cols)?;
-                if opts.ignore_index != -100 {
-                    return Err(XentError::InvalidArgument(
-                        "ignore_index is not supported with probability targets (as PyTorch)"
-                            .into(),
-                    ));
-                }
+                opts.validate_for_probs()?;
             }
         }
         if opts.weight.is_some() {
@@ -349,10 +242,10 @@ impl Context {
             .as_ref()
             .map(|w| GpuMatrix::from_slice(self, w, 1, cols))
             .transpose()?;
-        let weight_buf = weight.as_ref().map_or(no_weight, |w| w.buffer());
+        let weight_buf = weight.as_ref().map_or(Ok(no_weight), |w| w.on(self))?;
         let (labels_buf, targets_arg) = match targets {
-            Targets::Labels(l) => (l.buffer(), Arg::Whole(no_targets)),
-            Targets::Probs(t) => (no_labels, Arg::Rows(t.buffer())),
+            Targets::Labels(l) => (l.on(self)?, Arg::Whole(no_targets)),
+            Targets::Probs(t) => (no_labels, Arg::Rows(t.on(self)?)),
         };
         let reduction = opts.reduction;
         if n == 0 {
@@ -408,15 +301,15 @@ impl Context {
         let partials = (slices > 1)
             .then(|| GpuMatrix::zeros(self, slices, 4))
             .transpose()?;
-        let partials_buf = partials.as_ref().map_or(no_grad, |p| p.buffer());
+        let partials_buf = partials.as_ref().map_or(Ok(no_grad), |p| p.on(self))?;
         let reduce = |encoder: &mut wgpu::CommandEncoder| -> Result<()> {
             let mut params = RowParams::mode(REDUCE_FINISH);
             params.flags = fl;
             params.f[1] = denom as f32;
             params.total = n as u32;
             let args = [
-                Arg::Whole(rows.buffer()),
-                Arg::Whole(stats.buffer()),
+                Arg::Whole(rows.on(self)?),
+                Arg::Whole(stats.on(self)?),
                 Arg::Whole(partials_buf),
             ];
             let launch = |params, rows, cols| RowLaunch {
@@ -446,20 +339,20 @@ impl Context {
             grad_scale as f32,
         ];
         let grad_arg = match grad.as_ref().or(grad_into) {
-            Some(g) => Arg::Rows(g.buffer()),
+            Some(g) => Arg::Rows(g.on(self)?),
             None => Arg::Whole(no_grad),
         };
         // Read only with per-row upstream gradients (else the scale is f4); a read-only stand-in.
-        let scale_buf = upstream.map_or(no_weight, |u| u.buffer());
+        let scale_buf = upstream.map_or(Ok(no_weight), |u| u.on(self))?;
         let passes = if fl & flags::PASS2 != 0 { 2 } else { 1 };
         let main_args = [
-            Arg::Rows(logits.buffer()),
+            Arg::Rows(logits.on(self)?),
             grad_arg,
             targets_arg,
             Arg::Whole(labels_buf),
             Arg::Whole(weight_buf),
             Arg::Whole(scale_buf),
-            Arg::Whole(rows.buffer()),
+            Arg::Whole(rows.on(self)?),
         ];
         // One submission: the rows, then the batch numbers.
         self.submit_launches(Kernel::CeFwdBwd.label(), |encoder| {
@@ -504,7 +397,7 @@ impl Context {
         let targets_arg = match targets {
             Some(t) => {
                 params.flags = flags::INFO_TARGETS;
-                Arg::Rows(t.buffer())
+                Arg::Rows(t.on(self)?)
             }
             None => Arg::Whole(self.stand_in(0)),
         };
@@ -515,34 +408,17 @@ impl Context {
             cols,
             passes: 2,
             args: &[
-                Arg::Rows(logits.buffer()),
+                Arg::Rows(logits.on(self)?),
                 targets_arg,
-                Arg::Whole(out.buffer()),
+                Arg::Whole(out.on(self)?),
             ],
         })?;
         Ok(out)
     }
 }
 
-/// Every label must be a class in `[0, N)` or the ignore index.
+/// Every label must be a class in `[0, N)` or the ignore index ([`crate::options::check_labels`] on
+/// the labels' host copy).
 pub fn check_labels(labels: &GpuLabels, n: usize, classes: usize, ignore_index: i64) -> Result<()> {
-    if labels.len() != n {
-        return Err(XentError::LengthMismatch {
-            what: "labels (one per row)",
-            expected: n,
-            got: labels.len(),
-        });
-    }
-    for (row, &l) in labels.as_slice().iter().enumerate() {
-        let l = l as i64;
-        if l != ignore_index && !(0..classes as i64).contains(&l) {
-            return Err(XentError::LabelOutOfRange {
-                row,
-                label: l,
-                classes,
-                ignore_index,
-            });
-        }
-    }
-    Ok(())
+    crate::options::check_labels(labels.as_slice(), n, classes, ignore_index)
 }

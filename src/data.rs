@@ -11,6 +11,7 @@
 //! # Ok::<(), xent::XentError>(())
 //! ```
 
+#[cfg(feature = "gzip")]
 use std::io::Read;
 use std::path::Path;
 
@@ -43,7 +44,7 @@ impl Dataset {
     /// 0..=16 pixel counts scaled by 1/16 into [0, 1].
     ///
     /// Origin and licence are in `data/README.md`. For the fixed train/test split that xent uses,
-    /// see [`digits_split`].
+    /// see [`digits_split`]. Needs the `gzip` feature (on by default); without it this is an error.
     pub fn digits() -> Result<Dataset> {
         let text = gunzip(DIGITS_CSV_GZ, "embedded digits.csv.gz")?;
         let mut ds = parse_csv(&text, "embedded digits.csv.gz")?;
@@ -304,12 +305,22 @@ fn io_err(source: &str, reason: impl std::fmt::Display) -> XentError {
     }
 }
 
+#[cfg(feature = "gzip")]
 fn gunzip(bytes: &[u8], source: &str) -> Result<String> {
     let mut text = String::new();
     flate2::read::MultiGzDecoder::new(bytes)
         .read_to_string(&mut text)
         .map_err(|e| io_err(source, format!("gzip: {e}")))?;
     Ok(text)
+}
+
+/// Without the `gzip` feature a gzipped input (the embedded digits too) is an error saying so.
+#[cfg(not(feature = "gzip"))]
+fn gunzip(_bytes: &[u8], source: &str) -> Result<String> {
+    Err(io_err(
+        source,
+        "gzipped input needs xent's `gzip` feature (on by default)",
+    ))
 }
 
 /// A label read as text: an integer (`3`) or an integral float (`3.0`, `3e0`), ≥ 0.

@@ -73,6 +73,18 @@ pub enum XentError {
         limit: String,
     },
 
+    /// A matrix or labels made on one [`crate::Context`] were given to another. Data moves between
+    /// contexts only through the host (`read`, then `from_slice`).
+    #[error("{what} was made on another xent Context (#{owner}) than the one it was given to (#{context})")]
+    WrongContext {
+        /// Which operand.
+        what: &'static str,
+        /// The id of the context that made it.
+        owner: u64,
+        /// The id of the context it was given to.
+        context: u64,
+    },
+
     /// wgpu reported an error (validation, out of memory, lost device) during a call.
     #[error("GPU error: {0}")]
     Gpu(String),

@@ -132,10 +132,16 @@ const GPU_ELEMS_PER_LANE: usize = 8;
 /// long walks, few lanes per row, few barriers. A row of up to 2,048 floats is one lane's job.
 const CPU_ELEMS_PER_LANE: usize = 2048;
 
+/// Split-K's target on CPU drivers (lavapipe runs one workgroup per host thread at a time): enough
+/// for a 16-thread host, a fixed number so that the summation order, and so the bits, do not depend
+/// on the machine.
+const CPU_BUSY_WORKGROUPS: usize = 16;
+
 impl Context {
-    /// Iterations one invocation runs for `passes` walks over a row of `cols` elements with `tpr`
-    /// lanes, plus the reductions' loops; refused when it would cross the adapter's loop cap.
-    pub(crate) fn check_loop_cap(&self, cols: usize, tpr: u32, passes: u32) -> Result<()> {
+    /// Iterations one invocation runs for `passes` walks over a row of `cols` elements read `vw` at a
+    /// time by `tpr` lanes, plus the reductions' loops; refused when it would cross the adapter's
+    /// loop cap. The error names the row's length in elements, not in vectors.
+    pub(crate) fn check_loop_cap(&self, cols: usize, vw: u32, tpr: u32, passes: u32) -> Result<()> {
         let Some(cap) = self.loop_cap() else {
             return Ok(());
         };
@@ -143,7 +149,7 @@ impl Context {
         // loops were seen to run out early in matmul.wgsl), so keep a wide margin.
         let cap = cap / 2;
         // A lane's stretch is rounded up to whole blocks: one step more at most.
-        let per_pass = cols.div_ceil(tpr as usize) as u64 + 1;
+        let per_pass = cols.div_ceil(vw as usize).div_ceil(tpr as usize) as u64 + 1;
         let needed = per_pass * passes as u64 + REDUCTION_SLACK;
         if needed > cap as u64 {
             return Err(XentError::TooLarge {
@@ -159,14 +165,15 @@ impl Context {
 
     /// Workgroups that keep the device busy; a split-K matmul splits its reduction until it has this
     /// many. GPU geometry: 512 (an H100 runs about a thousand 256-invocation workgroups at once).
-    /// CPU drivers: two per host thread (lavapipe runs a workgroup per thread at a time), at most 512.
-    /// (Split-K only runs below this many tiles, so its partial sums stay under 512·4,096 floats and
-    /// its reduction under 8,192 workgroups.)
+    /// CPU drivers: [`CPU_BUSY_WORKGROUPS`]. A fact of the device and the shape only, never of the
+    /// host (its thread count once set it): the same device and inputs give the same bits on any
+    /// machine. (Split-K only runs below this many tiles, so its partial sums stay under 512·4,096
+    /// floats and its reduction under 8,192 workgroups.)
     pub(crate) fn busy_workgroups(&self) -> usize {
         if crate::shaders::RowWalk::for_policy(self.elements_per_lane).is_gpu() {
             512
         } else {
-            (2 * self.host_threads).min(512)
+            CPU_BUSY_WORKGROUPS
         }
     }
 
@@ -271,7 +278,7 @@ impl Context {
         } else {
             1
         };
-        self.check_loop_cap(cols.div_ceil(vw as usize), tpr, passes)?;
+        self.check_loop_cap(cols, vw, tpr, passes)?;
         let chunk = self.rows_per_chunk(cols, tpr)?;
         let mut base = base;
         // The row cache is for rows spread over several lanes. A lane that owns its row re-reads it

@@ -33,6 +33,7 @@ mod launch;
 pub mod matmul;
 pub mod matrix;
 pub mod npy;
+pub mod options;
 pub mod reference;
 pub mod shaders;
 pub mod softmax;

@@ -32,6 +32,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    restore_sigpipe();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info(args) => cli::info(&args),
@@ -46,5 +47,16 @@ fn main() -> ExitCode {
             eprintln!("xent: error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Rust ignores SIGPIPE, so a `println!` into a closed pipe (`xent info | head -1`) panics. A command
+/// line tool should end quietly instead, as Unix tools do: restore the default action, which ends the
+/// process when the reader has gone.
+fn restore_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called first thing in main, before any thread exists; SIG_DFL is a valid action.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

@@ -389,10 +389,10 @@ impl Context {
         }
         z.expect_shape("logits Z (n × N)", n, classes)?;
         self.run_matmul(&Product {
-            a: Some(x.buffer()),
-            b: w.buffer(),
-            bias: b.map(GpuMatrix::buffer),
-            c: z.buffer(),
+            a: Some(x.on(self)?),
+            b: w.on(self)?,
+            bias: b.map(|b| b.on(self)).transpose()?,
+            c: z.on(self)?,
             m: n,
             n: classes,
             k: d,
@@ -419,10 +419,10 @@ impl Context {
         g.expect_shape("gradient G (n × N)", n, classes)?;
         dw.expect_shape("weight gradient (d × N)", d, classes)?;
         self.run_matmul(&Product {
-            a: Some(x.buffer()),
-            b: g.buffer(),
+            a: Some(x.on(self)?),
+            b: g.on(self)?,
             bias: None,
-            c: dw.buffer(),
+            c: dw.on(self)?,
             m: d,
             n: classes,
             k: n,
@@ -447,9 +447,9 @@ impl Context {
         db.expect_shape("bias gradient (1 × N)", 1, classes)?;
         self.run_matmul(&Product {
             a: None,
-            b: g.buffer(),
+            b: g.on(self)?,
             bias: None,
-            c: db.buffer(),
+            c: db.on(self)?,
             m: 1,
             n: classes,
             k: n,
@@ -475,10 +475,10 @@ impl Context {
         w.expect_shape("weights W (d × N)", d, classes)?;
         let dx = GpuMatrix::zeros(self, n, d)?;
         self.run_matmul(&Product {
-            a: Some(g.buffer()),
-            b: w.buffer(),
+            a: Some(g.on(self)?),
+            b: w.on(self)?,
             bias: None,
-            c: dx.buffer(),
+            c: dx.on(self)?,
             m: n,
             n: d,
             k: classes,

@@ -1,6 +1,6 @@
 //! Device-resident data: an n×N f32 matrix and an n-vector of class labels.
 
-use crate::context::Context;
+use crate::context::{Context, ContextId};
 use crate::error::{Result, XentError};
 
 pub(crate) const MATRIX_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
@@ -8,12 +8,16 @@ pub(crate) const MATRIX_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
     .union(wgpu::BufferUsages::COPY_DST);
 
 /// A row-major `rows × cols` f32 matrix that lives on the device. Kernels take and return these, so a
-/// chain of kernels never goes through the host. A vector is a matrix with one column.
+/// chain of kernels never goes through the host. A vector is a matrix with one column. A matrix
+/// belongs to the [`Context`] that made it: handing it to another context (even one wrapping the
+/// same device) is [`XentError::WrongContext`].
 #[derive(Debug)]
 pub struct GpuMatrix {
     buffer: wgpu::Buffer,
     rows: usize,
     cols: usize,
+    /// The context that made it (see [`Context::id`]).
+    owner: ContextId,
 }
 
 fn checked_len(rows: usize, cols: usize) -> Result<usize> {
@@ -27,7 +31,12 @@ impl GpuMatrix {
     pub fn zeros(ctx: &Context, rows: usize, cols: usize) -> Result<Self> {
         let len = checked_len(rows, cols)?;
         let buffer = ctx.create_buffer("xent.matrix", len as u64 * 4, MATRIX_USAGE)?;
-        Ok(Self { buffer, rows, cols })
+        Ok(Self {
+            buffer,
+            rows,
+            cols,
+            owner: ctx.id(),
+        })
     }
 
     /// Uploads `data` (row-major, `rows * cols` values).
@@ -52,7 +61,7 @@ impl GpuMatrix {
 
     /// Copies the matrix back to the host.
     pub async fn read(&self, ctx: &Context) -> Result<Vec<f32>> {
-        ctx.read_buffer(&self.buffer, 0, self.len() as u64 * 4)
+        ctx.read_buffer(self.on(ctx)?, 0, self.len() as u64 * 4)
             .await
     }
 
@@ -91,6 +100,14 @@ impl GpuMatrix {
         &self.buffer
     }
 
+    /// The buffer, once `ctx` is known to be the context that made the matrix: every operation takes
+    /// its operands' buffers through this, so a matrix of another context is an error (its buffer
+    /// id means nothing, or another buffer, on this context's device).
+    pub(crate) fn on(&self, ctx: &Context) -> Result<&wgpu::Buffer> {
+        ctx.expect_owner("a matrix", self.owner)?;
+        Ok(&self.buffer)
+    }
+
     /// `Err` unless the shape is `(rows, cols)`.
     pub(crate) fn expect_shape(&self, what: &'static str, rows: usize, cols: usize) -> Result<()> {
         if self.shape() != (rows, cols) {
@@ -111,6 +128,7 @@ impl GpuMatrix {
 pub struct GpuLabels {
     buffer: wgpu::Buffer,
     host: Vec<i32>,
+    owner: ContextId,
 }
 
 impl GpuLabels {
@@ -138,7 +156,11 @@ impl GpuLabels {
                     .write_buffer(&buffer, 0, bytemuck::cast_slice(&host))
             })?;
         }
-        Ok(Self { buffer, host })
+        Ok(Self {
+            buffer,
+            host,
+            owner: ctx.id(),
+        })
     }
 
     /// Number of rows.
@@ -160,11 +182,21 @@ impl GpuLabels {
     pub fn buffer(&self) -> &wgpu::Buffer {
         &self.buffer
     }
+
+    /// The buffer, checked to belong to `ctx` (see [`GpuMatrix::on`]).
+    pub(crate) fn on(&self, ctx: &Context) -> Result<&wgpu::Buffer> {
+        ctx.expect_owner("labels", self.owner)?;
+        Ok(&self.buffer)
+    }
 }
 
 impl GpuLabels {
     /// Labels already on the device (`buffer`, i32 per row) with their host copy.
-    pub(crate) fn from_parts(buffer: wgpu::Buffer, host: Vec<i32>) -> Self {
-        Self { buffer, host }
+    pub(crate) fn from_parts(ctx: &Context, buffer: wgpu::Buffer, host: Vec<i32>) -> Self {
+        Self {
+            buffer,
+            host,
+            owner: ctx.id(),
+        }
     }
 }

@@ -12,16 +12,88 @@ fn io_err(path: &Path, reason: impl std::fmt::Display) -> XentError {
     }
 }
 
-fn open(path: &Path) -> Result<npyz::NpyFile<std::io::BufReader<std::fs::File>>> {
-    let file = std::fs::File::open(path).map_err(|e| io_err(path, e))?;
+/// An open array and the element count its header claims, checked: the shape's product must not
+/// overflow and must fit in the file (at the dtype's size), so a lying header is an error before any
+/// read or allocation.
+fn open(path: &Path) -> Result<(npyz::NpyFile<std::io::BufReader<std::fs::File>>, usize)> {
+    let mut file = std::fs::File::open(path).map_err(|e| io_err(path, e))?;
+    let file_len = file.metadata().map_err(|e| io_err(path, e))?.len();
+    check_shape_product(&mut file).map_err(|e| io_err(path, e))?;
     let npy = npyz::NpyFile::new(std::io::BufReader::new(file)).map_err(|e| io_err(path, e))?;
+    let elem = match dtype_of(&npy).as_str() {
+        "<i8" | "<f8" => 8,
+        "<f4" | "<i4" => 4,
+        _ => 1,
+    };
+    let count = npy
+        .shape()
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d))
+        .filter(|&c| c.checked_mul(elem).is_some_and(|b| b <= file_len))
+        .and_then(|c| usize::try_from(c).ok())
+        .ok_or_else(|| {
+            io_err(
+                path,
+                format!(
+                    "shape {:?} claims more than the file's {file_len} bytes hold",
+                    npy.shape()
+                ),
+            )
+        })?;
     if npy.order() != npyz::Order::C {
         return Err(io_err(
             path,
             "Fortran-ordered arrays are not supported; save with C order",
         ));
     }
-    Ok(npy)
+    Ok((npy, count))
+}
+
+/// Reads the header's `shape` before npyz sees it (npyz multiplies the dimensions unchecked: a
+/// panic in debug builds, a wrapped count in release) and refuses a product past u64; rewinds.
+fn check_shape_product(file: &mut std::fs::File) -> std::result::Result<(), String> {
+    use std::io::{Read, Seek};
+    let mut head = [0u8; 12];
+    let got = file.read(&mut head).map_err(|e| e.to_string())?;
+    file.rewind().map_err(|e| e.to_string())?;
+    if got < 10 || &head[..6] != b"\x93NUMPY" {
+        return Ok(()); // not an .npy: npyz says why
+    }
+    let (len, start) = match head[6] {
+        1 => (u16::from_le_bytes([head[8], head[9]]) as usize, 10),
+        _ => (u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as usize, 12),
+    };
+    let mut header = vec![0u8; start + len.min(1 << 20)];
+    let got = file.read(&mut header).map_err(|e| e.to_string())?;
+    file.rewind().map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&header[start.min(got)..got]);
+    let Some(at) = text.find("'shape'") else {
+        return Ok(());
+    };
+    let tuple = text[at..]
+        .split_once('(')
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map_or("", |(t, _)| t);
+    let mut product: Option<u64> = Some(1);
+    for dim in tuple.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let d: Option<u64> = dim.trim_end_matches('L').parse().ok();
+        product = product.zip(d).and_then(|(p, d)| p.checked_mul(d));
+    }
+    match product {
+        Some(_) => Ok(()),
+        None => Err(format!("shape ({tuple}) claims more elements than fit in 64 bits")),
+    }
+}
+
+/// `Err` unless the array read has the length its header claims (a truncated file).
+fn expect_count<T>(path: &Path, data: Vec<T>, count: usize) -> Result<Vec<T>> {
+    if data.len() != count {
+        return Err(io_err(
+            path,
+            format!("holds {} elements where its shape says {count}", data.len()),
+        ));
+    }
+    Ok(data)
 }
 
 fn dtype_of(npy: &npyz::NpyFile<impl std::io::Read>) -> String {
@@ -33,7 +105,7 @@ fn dtype_of(npy: &npyz::NpyFile<impl std::io::Read>) -> String {
 
 /// An f32 array and its shape; any other dtype is an error naming it.
 pub fn read_f32(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
-    let npy = open(path)?;
+    let (npy, count) = open(path)?;
     let dtype = dtype_of(&npy);
     if dtype != "<f4" {
         return Err(io_err(
@@ -43,12 +115,12 @@ pub fn read_f32(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
     }
     let shape = npy.shape().iter().map(|&d| d as usize).collect();
     let data = npy.into_vec::<f32>().map_err(|e| io_err(path, e))?;
-    Ok((shape, data))
+    Ok((shape, expect_count(path, data, count)?))
 }
 
 /// Class labels stored as int64 or int32, widened to i64.
 pub fn read_labels(path: &Path) -> Result<(Vec<usize>, Vec<i64>)> {
-    let npy = open(path)?;
+    let (npy, count) = open(path)?;
     let dtype = dtype_of(&npy);
     let shape = npy.shape().iter().map(|&d| d as usize).collect();
     let data = match dtype.as_str() {
@@ -66,13 +138,16 @@ pub fn read_labels(path: &Path) -> Result<(Vec<usize>, Vec<i64>)> {
             ));
         }
     };
-    Ok((shape, data))
+    Ok((shape, expect_count(path, data, count)?))
 }
 
 /// Writes an f32 array of the given shape (`&[]` for a scalar).
 pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
     use npyz::WriterBuilder;
-    let expected: usize = shape.iter().product();
+    let expected = shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| io_err(path, format!("shape {shape:?}: the element count overflows")))?;
     if expected != data.len() {
         return Err(XentError::LengthMismatch {
             what: "npy data",

@@ -11,26 +11,38 @@ fn rows(x: &[f32], cols: usize) -> impl Iterator<Item = &[f32]> {
     x.chunks_exact(cols)
 }
 
+/// log-sum-exp and log-softmax of one row of f64 values, as PyTorch: the log-sum-exp is ±inf when
+/// the row's max is ±inf and NaN with any NaN, and the log-softmax is then all NaN.
+///
+/// The log-softmax is `(z − m) − log s` with `m` the row's max and `s = Σ exp(z − m)`, never
+/// `z − lse`: when |m| ≫ log s (a constant row near ±3e38, or 3e38 beside 2.9e38) `m + log s`
+/// rounds to `m` even in f64, and `z − lse` would give a 1000-wide constant row the softmax 1.0
+/// instead of 0.001.
+fn row_normalise(v: &[f64]) -> (f64, Vec<f64>) {
+    if v.iter().any(|x| x.is_nan()) {
+        return (f64::NAN, vec![f64::NAN; v.len()]);
+    }
+    let m = v.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b));
+    if m.is_infinite() {
+        return (m, vec![f64::NAN; v.len()]);
+    }
+    let log_s = v.iter().map(|&x| (x - m).exp()).sum::<f64>().ln();
+    (m + log_s, v.iter().map(|&x| (x - m) - log_s).collect())
+}
+
+fn widen(z: &[f32]) -> Vec<f64> {
+    z.iter().map(|&x| f64::from(x)).collect()
+}
+
 /// log Σ exp(z) of one row, as `torch.logsumexp`: ±inf when the row's max is ±inf, NaN with any NaN.
 pub fn row_logsumexp(z: &[f32]) -> f64 {
-    if z.iter().any(|v| v.is_nan()) {
-        return f64::NAN;
-    }
-    let m = z.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b as f64));
-    if m.is_infinite() {
-        return m;
-    }
-    let s: f64 = z.iter().map(|&v| (v as f64 - m).exp()).sum();
-    m + s.ln()
+    row_normalise(&widen(z)).0
 }
 
 /// `log_softmax(z)` of one row in f64, as PyTorch: a row with NaN or an infinite max is all NaN.
+/// Computed as `(z − m) − log s` (see the note at `row_normalise`), so it is right at every magnitude.
 pub fn row_log_softmax(z: &[f32]) -> Vec<f64> {
-    let lse = row_logsumexp(z);
-    if !lse.is_finite() {
-        return vec![f64::NAN; z.len()];
-    }
-    z.iter().map(|&v| v as f64 - lse).collect()
+    row_normalise(&widen(z)).1
 }
 
 /// Row-wise log-sum-exp (n values).
@@ -142,16 +154,7 @@ pub fn cross_entropy(
             })
             .collect();
         let v32: Vec<f32> = v.iter().map(|&x| x as f32).collect();
-        let lse = if opts.softcap.is_some() {
-            row_logsumexp_f64(&v)
-        } else {
-            row_logsumexp(z)
-        };
-        let lp: Vec<f64> = if lse.is_finite() {
-            v.iter().map(|&x| x - lse).collect()
-        } else {
-            vec![f64::NAN; cols]
-        };
+        let (lse, lp) = row_normalise(&v);
         out.lse[i] = lse;
         out.argmax[i] = first_argmax(&v32);
         let (loss, coef, direct): (f64, f64, Vec<f64>) = match targets {
@@ -217,18 +220,6 @@ pub fn cross_entropy(
         }
     }
     out
-}
-
-/// [`row_logsumexp`] on f64 values.
-fn row_logsumexp_f64(z: &[f64]) -> f64 {
-    if z.iter().any(|v| v.is_nan()) {
-        return f64::NAN;
-    }
-    let m = z.iter().fold(f64::NEG_INFINITY, |a, &b| a.max(b));
-    if m.is_infinite() {
-        return m;
-    }
-    m + z.iter().map(|&v| (v - m).exp()).sum::<f64>().ln()
 }
 
 /// Index of the first maximal element (0 for an empty or all-NaN row).

@@ -40,7 +40,7 @@ impl Context {
         let y_arg = match y {
             Some(y) => {
                 y.expect_shape("output", n, cols)?;
-                Arg::Rows(y.buffer())
+                Arg::Rows(y.on(self)?)
             }
             None => Arg::Whole(self.stand_in(0)),
         };
@@ -50,7 +50,7 @@ impl Context {
             rows: n,
             cols,
             passes: 2,
-            args: &[Arg::Rows(x.buffer()), y_arg, Arg::Whole(lse.buffer())],
+            args: &[Arg::Rows(x.on(self)?), y_arg, Arg::Whole(lse.on(self)?)],
         })
     }
 
@@ -109,9 +109,9 @@ impl Context {
             cols,
             passes: 2,
             args: &[
-                Arg::Rows(y.buffer()),
-                Arg::Rows(g.buffer()),
-                Arg::Rows(dz.buffer()),
+                Arg::Rows(y.on(self)?),
+                Arg::Rows(g.on(self)?),
+                Arg::Rows(dz.on(self)?),
             ],
         })
     }
@@ -153,7 +153,7 @@ impl Context {
             rows: n,
             cols,
             passes: 1,
-            args: &[Arg::Rows(x.buffer()), Arg::Rows(out.buffer())],
+            args: &[Arg::Rows(x.on(self)?), Arg::Rows(out.on(self)?)],
         })
     }
 

@@ -273,7 +273,7 @@ impl<'c> GpuTrainer<'c> {
             .iter()
             .map(|&i| self.y_all.as_slice()[i as usize])
             .collect();
-        let labels = GpuLabels::from_parts(bb.labels.clone(), host);
+        let labels = GpuLabels::from_parts(ctx, bb.labels.clone(), host);
         ctx.linear_into(&bb.x, &self.w, Some(&self.b), &bb.z)?;
         let out = ctx.cross_entropy_overwrite(
             &bb.z,

@@ -1,6 +1,6 @@
 //! `xent eval`: cross-entropy and friends of NumPy inputs, written as NumPy outputs, on the GPU or
 //! the CPU reference. All outputs are written into a temporary folder beside `--out` and renamed into
-//! place at the end, so a failed run leaves no output file at all.
+//! place at the end, so a failed run leaves no output file at all (see `write_all`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -31,7 +31,7 @@ pub struct EvalArgs {
     #[arg(long, default_value_t = -100, allow_hyphen_values = true)]
     pub ignore_index: i64,
     /// Label smoothing ε in [0, 1].
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub label_smoothing: f32,
     /// mean, sum or none.
     #[arg(long, default_value = "mean")]
@@ -41,7 +41,8 @@ pub struct EvalArgs {
     pub features: Option<PathBuf>,
     #[command(flatten)]
     pub device: DeviceArgs,
-    /// Output folder (created; existing files of the same names are replaced).
+    /// Output folder (created once every output is written; existing files of the same names are
+    /// replaced).
     #[arg(long)]
     pub out: PathBuf,
 }
@@ -125,18 +126,11 @@ fn load(args: &EvalArgs) -> Result<Inputs, XentError> {
         label_smoothing: args.label_smoothing,
         ..Default::default()
     };
+    // The one validation of every backend (the reference computes without checking).
     opts.validate(cols)?;
-    if let Some(l) = &labels {
-        for (row, &y) in l.iter().enumerate() {
-            if y != opts.ignore_index && !(0..cols as i64).contains(&y) {
-                return Err(XentError::LabelOutOfRange {
-                    row,
-                    label: y,
-                    classes: cols,
-                    ignore_index: opts.ignore_index,
-                });
-            }
-        }
+    match &labels {
+        Some(l) => xent::options::check_labels(l, n, cols, opts.ignore_index)?,
+        None => opts.validate_for_probs()?,
     }
     Ok(Inputs {
         logits,
@@ -300,24 +294,70 @@ pub fn run(args: &EvalArgs) -> Result<ExitCode, XentError> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Writes every output into `out/.xent-tmp-PID`, then renames each into `out`.
+/// Writes every output into a temporary folder beside `out` (in its nearest existing ancestor, so
+/// the rename stays on one file system), then moves them into place: the whole folder in one rename
+/// when `out` does not exist yet, else file by file after checking that no target is a folder. On any
+/// failure the temporary folder and whatever was already moved are removed, and `out` (and any
+/// missing parent) is created only once every file is written.
 fn write_all(out: &Path, outputs: &Outputs) -> Result<(), XentError> {
     let io = |p: &Path, e: std::io::Error| XentError::Io {
         path: p.display().to_string(),
         reason: e.to_string(),
     };
-    std::fs::create_dir_all(out).map_err(|e| io(out, e))?;
-    let tmp = out.join(format!(".xent-tmp-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
-    let written = outputs
-        .iter()
-        .try_for_each(|(name, shape, data)| npy::write_f32(&tmp.join(name), shape, data));
-    if let Err(e) = written {
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut base = parent.as_path();
+    while !base.exists() {
+        base = base.parent().unwrap_or(Path::new("."));
+        if base.as_os_str().is_empty() {
+            base = Path::new(".");
+        }
+    }
+    let leaf = out.file_name().map_or("out".into(), |n| n.to_string_lossy());
+    let tmp = base.join(format!(".{leaf}.xent-tmp-{}", std::process::id()));
+    let cleanup = |moved: &[PathBuf]| {
+        for p in moved {
+            let _ = std::fs::remove_file(p);
+        }
         let _ = std::fs::remove_dir_all(&tmp);
+    };
+    let staged = std::fs::create_dir(&tmp)
+        .map_err(|e| io(&tmp, e))
+        .and_then(|()| {
+            outputs
+                .iter()
+                .try_for_each(|(name, shape, data)| npy::write_f32(&tmp.join(name), shape, data))
+        })
+        .and_then(|()| std::fs::create_dir_all(&parent).map_err(|e| io(&parent, e)));
+    if let Err(e) = staged {
+        cleanup(&[]);
         return Err(e);
     }
+    if !out.exists() {
+        return std::fs::rename(&tmp, out).map_err(|e| {
+            cleanup(&[]);
+            io(out, e)
+        });
+    }
+    if !out.is_dir() {
+        cleanup(&[]);
+        return Err(io(out, std::io::Error::other("exists and is not a folder")));
+    }
+    if let Some((name, ..)) = outputs.iter().find(|(name, ..)| out.join(name).is_dir()) {
+        cleanup(&[]);
+        let target = out.join(name);
+        return Err(io(&target, std::io::Error::other("is a folder; no output was written")));
+    }
+    let mut moved = Vec::with_capacity(outputs.len());
     for (name, _, _) in outputs {
-        std::fs::rename(tmp.join(name), out.join(name)).map_err(|e| io(out, e))?;
+        let target = out.join(name);
+        if let Err(e) = std::fs::rename(tmp.join(name), &target) {
+            cleanup(&moved);
+            return Err(io(&target, e));
+        }
+        moved.push(target);
     }
     std::fs::remove_dir(&tmp).map_err(|e| io(&tmp, e))
 }

@@ -24,7 +24,7 @@ pub struct TrainArgs {
     #[arg(long, requires = "features")]
     pub labels: Option<PathBuf>,
     /// Fraction of a user's data held out for testing (seeded split).
-    #[arg(long, default_value_t = 0.2)]
+    #[arg(long, default_value_t = 0.2, allow_negative_numbers = true)]
     pub test_fraction: f64,
     /// Passes over the training set.
     #[arg(long, default_value_t = TrainConfig::default().epochs)]
@@ -33,13 +33,13 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = TrainConfig::default().batch_size)]
     pub batch_size: usize,
     /// Learning rate.
-    #[arg(long, default_value_t = TrainConfig::default().learning_rate)]
+    #[arg(long, default_value_t = TrainConfig::default().learning_rate, allow_negative_numbers = true)]
     pub lr: f32,
     /// Momentum.
-    #[arg(long, default_value_t = TrainConfig::default().momentum)]
+    #[arg(long, default_value_t = TrainConfig::default().momentum, allow_negative_numbers = true)]
     pub momentum: f32,
     /// L2 penalty on the weights.
-    #[arg(long, default_value_t = TrainConfig::default().l2)]
+    #[arg(long, default_value_t = TrainConfig::default().l2, allow_negative_numbers = true)]
     pub l2: f32,
     /// Seed of the minibatch shuffles (and of a user data split).
     #[arg(long, default_value_t = 0)]

@@ -222,3 +222,188 @@ fn bad_arguments_are_usage_errors_not_panics() {
         "{err}"
     );
 }
+
+/// A failure after validation leaves nothing: here `DIR/softmax.npy` is a folder, so the last move
+/// would fail; no output is moved into DIR before that is known, and no temporary folder is left.
+#[test]
+fn eval_leaves_no_partial_output_when_a_target_is_a_folder() {
+    let case = fixture("01_basic_4x5_mean");
+    let root = temp_dir("partial");
+    let out = root.join("out");
+    std::fs::create_dir_all(out.join("softmax.npy")).unwrap();
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let r = xent(&[
+        "eval",
+        "--logits",
+        &s(&case.join("logits.npy")),
+        "--labels",
+        &s(&case.join("labels.npy")),
+        "--backend",
+        "cpu",
+        "--out",
+        &s(&out),
+    ]);
+    assert!(!r.status.success());
+    assert!(String::from_utf8_lossy(&r.stderr).contains("softmax.npy"));
+    let names = |d: &Path| {
+        let mut v: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&out), vec!["softmax.npy"], "outputs moved before failing");
+    assert_eq!(names(&root), vec!["out"], "temporary folder left behind");
+    // A folder that does not exist yet (nor its parent) appears whole, at the end.
+    let fresh = root.join("a/b");
+    let r = xent(&[
+        "eval",
+        "--logits",
+        &s(&case.join("logits.npy")),
+        "--labels",
+        &s(&case.join("labels.npy")),
+        "--backend",
+        "cpu",
+        "--out",
+        &s(&fresh),
+    ]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(names(&fresh).contains(&"loss.npy".to_string()));
+    assert_eq!(names(&root), vec!["a", "out"]);
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// `--backend cpu` and the GPU refuse the same input: probability targets with a class as
+/// ignore_index, and an ignored label that does not fit i32.
+#[test]
+fn eval_validates_the_same_on_every_backend() {
+    let dir = temp_dir("validate");
+    std::fs::create_dir_all(&dir).unwrap();
+    let logits = dir.join("logits.npy");
+    npy::write_f32(&logits, &[2, 3], &[0.5, -1.0, 2.0, 0.0, 0.0, 1.0]).unwrap();
+    let targets = dir.join("targets.npy");
+    npy::write_f32(&targets, &[2, 3], &[0.2, 0.3, 0.5, 1.0, 0.0, 0.0]).unwrap();
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let big = (1i64 << 40).to_string();
+    let labels = dir.join("labels.npy");
+    {
+        use npyz::WriterBuilder;
+        let f = std::io::BufWriter::new(std::fs::File::create(&labels).unwrap());
+        let mut w = npyz::WriteOptions::new()
+            .default_dtype()
+            .shape(&[2])
+            .writer(f)
+            .begin_nd()
+            .unwrap();
+        w.extend([1i64 << 40, 0]).unwrap();
+        w.finish().unwrap();
+    }
+    let mut backends = vec!["cpu"];
+    if !contexts().is_empty() {
+        backends.push("gpu");
+    }
+    for backend in backends {
+        let out = dir.join(format!("out-{backend}"));
+        for (target_args, needle) in [
+            (
+                vec!["--targets", &s(&targets), "--ignore-index", "1"],
+                "ignore_index",
+            ),
+            (vec!["--labels", &s(&labels), "--ignore-index", &big], "i32"),
+        ] {
+            let (logits_s, out_s) = (s(&logits), s(&out));
+            let mut args = vec!["eval", "--logits", &logits_s];
+            args.extend(target_args.iter().copied());
+            args.extend(["--backend", backend, "--out", &out_s]);
+            let r = xent(&args);
+            let err = String::from_utf8_lossy(&r.stderr);
+            assert_eq!(r.status.code(), Some(1), "{backend} {target_args:?}: {err}");
+            assert!(err.contains(needle), "{backend}: {err}");
+            assert!(!out.exists());
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// On an adapter with a loop cap, a row past it is refused naming its real length (16,800,000
+/// classes, not the 4,200,000 vec4s it is read as).
+#[test]
+fn eval_loop_cap_error_names_the_row_length() {
+    if contexts().iter().all(|c| c.loop_cap().is_none()) {
+        eprintln!("xent tests: no adapter with a loop cap; loop-cap CLI test SKIPPED");
+        return;
+    }
+    let dir = temp_dir("loopcap");
+    std::fs::create_dir_all(&dir).unwrap();
+    let cols = 16_800_000usize;
+    let logits = dir.join("logits.npy");
+    npy::write_f32(&logits, &[1, cols], &vec![0.25f32; cols]).unwrap();
+    let targets = dir.join("t.npy");
+    npy::write_f32(&targets, &[1, cols], &vec![1.0 / cols as f32; cols]).unwrap();
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let r = xent(&[
+        "eval",
+        "--logits",
+        &s(&logits),
+        "--targets",
+        &s(&targets),
+        "--out",
+        &s(&dir.join("out")),
+    ]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success(), "{err}");
+    assert!(
+        err.contains("a row of 16800000 elements") && !err.contains("4200000"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `xent info | head -1`: the reader goes away after one line; xent ends quietly, as Unix tools do,
+/// instead of panicking in `println!` (exit 101).
+#[test]
+fn a_closed_pipe_ends_quietly() {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xent"))
+        .arg("info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    // The reader is dropped here: xent's next line meets a closed pipe.
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_ne!(out.status.code(), Some(101), "{err}");
+}
+
+/// A negative number is a value for a numeric flag, so it gets the range error, not a parse error.
+#[test]
+fn negative_numbers_get_range_errors() {
+    let case = fixture("01_basic_4x5_mean");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let r = xent(&[
+        "eval",
+        "--logits",
+        &s(&case.join("logits.npy")),
+        "--labels",
+        &s(&case.join("labels.npy")),
+        "--label-smoothing",
+        "-0.1",
+        "--backend",
+        "cpu",
+        "--out",
+        &s(&temp_dir("neg")),
+    ]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert_eq!(r.status.code(), Some(1), "{err}");
+    assert!(err.contains("outside [0, 1]"), "{err}");
+    let r = xent(&["train", "--epochs", "1", "--lr", "-1", "--backend", "cpu"]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(!err.contains("unexpected argument"), "{err}");
+}

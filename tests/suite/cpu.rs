@@ -288,12 +288,12 @@ fn run_case(case: &Case) -> (CpuCrossEntropy, Vec<f32>) {
 fn wmax(opts: &CrossEntropyOptions) -> f32 {
     opts.weight
         .as_ref()
-        .map_or(1.0, |w| w.iter().fold(0f32, |a, &b| a.max(b)))
+        .map_or(1.0, |w| w.iter().fold(0f32, |a, &b| a.max(b.abs())))
 }
 
 /// The CPU against the reference with the GPU check's tolerances (scaled by the largest weight, the
 /// logits' magnitude and the z-loss).
-fn check_case(case: &Case, what: &str) -> (CpuCrossEntropy, Vec<f32>) {
+pub fn check_case(case: &Case, what: &str) -> (CpuCrossEntropy, Vec<f32>) {
     let r = case.reference();
     let (out, grad) = run_case(case);
     let scale = scale_of(&case.logits, 1.0);
@@ -729,14 +729,6 @@ fn ce_bad_input_is_a_clear_error_and_leaves_grad_alone() {
         },
     );
     assert!(e.to_string().contains("class 1"), "{e}");
-    let e = ce(
-        &[0, 1],
-        CrossEntropyOptions {
-            weight: Some(vec![1.0, -1.0, 1.0]),
-            ..d()
-        },
-    );
-    assert!(matches!(e, XentError::InvalidArgument(_)), "{e}");
     let e = ce(
         &[0, 1],
         CrossEntropyOptions {

@@ -1,10 +1,13 @@
 mod cli;
 pub mod common;
+mod conformance;
 mod cpu;
 pub mod cross_entropy;
 mod edge_cases;
 mod fixtures;
+mod magnitude;
 mod matmul;
+mod misuse;
 mod reference;
 mod shaders;
 mod softmax;

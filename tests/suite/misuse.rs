@@ -1,0 +1,182 @@
+//! Misuse of the library gets an `XentError`, never a panic nor wrong numbers: matrices of another
+//! context, lying `.npy` headers, out-of-range reads; and bits that do not depend on the host.
+
+use std::path::PathBuf;
+
+use xent::{
+    Context, ContextOptions, CrossEntropyOptions, GpuLabels, GpuMatrix, Targets, XentError, npy,
+};
+
+use super::common::{Rng, contexts, open_contexts};
+
+/// Two contexts on the first adapter (the shared ones are all on different adapters or paths).
+fn two_contexts() -> Option<(Context, Context)> {
+    let mut a = open_contexts(ContextOptions::from_env()).into_iter();
+    let mut b = open_contexts(ContextOptions::from_env()).into_iter();
+    Some((a.next()?, b.next()?))
+}
+
+fn wrong(r: Result<impl std::fmt::Debug, XentError>, what: &str) {
+    match r {
+        Err(XentError::WrongContext { .. }) => {}
+        other => panic!("{what}: expected WrongContext, got {other:?}"),
+    }
+}
+
+#[test]
+fn matrices_of_another_context_are_refused() {
+    let Some((a, b)) = two_contexts() else {
+        eprintln!("xent tests: no adapter; two-context test SKIPPED");
+        return;
+    };
+    let x = Rng::new(3).vec(12, -2.0, 2.0);
+    let za = GpuMatrix::from_slice(&a, &x, 3, 4).unwrap();
+    let zb = GpuMatrix::from_slice(&b, &[0.0; 12], 3, 4).unwrap();
+    let la = GpuLabels::from_slice(&a, &[0i64, 1, 2]).unwrap();
+    let opts = CrossEntropyOptions::default();
+    // Every family of operation, and the readback.
+    wrong(b.softmax(&za), "softmax");
+    wrong(za.read_blocking(&b), "read");
+    wrong(b.softmax_into(&zb, &za), "softmax into a foreign output");
+    wrong(b.softmax_backward(&zb, &za), "softmax backward");
+    wrong(b.copy_rows_into(&za, &zb), "copy");
+    wrong(b.cross_entropy_fwd_bwd(&za, Targets::Labels(&la), &opts), "ce");
+    wrong(
+        b.cross_entropy_fwd_bwd(&zb, Targets::Labels(&la), &opts),
+        "ce with foreign labels",
+    );
+    wrong(
+        b.cross_entropy_fwd_bwd_into(&zb, Targets::Probs(&zb), &opts, &za),
+        "ce into a foreign gradient",
+    );
+    wrong(b.info_rows(&zb, Some(&za), false), "info rows");
+    let wa = GpuMatrix::from_slice(&a, &[0.5; 8], 4, 2).unwrap();
+    wrong(b.linear(&zb, &wa, None), "linear");
+    wrong(b.weight_grad(&za, &zb), "weight grad");
+    wrong(b.bias_grad(&za), "bias grad");
+    // The output of the refused softmax_into was not touched; each context still works on its own.
+    assert_eq!(zb.read_blocking(&b).unwrap(), vec![0.0; 12]);
+    let p = a.softmax(&za).unwrap().read_blocking(&a).unwrap();
+    assert!((p[0] + p[1] + p[2] + p[3] - 1.0).abs() < 1e-6);
+}
+
+fn npy_with_header(name: &str, dict: &str, data: &[u8]) -> PathBuf {
+    let mut header = dict.to_string();
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend_from_slice(data);
+    let p = std::env::temp_dir().join(format!("xent-npy-{name}-{}.npy", std::process::id()));
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+#[test]
+fn npy_headers_that_lie_are_errors() {
+    let overflow = npy_with_header(
+        "overflow",
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (9223372036854775808, 2), }",
+        &[],
+    );
+    let e = npy::read_f32(&overflow).unwrap_err();
+    assert!(e.to_string().contains("shape"), "{e}");
+    let short = npy_with_header(
+        "short",
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 2), }",
+        &[0u8; 8],
+    );
+    assert!(npy::read_f32(&short).is_err());
+    let labels = npy_with_header(
+        "labels",
+        "{'descr': '<i8', 'fortran_order': False, 'shape': (4611686018427387904,), }",
+        &[0u8; 16],
+    );
+    assert!(npy::read_labels(&labels).is_err());
+    // A good one still reads.
+    let good = npy_with_header(
+        "good",
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 2), }",
+        bytemuck::cast_slice(&[1.5f32, -2.0]),
+    );
+    assert_eq!(npy::read_f32(&good).unwrap(), (vec![1, 2], vec![1.5, -2.0]));
+    // Writing a shape whose count overflows is an error, not a panic nor a lying file.
+    let out = std::env::temp_dir().join(format!("xent-npy-w-{}.npy", std::process::id()));
+    assert!(npy::write_f32(&out, &[usize::MAX, 2], &[]).is_err());
+    for p in [overflow, short, labels, good] {
+        std::fs::remove_file(p).unwrap();
+    }
+}
+
+#[test]
+fn out_of_range_reads_are_errors() {
+    for ctx in contexts() {
+        let z = GpuMatrix::from_slice(ctx, &[1.0, 2.0, 3.0, 4.0], 2, 2).unwrap();
+        let l = GpuLabels::from_slice(ctx, &[0i64, 1]).unwrap();
+        let out = ctx
+            .cross_entropy(&z, Targets::Labels(&l), &CrossEntropyOptions::default())
+            .unwrap();
+        assert_eq!(out.read_row_column(ctx, 3).unwrap().len(), 2);
+        assert!(matches!(
+            out.read_row_column(ctx, 4),
+            Err(XentError::InvalidArgument(_))
+        ));
+        // 12 bytes are not whole u64s; past the end; unaligned.
+        assert!(pollster::block_on(ctx.read_buffer::<u64>(z.buffer(), 0, 12)).is_err());
+        assert!(pollster::block_on(ctx.read_buffer::<f32>(z.buffer(), 8, 16)).is_err());
+        assert!(pollster::block_on(ctx.read_buffer::<u8>(z.buffer(), 1, 4)).is_err());
+        let ok: Vec<f32> = pollster::block_on(ctx.read_buffer(z.buffer(), 4, 8)).unwrap();
+        assert_eq!(ok, vec![2.0, 3.0]);
+    }
+}
+
+/// Xᵀ G and 1ᵀ G of a tall batch (split-K slices) on a context opened by a thread that sees one CPU,
+/// and on one opened by a thread that sees them all: the same bits (the slicing was once two
+/// workgroups per host thread).
+#[cfg(target_os = "linux")]
+#[test]
+fn weight_gradient_bits_do_not_depend_on_the_host_cpu_count() {
+    let (n, d, c) = (4096, 16, 10);
+    let mut rng = Rng::new(17);
+    let x = rng.vec(n * d, -1.0, 1.0);
+    let g = rng.vec(n * c, -1.0, 1.0);
+    let run = |one_cpu: bool| {
+        let (x, g) = (x.clone(), g.clone());
+        std::thread::spawn(move || {
+            if one_cpu {
+                // SAFETY: a zeroed cpu_set_t with CPU 0 set, for this thread only.
+                unsafe {
+                    let mut set: libc::cpu_set_t = std::mem::zeroed();
+                    libc::CPU_SET(0, &mut set);
+                    assert_eq!(
+                        libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set),
+                        0
+                    );
+                }
+                assert_eq!(std::thread::available_parallelism().unwrap().get(), 1);
+            }
+            open_contexts(ContextOptions::from_env())
+                .iter()
+                .map(|ctx| {
+                    let xm = GpuMatrix::from_slice(ctx, &x, n, d).unwrap();
+                    let gm = GpuMatrix::from_slice(ctx, &g, n, c).unwrap();
+                    let dw = ctx.weight_grad(&xm, &gm).unwrap().read_blocking(ctx).unwrap();
+                    let db = ctx.bias_grad(&gm).unwrap().read_blocking(ctx).unwrap();
+                    (dw, db)
+                })
+                .collect::<Vec<_>>()
+        })
+        .join()
+        .unwrap()
+    };
+    let (one, all) = (run(true), run(false));
+    assert_eq!(one.len(), all.len());
+    for ((dw1, db1), (dw, db)) in one.iter().zip(&all) {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(dw1), bits(dw), "grad_weight bits changed with the CPU count");
+        assert_eq!(bits(db1), bits(db), "grad_bias bits changed with the CPU count");
+    }
+}
