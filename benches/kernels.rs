@@ -1,5 +1,5 @@
 //! criterion benches: each op on the GPU adapter, on the fast CPU path and on the f64 reference, with
-//! throughput in bytes (MATH.md's cost model) or in FLOPs (reported as "elements" = floating-point
+//! throughput in bytes (docs/MATH.md's cost model) or in FLOPs (reported as "elements" = floating-point
 //! operations) for the matmul. The GPU is waited for before the clock stops; the backend is in the
 //! benchmark's name. `cargo bench` runs them; `xent bench` gives the table with the copy roofline.
 

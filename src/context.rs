@@ -531,7 +531,10 @@ impl Context {
         if offset.checked_add(bytes).is_none_or(|end| end > src.size()) {
             return Err(XentError::TooLarge {
                 what: format!("read of {bytes} bytes at offset {offset}"),
-                needed: format!("a buffer of at least {} bytes", offset.saturating_add(bytes)),
+                needed: format!(
+                    "a buffer of at least {} bytes",
+                    offset.saturating_add(bytes)
+                ),
                 limit: format!("{} bytes (the buffer's size)", src.size()),
             });
         }

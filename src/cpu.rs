@@ -25,8 +25,8 @@
 
 use rayon::prelude::*;
 
-use crate::options::{CrossEntropyOptions, Reduction};
 use crate::error::{Result, XentError};
+use crate::options::{CrossEntropyOptions, Reduction};
 
 /// Elements of a row reduced at once by a pairwise tree in L1; block results are then combined in
 /// order.

@@ -75,7 +75,9 @@ pub enum XentError {
 
     /// A matrix or labels made on one [`crate::Context`] were given to another. Data moves between
     /// contexts only through the host (`read`, then `from_slice`).
-    #[error("{what} was made on another xent Context (#{owner}) than the one it was given to (#{context})")]
+    #[error(
+        "{what} was made on another xent Context (#{owner}) than the one it was given to (#{context})"
+    )]
     WrongContext {
         /// Which operand.
         what: &'static str,

@@ -61,7 +61,10 @@ fn check_shape_product(file: &mut std::fs::File) -> std::result::Result<(), Stri
     }
     let (len, start) = match head[6] {
         1 => (u16::from_le_bytes([head[8], head[9]]) as usize, 10),
-        _ => (u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as usize, 12),
+        _ => (
+            u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as usize,
+            12,
+        ),
     };
     let mut header = vec![0u8; start + len.min(1 << 20)];
     let got = file.read(&mut header).map_err(|e| e.to_string())?;
@@ -81,7 +84,9 @@ fn check_shape_product(file: &mut std::fs::File) -> std::result::Result<(), Stri
     }
     match product {
         Some(_) => Ok(()),
-        None => Err(format!("shape ({tuple}) claims more elements than fit in 64 bits")),
+        None => Err(format!(
+            "shape ({tuple}) claims more elements than fit in 64 bits"
+        )),
     }
 }
 
@@ -147,7 +152,12 @@ pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
     let expected = shape
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .ok_or_else(|| io_err(path, format!("shape {shape:?}: the element count overflows")))?;
+        .ok_or_else(|| {
+            io_err(
+                path,
+                format!("shape {shape:?}: the element count overflows"),
+            )
+        })?;
     if expected != data.len() {
         return Err(XentError::LengthMismatch {
             what: "npy data",

@@ -52,7 +52,7 @@ pub struct CrossEntropyOptions {
     pub softcap: Option<f32>,
     /// The upstream gradient ∂L/∂loss (a scalar; 1 for a loss that is the objective). For
     /// `Reduction::None` it multiplies each row; see also
-    /// [`Context::cross_entropy_with_row_upstream`].
+    /// [`crate::Context::cross_entropy_with_row_upstream`].
     pub grad_output: f32,
 }
 
@@ -186,7 +186,17 @@ mod tests {
         assert!(check_labels(&[0i32, 2, -100], 3, 3, -100).is_ok());
         assert!(check_labels(&[0i64, 2, -100], 3, 3, -100).is_ok());
         let e = check_labels(&[0i64, 3], 2, 3, -100).unwrap_err();
-        assert!(matches!(e, XentError::LabelOutOfRange { row: 1, label: 3, .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                XentError::LabelOutOfRange {
+                    row: 1,
+                    label: 3,
+                    ..
+                }
+            ),
+            "{e}"
+        );
         let e = check_labels(&[0i64], 2, 3, -100).unwrap_err();
         assert!(matches!(e, XentError::LengthMismatch { .. }), "{e}");
         // An ignored label past i32: refused everywhere, since the device could not hold it.

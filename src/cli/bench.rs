@@ -1,7 +1,7 @@
 //! `xent bench`: throughput of the kernels on the GPU adapter, the fast CPU path and (optionally) the
 //! CPU reference, with the copy roofline measured on the same adapter in the same run.
 //!
-//! Bytes counted (MATH.md's cost model): softmax and cross-entropy forward+backward read the logits
+//! Bytes counted (docs/MATH.md's cost model): softmax and cross-entropy forward+backward read the logits
 //! and write n·N values (n·N·8 bytes); the softmax backward reads p̂ and g and writes dz (n·N·12);
 //! the copy reads and writes (n·N·8).
 
@@ -149,7 +149,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Bytes an op moves at least, per MATH.md.
+/// Bytes an op moves at least, per docs/MATH.md.
 fn bytes_of(op: &str, n: usize, k: usize) -> f64 {
     let e = (n * k) as f64 * 4.0;
     match op {

@@ -315,7 +315,9 @@ fn write_all(out: &Path, outputs: &Outputs) -> Result<(), XentError> {
             base = Path::new(".");
         }
     }
-    let leaf = out.file_name().map_or("out".into(), |n| n.to_string_lossy());
+    let leaf = out
+        .file_name()
+        .map_or("out".into(), |n| n.to_string_lossy());
     let tmp = base.join(format!(".{leaf}.xent-tmp-{}", std::process::id()));
     let cleanup = |moved: &[PathBuf]| {
         for p in moved {
@@ -348,7 +350,10 @@ fn write_all(out: &Path, outputs: &Outputs) -> Result<(), XentError> {
     if let Some((name, ..)) = outputs.iter().find(|(name, ..)| out.join(name).is_dir()) {
         cleanup(&[]);
         let target = out.join(name);
-        return Err(io(&target, std::io::Error::other("is a folder; no output was written")));
+        return Err(io(
+            &target,
+            std::io::Error::other("is a folder; no output was written"),
+        ));
     }
     let mut moved = Vec::with_capacity(outputs.len());
     for (name, _, _) in outputs {

@@ -253,7 +253,11 @@ fn eval_leaves_no_partial_output_when_a_target_is_a_folder() {
         v.sort();
         v
     };
-    assert_eq!(names(&out), vec!["softmax.npy"], "outputs moved before failing");
+    assert_eq!(
+        names(&out),
+        vec!["softmax.npy"],
+        "outputs moved before failing"
+    );
     assert_eq!(names(&root), vec!["out"], "temporary folder left behind");
     // A folder that does not exist yet (nor its parent) appears whole, at the end.
     let fresh = root.join("a/b");

@@ -40,7 +40,10 @@ fn matrices_of_another_context_are_refused() {
     wrong(b.softmax_into(&zb, &za), "softmax into a foreign output");
     wrong(b.softmax_backward(&zb, &za), "softmax backward");
     wrong(b.copy_rows_into(&za, &zb), "copy");
-    wrong(b.cross_entropy_fwd_bwd(&za, Targets::Labels(&la), &opts), "ce");
+    wrong(
+        b.cross_entropy_fwd_bwd(&za, Targets::Labels(&la), &opts),
+        "ce",
+    );
     wrong(
         b.cross_entropy_fwd_bwd(&zb, Targets::Labels(&la), &opts),
         "ce with foreign labels",
@@ -62,7 +65,7 @@ fn matrices_of_another_context_are_refused() {
 
 fn npy_with_header(name: &str, dict: &str, data: &[u8]) -> PathBuf {
     let mut header = dict.to_string();
-    while (10 + header.len() + 1) % 64 != 0 {
+    while !(10 + header.len() + 1).is_multiple_of(64) {
         header.push(' ');
     }
     header.push('\n');
@@ -163,7 +166,11 @@ fn weight_gradient_bits_do_not_depend_on_the_host_cpu_count() {
                 .map(|ctx| {
                     let xm = GpuMatrix::from_slice(ctx, &x, n, d).unwrap();
                     let gm = GpuMatrix::from_slice(ctx, &g, n, c).unwrap();
-                    let dw = ctx.weight_grad(&xm, &gm).unwrap().read_blocking(ctx).unwrap();
+                    let dw = ctx
+                        .weight_grad(&xm, &gm)
+                        .unwrap()
+                        .read_blocking(ctx)
+                        .unwrap();
                     let db = ctx.bias_grad(&gm).unwrap().read_blocking(ctx).unwrap();
                     (dw, db)
                 })
@@ -176,7 +183,15 @@ fn weight_gradient_bits_do_not_depend_on_the_host_cpu_count() {
     assert_eq!(one.len(), all.len());
     for ((dw1, db1), (dw, db)) in one.iter().zip(&all) {
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        assert_eq!(bits(dw1), bits(dw), "grad_weight bits changed with the CPU count");
-        assert_eq!(bits(db1), bits(db), "grad_bias bits changed with the CPU count");
+        assert_eq!(
+            bits(dw1),
+            bits(dw),
+            "grad_weight bits changed with the CPU count"
+        );
+        assert_eq!(
+            bits(db1),
+            bits(db),
+            "grad_bias bits changed with the CPU count"
+        );
     }
 }
