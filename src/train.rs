@@ -3,7 +3,7 @@
 //! (loss and `P̂ − P`, in place) → `dW = Xᵀ G`, `db = 1ᵀ G` → SGD with momentum and L2, in place. Losses
 //! are copied into a log buffer on the device and read once per epoch, so steps never wait for the host.
 //!
-//! [`train_cpu`] runs the same algorithm, step for step, on the f64 CPU reference.
+//! [`train_host`] runs the same algorithm, step for step, on the f64 CPU reference or the fast CPU path.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -397,6 +397,20 @@ pub fn train_gpu(
     })
 }
 
+/// Trains on the f64 reference: [`train_host`] with [`CpuPath::Reference`] (the name said "cpu" but
+/// it never ran the fast CPU path).
+#[deprecated(
+    note = "runs the f64 reference: use train_host(CpuPath::Reference, …) or CpuPath::Fast"
+)]
+pub fn train_cpu(
+    train: &Dataset,
+    test: Option<&Dataset>,
+    cfg: &TrainConfig,
+    on_epoch: impl FnMut(&EpochStats),
+) -> Result<TrainOutcome> {
+    train_host(CpuPath::Reference, train, test, cfg, on_epoch)
+}
+
 /// Which CPU code a [`CpuTrainer`] runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CpuPath {
@@ -524,8 +538,10 @@ impl<'d> CpuTrainer<'d> {
     }
 }
 
-/// Trains on the CPU reference with the same batches as [`train_gpu`].
-pub fn train_cpu(
+/// Trains on the host with the same batches as [`train_gpu`]: on the f64 reference
+/// ([`CpuPath::Reference`], the oracle) or on the fast CPU path ([`CpuPath::Fast`]).
+pub fn train_host(
+    path: CpuPath,
     train: &Dataset,
     test: Option<&Dataset>,
     cfg: &TrainConfig,
@@ -534,7 +550,7 @@ pub fn train_cpu(
     cfg.validate()?;
     check_data(train, test)?;
     let start = Instant::now();
-    let mut t = CpuTrainer::new(train)?;
+    let mut t = CpuTrainer::with_path(train, path)?;
     let mut epochs = Vec::new();
     for e in 0..cfg.epochs {
         let mut per_batch = Vec::new();

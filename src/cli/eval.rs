@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
+use xent::cpu;
 use xent::reference::{self, RefTargets};
 use xent::{
     Context, CrossEntropyOptions, GpuLabels, GpuMatrix, Reduction, Targets, XentError, npy,
@@ -150,7 +151,8 @@ fn loss_shape(red: Reduction, n: usize) -> Vec<usize> {
     }
 }
 
-fn eval_cpu(inp: &Inputs) -> Outputs {
+/// `--backend reference`: the f64 oracle, rounded to f32 once at the end.
+fn eval_reference(inp: &Inputs) -> Outputs {
     let (n, c) = (inp.n, inp.cols);
     let t = match (&inp.labels, &inp.targets) {
         (Some(l), _) => RefTargets::Labels(l),
@@ -204,6 +206,55 @@ fn eval_cpu(inp: &Inputs) -> Outputs {
         ));
     }
     out
+}
+
+/// `--backend cpu`: the fast CPU path (`xent::cpu`). It has no per-row information kernel, so the
+/// entropy and KL rows come from the reference (rounded to f32), as they are no hot path.
+fn eval_cpu(inp: &Inputs) -> Result<Outputs, XentError> {
+    let (n, c) = (inp.n, inp.cols);
+    let t = match (&inp.labels, &inp.targets) {
+        (Some(l), _) => cpu::CpuTargets::Labels(l),
+        (_, Some(p)) => cpu::CpuTargets::Probs(p),
+        _ => unreachable!("checked in load"),
+    };
+    let mut grad = vec![0f32; inp.logits.len()];
+    let r = cpu::cross_entropy(&inp.logits, c, t, &inp.opts, Some(&mut grad))?;
+    let loss = match inp.opts.reduction {
+        Reduction::None => r.row_loss.clone(),
+        _ => vec![r.loss],
+    };
+    let info = reference::info_rows(&inp.logits, inp.targets.as_deref(), c);
+    let mut out: Outputs = vec![
+        ("loss.npy", loss_shape(inp.opts.reduction, n), loss),
+        ("softmax.npy", vec![n, c], cpu::softmax(&inp.logits, c)?),
+        (
+            "log_softmax.npy",
+            vec![n, c],
+            cpu::log_softmax(&inp.logits, c)?,
+        ),
+        (
+            "entropy.npy",
+            vec![n],
+            info.iter().map(|v| v[0] as f32).collect(),
+        ),
+    ];
+    if inp.targets.is_some() {
+        out.push((
+            "kl.npy",
+            vec![n],
+            info.iter().map(|v| v[2] as f32).collect(),
+        ));
+    }
+    if let Some((d, x)) = &inp.features {
+        out.push((
+            "grad_weight.npy",
+            vec![*d, c],
+            cpu::weight_grad(x, &grad, n, *d, c)?,
+        ));
+        out.push(("grad_bias.npy", vec![c], cpu::bias_grad(&grad, c)?));
+    }
+    out.insert(1, ("grad.npy", vec![n, c], grad));
+    Ok(out)
 }
 
 fn eval_gpu(ctx: &Context, inp: &Inputs) -> Result<Outputs, XentError> {
@@ -282,8 +333,11 @@ fn eval_gpu(ctx: &Context, inp: &Inputs) -> Result<Outputs, XentError> {
 
 pub fn run(args: &EvalArgs) -> Result<ExitCode, XentError> {
     let inp = load(args)?;
-    let outputs = if args.device.is_cpu() {
-        eval_cpu(&inp)
+    let outputs = if let Some(path) = args.device.host() {
+        match path {
+            xent::train::CpuPath::Reference => eval_reference(&inp),
+            xent::train::CpuPath::Fast => eval_cpu(&inp)?,
+        }
     } else {
         eval_gpu(&args.device.context()?, &inp)?
     };

@@ -14,7 +14,8 @@ use xent::{Context, ContextOptions, XentError};
 /// Which adapter to use. `--backend cpu` (where a command supports it) runs the CPU path instead.
 #[derive(Args, Clone, Debug)]
 pub struct DeviceArgs {
-    /// auto (a GPU first, then lavapipe, then llvmpipe), gpu (same), vulkan, gl, metal, dx12, or cpu.
+    /// auto (a GPU first, then lavapipe, then llvmpipe), gpu (same), vulkan, gl, metal, dx12; or, where
+    /// a command runs on the host, cpu (the fast CPU path) or reference (the f64 oracle).
     #[arg(long, default_value = "auto")]
     pub backend: String,
     /// Use the first adapter whose name contains this text (case-insensitive).
@@ -27,9 +28,13 @@ pub struct DeviceArgs {
 }
 
 impl DeviceArgs {
-    /// Whether the CPU path was asked for.
-    pub fn is_cpu(&self) -> bool {
-        self.backend == "cpu"
+    /// The host backend asked for, if any: `reference` (the f64 oracle) or `cpu` (the fast CPU path).
+    pub fn host(&self) -> Option<xent::train::CpuPath> {
+        match self.backend.as_str() {
+            "reference" => Some(xent::train::CpuPath::Reference),
+            "cpu" => Some(xent::train::CpuPath::Fast),
+            _ => None,
+        }
     }
 
     /// Context options: the flags override `WGPU_BACKEND` / `WGPU_ADAPTER_NAME`.
@@ -37,17 +42,18 @@ impl DeviceArgs {
         let mut opts = ContextOptions::from_env();
         match self.backend.as_str() {
             "auto" | "gpu" => {}
-            "cpu" => {
-                return Err(XentError::InvalidArgument(
-                    "this command needs a GPU adapter; --backend cpu is not available here".into(),
-                ));
+            "cpu" | "reference" => {
+                return Err(XentError::InvalidArgument(format!(
+                    "this command needs a GPU adapter; --backend {} is not available here",
+                    self.backend
+                )));
             }
             b @ ("vulkan" | "gl" | "metal" | "dx12") => {
                 opts.backends = Some(wgpu::Backends::from_comma_list(b));
             }
             other => {
                 return Err(XentError::InvalidArgument(format!(
-                    "--backend {other}: expected auto, gpu, vulkan, gl, metal, dx12 or cpu"
+                    "--backend {other}: expected auto, gpu, vulkan, gl, metal, dx12, cpu or reference"
                 )));
             }
         }

@@ -92,10 +92,14 @@ pub fn run(args: &TrainArgs) -> Result<ExitCode, XentError> {
         bar.inc(1);
     };
     let test = (test_set.n > 0).then_some(&test_set);
-    let (outcome, adapter): (TrainOutcome, String) = if args.device.is_cpu() {
+    let (outcome, adapter): (TrainOutcome, String) = if let Some(path) = args.device.host() {
+        let name = match path {
+            train::CpuPath::Reference => "reference (f64 oracle)",
+            train::CpuPath::Fast => "cpu (fast CPU path)",
+        };
         (
-            train::train_cpu(&train_set, test, &cfg, on_epoch)?,
-            "cpu (f64 reference)".into(),
+            train::train_host(path, &train_set, test, &cfg, on_epoch)?,
+            name.into(),
         )
     } else {
         let ctx = args.device.context()?;

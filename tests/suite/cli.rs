@@ -32,7 +32,7 @@ fn eval_matches_pytorch_on_both_backends() {
     let case = fixture("29_weight_smooth_ignore_8x6_none");
     let want_loss = npy::read_f32(&case.join("loss.npy")).unwrap().1;
     let want_grad = npy::read_f32(&case.join("grad.npy")).unwrap().1;
-    let mut backends = vec!["cpu"];
+    let mut backends = vec!["reference", "cpu"];
     if !contexts().is_empty() {
         backends.push("gpu");
     }
@@ -303,7 +303,7 @@ fn eval_validates_the_same_on_every_backend() {
         w.extend([1i64 << 40, 0]).unwrap();
         w.finish().unwrap();
     }
-    let mut backends = vec!["cpu"];
+    let mut backends = vec!["reference", "cpu"];
     if !contexts().is_empty() {
         backends.push("gpu");
     }

@@ -246,7 +246,8 @@ fn full_batch_and_cpu_trainer() {
         momentum: 0.0,
         ..TrainConfig::default()
     };
-    let cpu = train::train_cpu(&train, Some(&test), &cfg, |_| {}).unwrap();
+    let cpu =
+        train::train_host(train::CpuPath::Reference, &train, Some(&test), &cfg, |_| {}).unwrap();
     assert_eq!(cpu.epochs.len(), 3);
     for ctx in contexts() {
         let gpu = train::train_gpu(ctx, &train, Some(&test), &cfg, |_| {}).unwrap();
@@ -296,7 +297,13 @@ fn trainers_refuse_bad_indices_and_bad_test_sets() {
         ));
     }
     assert!(matches!(
-        train::train_cpu(&train, Some(&bad_label), &cfg, |_| {}),
+        train::train_host(
+            train::CpuPath::Reference,
+            &train,
+            Some(&bad_label),
+            &cfg,
+            |_| {}
+        ),
         Err(xent::XentError::LabelOutOfRange { row: 3, .. })
     ));
 }
