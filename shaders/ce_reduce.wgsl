@@ -10,7 +10,6 @@
 // Reads: row_out (n×4), partial (G×4). Writes: partial, stats (4).
 // An all-ignored batch gives a mean of 0/0 = NaN, as PyTorch.
 
-const CE_MEAN: u32 = 128u;
 
 @group(0) @binding(1) var<storage, read> row_out: array<f32>;
 @group(0) @binding(2) var<storage, read_write> stats: array<f32>;

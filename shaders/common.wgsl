@@ -59,7 +59,6 @@ fn row_of(lid: u32, wid: vec3<u32>) -> u32 {
 // Rows that fit stay in workgroup memory between a kernel's two passes, so their elements are read from
 // the buffer once: the host sets ROW_CACHED when the workgroup's rows hold at most ROW_CACHE floats in
 // all (ROW_CACHE comes from the prelude). Each lane reads back only what it wrote itself: no barrier.
-const ROW_CACHED: u32 = 256u;
 
 fn cached() -> bool {
     return (FLAGS & ROW_CACHED) != 0u;

@@ -5,7 +5,6 @@
 // Dispatch: as softmax_fwd. Pass 1: online max and Σexp; pass 2: the sums, with 0·log 0 = 0 (a term
 // whose probability is 0 contributes nothing, so −inf masks are fine).
 
-const INFO_TARGETS: u32 = 1u;
 
 @group(0) @binding(1) var<storage, read> z: array<f32>;
 @group(0) @binding(2) var<storage, read> targets: array<f32>;

@@ -1,8 +1,8 @@
 // matmul: C = op(A)·op(B) (+ bias), or C += op(A)·op(B), for softmax regression:
-//   logits  Z  = X W + b        (A = X n×d, B = W d×N, BIAS)
-//   weights dW = Xᵀ G           (TRANS_A: A = X n×d read as d×n; the reduction runs over the n rows)
-//   bias    db = 1ᵀ G           (A_ONES: no A, every A element is 1; column sums of G)
-//   input   dX = G Wᵀ           (TRANS_B: B = W d×N read as N×d)
+//   logits  Z  = X W + b        (A = X n×d, B = W d×N, MM_BIAS)
+//   weights dW = Xᵀ G           (MM_TRANS_A: A = X n×d read as d×n; the reduction runs over the n rows)
+//   bias    db = 1ᵀ G           (MM_A_ONES: no A, every A element is 1; column sums of G)
+//   input   dX = G Wᵀ           (MM_TRANS_B: B = W d×N read as N×d)
 // Reads: a, b, bias (bound whole or as the host's row chunk, starting `*_off` elements in). Writes: c.
 // Tiles: each workgroup owns one TM×TN tile of C (no atomics: every element has one owner), each
 // invocation a 4×4 block held in registers, so TM·TN = 16·WG. TN (64, 32 or 16, an override the host
@@ -12,7 +12,7 @@
 // k in [z·kslice, min(k, (z+1)·kslice)), into its own partial matrix, `z·cslice` elements into c (the
 // host's scratch); matmul_reduce.wgsl then adds the S partials in slice order. A long reduction that
 // feeds few output tiles (Xᵀ G with N = 10) so fills the device. With S = 1, c is the output itself.
-// The host also splits reductions past the adapter's loop cap into chunks (ACCUM adds a chunk into C,
+// The host also splits reductions past the adapter's loop cap into chunks (MM_ACCUM adds a chunk into C,
 // in order), and the batch rows at the storage-binding limit.
 
 // Keep in sync with `MatmulParams` in src/matmul.rs.
@@ -31,12 +31,7 @@ struct MmParams {
     pad0: u32,
 }
 
-// Keep in sync with `mm_flags` in src/matmul.rs.
-const TRANS_A: u32 = 1u;
-const TRANS_B: u32 = 2u;
-const ACCUM: u32 = 4u;
-const BIAS: u32 = 8u;
-const A_ONES: u32 = 16u;
+// The MM_* flag bits come from the prelude (generated from `flags` in src/shaders.rs).
 override FLAGS: u32 = 0u;
 override TN: u32 = 64u;
 
@@ -67,10 +62,10 @@ fn a_at(i: u32, kk: u32, k_end: u32) -> f32 {
     if (i >= q.m || kk >= k_end) {
         return 0.0;
     }
-    if (has(A_ONES)) {
+    if (has(MM_A_ONES)) {
         return 1.0;
     }
-    if (has(TRANS_A)) {
+    if (has(MM_TRANS_A)) {
         return a[q.a_off + kk * q.lda + i];
     }
     return a[q.a_off + i * q.lda + kk];
@@ -81,7 +76,7 @@ fn b_at(kk: u32, j: u32, k_end: u32) -> f32 {
     if (kk >= k_end || j >= q.n) {
         return 0.0;
     }
-    if (has(TRANS_B)) {
+    if (has(MM_TRANS_B)) {
         return b[q.b_off + j * q.ldb + kk];
     }
     return b[q.b_off + kk * q.ldb + j];
@@ -155,11 +150,11 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
                 break;
             }
             var v = rows[r][s];
-            if (has(BIAS)) {
+            if (has(MM_BIAS)) {
                 v += bias[j];
             }
             let o = c_base + i * q.ldc + j;
-            if (has(ACCUM)) {
+            if (has(MM_ACCUM)) {
                 v += c[o];
             }
             c[o] = v;

@@ -1,5 +1,5 @@
 // matmul_reduce: the second step of a split-K matmul (matmul.wgsl): C[e] = Σ_s part[s·count + e], the
-// S partial matrices added in slice order (deterministic), plus C's old value when ACCUM (a later chunk
+// S partial matrices added in slice order (deterministic), plus C's old value when MM_ACCUM (a later chunk
 // of a reduction split at the loop cap). One invocation per element of C.
 // Reads: part (S × count). Writes: c (count, from `c_off`). Dispatch: (ceil(count / WG), 1, 1).
 
@@ -11,7 +11,6 @@ struct RedParams {
     pad0: u32,
 }
 
-const ACCUM: u32 = 4u;
 override FLAGS: u32 = 0u;
 
 @group(0) @binding(0) var<uniform> q: RedParams;
@@ -28,7 +27,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var s = 1u; s < q.slices; s++) {
         v += part[s * q.count + e];
     }
-    if ((FLAGS & ACCUM) != 0u) {
+    if ((FLAGS & MM_ACCUM) != 0u) {
         v += c[q.c_off + e];
     }
     c[q.c_off + e] = v;

@@ -143,9 +143,20 @@ impl ContextId {
 /// Stand-in buffers a context keeps (see [`Context::stand_in`]).
 const STAND_INS: usize = 4;
 
-/// A pipeline's identity: kernel, reduction path, MODE, FLAGS (masked to what the kernel reads), vector
-/// width, and the row length of a narrow kernel (0 for the others).
-type PipelineKey = (Kernel, ReducePath, u32, u32, u32, u32);
+/// A pipeline's identity: everything its WGSL source and override constants depend on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct PipelineKey {
+    kernel: Kernel,
+    reduce_path: ReducePath,
+    /// The `MODE` override (the matmul's tile width `TN`).
+    mode: u32,
+    /// The `FLAGS` override, masked to the bits the kernel reads ([`Kernel::flag_mask`]).
+    flags: u32,
+    /// Floats per access: 4 for a vectorised kernel on rows whose length is a multiple of 4, else 1.
+    vector_width: u32,
+    /// The row length a narrow kernel is expanded for (0 for the others).
+    narrow_cols: u32,
+}
 
 /// Timestamp queries written in pairs (start, end) around each launch.
 struct GpuTimer {
@@ -661,7 +672,14 @@ impl Context {
         let flags = flags & kernel.flag_mask();
         let vw = if kernel.is_vectorised() { vw } else { 1 };
         let cols = if kernel.is_narrow() { cols } else { 0 };
-        let key = (kernel, self.reduce_path, mode, flags, vw, cols);
+        let key = PipelineKey {
+            kernel,
+            reduce_path: self.reduce_path,
+            mode,
+            flags,
+            vector_width: vw,
+            narrow_cols: cols,
+        };
         let mut cache = self.pipelines.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(p) = cache.get(&key) {
             return Ok(p.clone());

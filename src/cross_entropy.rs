@@ -62,17 +62,13 @@ impl CrossEntropyOutput {
     }
 }
 
-/// Bits of `flags` in ce_fwd_bwd.wgsl and ce_reduce.wgsl.
+/// The cross-entropy kernels' FLAGS bits (defined once, in [`crate::shaders::flags`]).
 mod flags {
-    pub const LABELS: u32 = 1;
-    pub const WEIGHT: u32 = 2;
-    pub const GRAD: u32 = 4;
-    pub const IN_PLACE: u32 = 8;
-    pub const ROW_UPSTREAM: u32 = 16;
-    pub const SOFTCAP: u32 = 32;
-    pub const PASS2: u32 = 64;
-    pub const MEAN: u32 = 128;
-    pub const INFO_TARGETS: u32 = 1;
+    pub use crate::shaders::flags::{
+        CE_GRAD as GRAD, CE_IN_PLACE as IN_PLACE, CE_LABELS as LABELS, CE_MEAN as MEAN,
+        CE_PASS2 as PASS2, CE_ROW_UPSTREAM as ROW_UPSTREAM, CE_SOFTCAP as SOFTCAP,
+        CE_WEIGHT as WEIGHT, INFO_TARGETS,
+    };
 }
 
 /// Where the gradient goes.

@@ -38,13 +38,12 @@ struct ReduceParams {
     pad: u32,
 }
 
-/// Bits of `FLAGS` in matmul.wgsl (ACCUM also in matmul_reduce.wgsl).
+/// The matmul kernels' FLAGS bits (defined once, in [`crate::shaders::flags`]).
 mod mm_flags {
-    pub const TRANS_A: u32 = 1;
-    pub const TRANS_B: u32 = 2;
-    pub const ACCUM: u32 = 4;
-    pub const BIAS: u32 = 8;
-    pub const A_ONES: u32 = 16;
+    pub use crate::shaders::flags::{
+        MM_A_ONES as A_ONES, MM_ACCUM as ACCUM, MM_BIAS as BIAS, MM_TRANS_A as TRANS_A,
+        MM_TRANS_B as TRANS_B,
+    };
 }
 
 /// The output tile of one matmul workgroup: `tm × tn` elements (a 4×4 block per invocation, so

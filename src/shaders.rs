@@ -13,8 +13,63 @@ pub const WG_SIZE: u32 = 256;
 /// ce_fwd_bwd (8 KiB; with the 4 KiB reduction array well under WebGPU's 16 KiB default).
 pub const ROW_CACHE: u32 = 2048;
 
-/// The `FLAGS` bit that turns that cache on (ROW_CACHED in common.wgsl).
-pub const ROW_CACHED: u32 = 256;
+/// The `FLAGS` bit that turns that cache on.
+pub const ROW_CACHED: u32 = flags::ROW_CACHED;
+
+/// Every bit of the kernels' `FLAGS` override, defined once. Rust uses these constants and the
+/// generated prelude declares each as a WGSL `const` of the same name and value (see [`prelude`]), so
+/// no flag is written on both sides. Cross-entropy bits are `CE_*`, the matmul's `MM_*`.
+pub mod flags {
+    /// ce_fwd_bwd / ce_narrow: class-index targets (else probability rows).
+    pub const CE_LABELS: u32 = 1 << 0;
+    /// Class weights are bound.
+    pub const CE_WEIGHT: u32 = 1 << 1;
+    /// Write the gradient.
+    pub const CE_GRAD: u32 = 1 << 2;
+    /// The gradient goes over the logits.
+    pub const CE_IN_PLACE: u32 = 1 << 3;
+    /// Per-row upstream gradients are bound.
+    pub const CE_ROW_UPSTREAM: u32 = 1 << 4;
+    /// Logit soft-capping.
+    pub const CE_SOFTCAP: u32 = 1 << 5;
+    /// A second pass over the row (gradient, smoothing, probability targets).
+    pub const CE_PASS2: u32 = 1 << 6;
+    /// ce_reduce: the mean, not the sum.
+    pub const CE_MEAN: u32 = 1 << 7;
+    /// softmax_fwd / ce_fwd_bwd: the workgroup's rows are kept in workgroup memory between passes.
+    pub const ROW_CACHED: u32 = 1 << 8;
+    /// info_rows: target distributions are bound.
+    pub const INFO_TARGETS: u32 = 1 << 0;
+    /// matmul: A is read transposed.
+    pub const MM_TRANS_A: u32 = 1 << 0;
+    /// matmul: B is read transposed.
+    pub const MM_TRANS_B: u32 = 1 << 1;
+    /// matmul / matmul_reduce: add into C instead of overwriting it.
+    pub const MM_ACCUM: u32 = 1 << 2;
+    /// matmul: add the bias row.
+    pub const MM_BIAS: u32 = 1 << 3;
+    /// matmul: A is a row of ones (column sums), not bound.
+    pub const MM_A_ONES: u32 = 1 << 4;
+
+    /// Every flag by its WGSL name, for the prelude.
+    pub(crate) const ALL: &[(&str, u32)] = &[
+        ("CE_LABELS", CE_LABELS),
+        ("CE_WEIGHT", CE_WEIGHT),
+        ("CE_GRAD", CE_GRAD),
+        ("CE_IN_PLACE", CE_IN_PLACE),
+        ("CE_ROW_UPSTREAM", CE_ROW_UPSTREAM),
+        ("CE_SOFTCAP", CE_SOFTCAP),
+        ("CE_PASS2", CE_PASS2),
+        ("CE_MEAN", CE_MEAN),
+        ("ROW_CACHED", ROW_CACHED),
+        ("INFO_TARGETS", INFO_TARGETS),
+        ("MM_TRANS_A", MM_TRANS_A),
+        ("MM_TRANS_B", MM_TRANS_B),
+        ("MM_ACCUM", MM_ACCUM),
+        ("MM_BIAS", MM_BIAS),
+        ("MM_A_ONES", MM_A_ONES),
+    ];
+}
 
 /// Rows of at most this many elements, whose length is not a multiple of 4, go to the narrow kernels
 /// (`narrow.wgsl`) where a lane owns a row: PR = 4 / gcd(N, 4) rows per lane as whole vec4s.
@@ -136,17 +191,17 @@ impl Kernel {
     /// The `FLAGS` bits the kernel reads (the rest are masked out of its pipeline key, so that options a
     /// kernel ignores do not build extra pipelines).
     pub fn flag_mask(self) -> u32 {
+        use flags::*;
+        let ce =
+            CE_LABELS | CE_WEIGHT | CE_GRAD | CE_IN_PLACE | CE_ROW_UPSTREAM | CE_SOFTCAP | CE_PASS2;
         match self {
-            // LABELS | WEIGHT | GRAD | IN_PLACE | ROW_UPSTREAM | SOFTCAP | PASS2
-            Kernel::CeFwdBwd => 0x7f | ROW_CACHED,
-            Kernel::CeNarrow => 0x7f,
+            Kernel::CeFwdBwd => ce | ROW_CACHED,
+            Kernel::CeNarrow => ce,
             Kernel::SoftmaxFwd => ROW_CACHED,
-            // MEAN
-            Kernel::CeReduce => 0x80,
-            Kernel::InfoRows => 0x1,
-            Kernel::Matmul => 0x1f,
-            // ACCUM
-            Kernel::MatmulReduce => 0x4,
+            Kernel::CeReduce => CE_MEAN,
+            Kernel::InfoRows => INFO_TARGETS,
+            Kernel::Matmul => MM_TRANS_A | MM_TRANS_B | MM_ACCUM | MM_BIAS | MM_A_ONES,
+            Kernel::MatmulReduce => MM_ACCUM,
             _ => 0,
         }
     }
@@ -209,7 +264,8 @@ impl Kernel {
     }
 }
 
-/// Constants shared by Rust and WGSL, generated so they are defined once.
+/// Constants shared by Rust and WGSL, generated so they are defined once: WG, ROW_CACHE, LB, UNROLL,
+/// SG (subgroup path) and every [`flags`] bit.
 ///
 /// `row_cache` sizes the workgroup row cache: [`ROW_CACHE`] floats when the pipeline uses it, else one
 /// vec4 (an unused array need not take workgroup memory; with WebGPU's zero fill it had also cost
@@ -226,6 +282,9 @@ pub fn prelude(path: ReducePath, walk: RowWalk, row_cache: bool) -> String {
     ));
     if let ReducePath::Subgroup(sg) = path {
         s.push_str(&format!("const SG: u32 = {sg}u;\n"));
+    }
+    for (name, bit) in flags::ALL {
+        s.push_str(&format!("const {name}: u32 = {bit}u;\n"));
     }
     s
 }
