@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Bit-identity of two xent binaries' outputs: `benches/bitident.sh OLD_XENT NEW_XENT`. Runs `xent eval`
 # of both on the PyTorch fixtures (labels with weights, smoothing and ignore_index; probability
-# targets; features for grad_weight/grad_bias) and on a 333×1000 random batch with ±1e4 logits, on each
+# targets; features for grad_weight/grad_bias), on a 333×1000 random batch with ±1e4 logits and on a
+# 4096×10 batch whose grad_weight/grad_bias run split-K, on each
 # backend (vulkan, gl), and compares every output file byte for byte.
 set -uo pipefail
 old=$1 new=$2
@@ -22,8 +23,14 @@ n, c, dd = 333, 1000, 17
 npy(f'{d}/z.npy', (n, c), [r.uniform(-1e4, 1e4) for _ in range(n * c)], 'f')
 npy(f'{d}/y.npy', (n,), [r.randrange(c) for _ in range(n)], 'q')
 npy(f'{d}/x.npy', (n, dd), [r.uniform(-1, 1) for _ in range(n * dd)], 'f')
+# A tall batch of few classes: its Xᵀ G and 1ᵀ G run split-K (slices summed in order).
+n, c, dd = 4096, 10, 16
+npy(f'{d}/tz.npy', (n, c), [r.uniform(-5, 5) for _ in range(n * c)], 'f')
+npy(f'{d}/ty.npy', (n,), [r.randrange(c) for _ in range(n)], 'q')
+npy(f'{d}/tx.npy', (n, dd), [r.uniform(-1, 1) for _ in range(n * dd)], 'f')
 PY
 cases=(
+  "tall:--logits $dir/tz.npy --labels $dir/ty.npy --features $dir/tx.npy"
   "big:--logits $dir/z.npy --labels $dir/y.npy --features $dir/x.npy --label-smoothing 0.1"
   "weights:--logits $fx/29_weight_smooth_ignore_8x6_none/logits.npy --labels $fx/29_weight_smooth_ignore_8x6_none/labels.npy --weight $fx/29_weight_smooth_ignore_8x6_none/weight.npy --ignore-index 3 --label-smoothing 0.2 --reduction none --features $fx/29_weight_smooth_ignore_8x6_none/logits.npy"
 )

@@ -1,5 +1,9 @@
 // ce_common: what ce_fwd_bwd and ce_narrow share: the option flags and soft-capping.
 
+#import prelude: CE_SOFTCAP
+#import vector: V
+#import common: p, FLAGS
+
 // The CE_* flag bits come from the prelude (generated from `flags` in src/shaders.rs).
 
 fn has(f: u32) -> bool {

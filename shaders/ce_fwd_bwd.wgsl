@@ -16,6 +16,12 @@
 // (PyTorch gives 0·(−inf) = NaN there for probability targets over masked logits).
 // Flags and soft-capping: ce_common.wgsl.
 
+#import prelude: WG, UNROLL, ROW_CACHE, CE_LABELS, CE_WEIGHT, CE_GRAD, CE_IN_PLACE, CE_ROW_UPSTREAM, CE_PASS2
+#import vector: V, VU, VW, comp, hfirst, hmax, hsum, vidx
+#import common: p, lane_of, row_of, walk_n, cached, cache_slot, exp_rel, is_inf, MaxSum, online_push_v
+#import reduce: seg_max, seg_sum4
+#import ce_common: has, capped
+
 @group(0) @binding(1) var<storage, read_write> z: array<V>;
 @group(0) @binding(2) var<storage, read_write> grad: array<V>;
 @group(0) @binding(3) var<storage, read> targets: array<V>;

@@ -3,6 +3,11 @@
 // between stays in registers. Same bindings (weights and row_out read as floats and vec4s), options,
 // outputs and edge cases as ce_fwd_bwd.
 
+#import prelude: CE_LABELS, CE_WEIGHT, CE_GRAD, CE_IN_PLACE, CE_ROW_UPSTREAM, CE_SOFTCAP, CE_PASS2
+#import narrow: main
+#import common: p, exp_rel, is_inf
+#import ce_common: has, capped
+
 @group(0) @binding(1) var<storage, read_write> z: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> grad: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> targets: array<vec4<f32>>;
@@ -27,12 +32,22 @@ fn pack_main(row: u32, base: u32) {
     if (has(CE_SOFTCAP)) {
         cap_inv = 1.0 / p.f2;
     }
-    var v$k = capped(z[base + $ku]);
-    var t$k = vec4<f32>(0.0);
-    if (!labels_mode) { t$k = targets[base + $ku]; }
-    var g$k = vec4<f32>(0.0);
-    let w$c = w_c($cu);
-    //{rows
+    //#vec4s
+        var v$k = capped(z[base + $ku]);
+    //#end
+    //#vec4s
+        var t$k = vec4<f32>(0.0);
+    //#end
+    //#vec4s
+        if (!labels_mode) { t$k = targets[base + $ku]; }
+    //#end
+    //#vec4s
+        var g$k = vec4<f32>(0.0);
+    //#end
+    //#columns
+        let w$c = w_c($cu);
+    //#end
+    //#rows
     {
         let grow = p.row0 + row + $iu;
         var label = 0u;
@@ -45,51 +60,82 @@ fn pack_main(row: u32, base: u32) {
         let keep = !ignored;
         // Max, first maximal column, Σexp and Σ w·t, as ce_fwd_bwd's pass 1.
         var m = p.ninf;
-        m = max(m, v$e);
+        //#columns
+            m = max(m, v$e);
+        //#end
         var best = p.ninf;
         var best_c = 0xffffffffu;
-        best_c = select(best_c, $cu, v$e > best); best = select(best, v$e, v$e > best);
+        //#columns
+            best_c = select(best_c, $cu, v$e > best);
+            best = select(best, v$e, v$e > best);
+        //#end
         // No candidate (an all −inf row, or a NaN maximum): class 0, as ce_fwd_bwd.
         let first = select(0u, best_c, best == m && best_c != 0xffffffffu);
         var s = 0.0;
-        s += exp_rel(v$e, m);
+        //#columns
+            s += exp_rel(v$e, m);
+        //#end
         let log_s = log(s);
         let lse = m + log_s;
         let m_norm = select(m, p.nan, is_inf(m));
         var w_y = 0.0;
         var z_y = 0.0;
         if (keep && labels_mode) {
-            w_y = select(w_y, w$c, label == $cu);
-            z_y = select(z_y, v$e, label == $cu);
+            //#columns
+                w_y = select(w_y, w$c, label == $cu);
+            //#end
+            //#columns
+                z_y = select(z_y, v$e, label == $cu);
+            //#end
         }
         var coef = 0.0;
         if (labels_mode) {
             coef = (1.0 - eps) * w_y + eps_n * p.f3; // f3 = Σ_j w_j
         } else {
-            coef += w$c * ((1.0 - eps) * t$e + eps_n);
+            //#columns
+                coef += w$c * ((1.0 - eps) * t$e + eps_n);
+            //#end
         }
         coef += 2.0 * p.f1 * lse;
         let up = select(p.f4, gscale[grow], has(CE_ROW_UPSTREAM));
         // The gradient and the loss terms that need the log-sum-exp, as ce_fwd_bwd's pass 2.
         var loss_acc = 0.0;
         if (has(CE_PASS2)) {
-            let lp$c = (v$e - m_norm) - log_s;
-            var d$c = 0.0;
+            //#columns
+                let lp$c = (v$e - m_norm) - log_s;
+            //#end
+            //#columns
+                var d$c = 0.0;
+            //#end
             if (labels_mode) {
-                d$c = eps_n * w$c + select(0.0, (1.0 - eps) * w_y, label == $cu);
+                //#columns
+                    d$c = eps_n * w$c + select(0.0, (1.0 - eps) * w_y, label == $cu);
+                //#end
                 if (eps > 0.0) {
-                    loss_acc += select(0.0, w$c * (-lp$c), w$c != 0.0);
+                    //#columns
+                        loss_acc += select(0.0, w$c * (-lp$c), w$c != 0.0);
+                    //#end
                 }
             } else {
-                d$c = w$c * ((1.0 - eps) * t$e + eps_n);
-                loss_acc += select(0.0, d$c * (-lp$c), d$c != 0.0);
+                //#columns
+                    d$c = w$c * ((1.0 - eps) * t$e + eps_n);
+                //#end
+                //#columns
+                    loss_acc += select(0.0, d$c * (-lp$c), d$c != 0.0);
+                //#end
             }
             if (has(CE_GRAD)) {
-                var gj$c = (coef * exp(lp$c) - d$c) * up;
+                //#columns
+                    var gj$c = (coef * exp(lp$c) - d$c) * up;
+                //#end
                 if (has(CE_SOFTCAP)) {
-                    gj$c *= 1.0 - (v$e * cap_inv) * (v$e * cap_inv);
+                    //#columns
+                        gj$c *= 1.0 - (v$e * cap_inv) * (v$e * cap_inv);
+                    //#end
                 }
-                g$e = select(0.0, gj$c, keep);
+                //#columns
+                    g$e = select(0.0, gj$c, keep);
+                //#end
             }
         }
         var loss = loss_acc;
@@ -101,12 +147,16 @@ fn pack_main(row: u32, base: u32) {
         loss += p.f1 * lse * lse;
         row_out[grow] = vec4<f32>(select(0.0, loss, keep), lse, f32(first), correct);
     }
-    //}rows
+    //#end
     if (has(CE_GRAD)) {
         if (has(CE_IN_PLACE)) {
-            z[base + $ku] = g$k;
+            //#vec4s
+                z[base + $ku] = g$k;
+            //#end
         } else {
-            grad[base + $ku] = g$k;
+            //#vec4s
+                grad[base + $ku] = g$k;
+            //#end
         }
     }
 }

@@ -10,6 +10,10 @@
 // Reads: row_out (n×4), partial (G×4). Writes: partial, stats (4).
 // An all-ignored batch gives a mean of 0/0 = NaN, as PyTorch.
 
+#import prelude: WG, UNROLL, CE_MEAN
+#import common: p, MODE, FLAGS, lane_of, row_of, walk
+#import reduce: seg_sum4
+
 
 @group(0) @binding(1) var<storage, read> row_out: array<f32>;
 @group(0) @binding(2) var<storage, read_write> stats: array<f32>;

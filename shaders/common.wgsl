@@ -6,6 +6,10 @@
 // stretch of the row and walks it LB elements at a time (see `walk`): at most about ceil(N / tpr)
 // iterations per pass, which the host checks against the adapter's loop cap.
 
+#import prelude: WG, LB, ROW_CACHED
+#import vector: V, VW, hmax, hsum
+#import reduce: seg_max, seg_sum4
+
 // Keep in sync with `RowParams` in src/launch.rs.
 struct Params {
     rows: u32,          // rows in this chunk

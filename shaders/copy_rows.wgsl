@@ -2,6 +2,10 @@
 // the memory-bound kernels: benchmarks report them as a percentage of its bandwidth on the same adapter.
 // Reads: x (n×N, chunk-bound). Writes: y (n×N, chunk-bound). Dispatch: as softmax_fwd; one pass.
 
+#import prelude: WG, UNROLL
+#import vector: V, VW
+#import common: p, lane_of, row_of, walk_n
+
 @group(0) @binding(1) var<storage, read> x: array<V>;
 @group(0) @binding(2) var<storage, read_write> y: array<V>;
 

@@ -4,6 +4,9 @@
 // Writes: out (batch × cols, chunk-bound), out_labels (whole).
 // Dispatch: as the row kernels over the batch rows; one pass.
 
+#import prelude: WG
+#import common: p, lane_of, row_of, walk
+
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> labels: array<i32>;
 @group(0) @binding(3) var<storage, read> idx: array<u32>;

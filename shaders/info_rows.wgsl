@@ -5,6 +5,10 @@
 // Dispatch: as softmax_fwd. Pass 1: online max and Σexp; pass 2: the sums, with 0·log 0 = 0 (a term
 // whose probability is 0 contributes nothing, so −inf masks are fine).
 
+#import prelude: WG, UNROLL, INFO_TARGETS
+#import common: p, FLAGS, lane_of, row_of, walk, MaxSum, online_push, row_max_sum, is_inf
+#import reduce: seg_sum4
+
 
 @group(0) @binding(1) var<storage, read> z: array<f32>;
 @group(0) @binding(2) var<storage, read> targets: array<f32>;

@@ -15,6 +15,8 @@
 // The host also splits reductions past the adapter's loop cap into chunks (MM_ACCUM adds a chunk into C,
 // in order), and the batch rows at the storage-binding limit.
 
+#import prelude: WG, MM_TRANS_A, MM_TRANS_B, MM_ACCUM, MM_BIAS, MM_A_ONES
+
 // Keep in sync with `MatmulParams` in src/matmul.rs.
 struct MmParams {
     m: u32,

@@ -3,6 +3,8 @@
 // of a reduction split at the loop cap). One invocation per element of C.
 // Reads: part (S × count). Writes: c (count, from `c_off`). Dispatch: (ceil(count / WG), 1, 1).
 
+#import prelude: WG, MM_ACCUM
+
 // Keep in sync with `ReduceParams` in src/matmul.rs.
 struct RedParams {
     count: u32,     // elements of C

@@ -5,16 +5,20 @@
 // access, not per byte) and held in the registers v0 … v{NV-1} in between. The host runs the rows left
 // over (fewer than PR) with the row kernel.
 //
-// The kernels are templates, expanded for one N by `shaders::source` into straight-line code (a
-// driver's compiler does not reliably unroll the loops, and a loop over a private array costs it a
-// memory access per element):
-// - a line holding `$k` is written once per vec4 of the pack, with `$k` = 0 … NV−1;
-// - lines between `//{rows` and `//}rows` are written once per row of the pack, with `$i` = 0 … PR−1;
-//   inside them a line holding `$e` or `$c` is written once per element of the row: `$e` is the
-//   element's place in a pack (`v$e` becomes e.g. `v2.z`) and `$c` its column 0 … N−1 (`lp$c` names
-//   a per-element value). Each such line is written for every element before the next line is: a
-//   step that must see the previous element's result (a running argmax) keeps to one line.
-// NC (= N), PR and NV are constants the expansion defines.
+// The kernels are written as straight-line code for one N (a driver's compiler does not reliably
+// unroll loops, and a loop over a private array costs it a memory access per element): per-element
+// blocks, each line of a block being ordinary WGSL, that `shaders::narrow` writes out once per value:
+// - `//#vec4s` … `//#end`: once per vec4 of the pack, with `$k` = 0 … NV−1;
+// - `//#rows` … `//#end`: once per row of the pack, with `$i` = 0 … PR−1;
+// - `//#columns` … `//#end`: once per column, with `$c` = 0 … N−1 (`lp$c` names a per-element value)
+//   and, inside a rows block, `$e` the element's place in the pack (`v$e` becomes e.g. `v2.z`).
+// A block is written out whole for one value before the next, so its lines may be split and joined
+// freely; a placeholder outside its block is an error naming this file's line.
+// NC (= N), PR and NV come from the generated module `narrow_shape`.
+
+#import prelude: WG
+#import common: p
+#import narrow_shape: NC, PR, NV
 
 // The entry point of every narrow kernel: the lane's pack starts at row `row` of the chunk and at vec4
 // `base` of its n×N bindings (the host starts every chunk on a pack boundary, so this is aligned); the

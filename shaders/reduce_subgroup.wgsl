@@ -5,6 +5,9 @@
 // then combine their blocks' partials from workgroup memory in a fixed order. Deterministic.
 // Every invocation of the workgroup must call these.
 
+#import prelude: WG, SG
+#import common: p
+
 var<workgroup> red: array<vec4<f32>, WG / SG>;
 
 fn seg_max(v: f32, lid: u32) -> f32 {

@@ -2,6 +2,9 @@
 // The tpr lanes of a row reduce as a tree, one barrier per level; the order is fixed, so results are
 // identical run to run. Every invocation of the workgroup must call these (they contain barriers).
 
+#import prelude: WG
+#import common: p
+
 var<workgroup> red: array<vec4<f32>, WG>;
 
 fn seg_base(lid: u32) -> u32 {

@@ -4,6 +4,9 @@
 //   v ← μ·v + (g + λ·w);  w ← w − lr·v      (with μ = 0 this is plain SGD; v then holds the step)
 // Dispatch: as the row kernels; one pass.
 
+#import prelude: WG
+#import common: p, lane_of, row_of, walk
+
 @group(0) @binding(1) var<storage, read> g: array<f32>;
 @group(0) @binding(2) var<storage, read_write> w: array<f32>;
 @group(0) @binding(3) var<storage, read_write> v: array<f32>;

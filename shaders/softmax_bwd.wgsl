@@ -6,6 +6,11 @@
 //                           MODE 1 (log-softmax): dz = g − exp(y) · Σ g
 // Two passes: the row's dot product (or sum), then the write.
 
+#import prelude: WG, UNROLL
+#import vector: V, VW, hsum
+#import common: p, MODE, lane_of, row_of, walk_n
+#import reduce: seg_sum4
+
 @group(0) @binding(1) var<storage, read> y: array<V>;
 @group(0) @binding(2) var<storage, read> g: array<V>;
 @group(0) @binding(3) var<storage, read_write> dz: array<V>;

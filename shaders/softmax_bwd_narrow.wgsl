@@ -2,19 +2,32 @@
 // read of y and of g and one write per element, the row's dot product (or sum) in column order. Same
 // bindings, modes and outputs as softmax_bwd.
 
+#import narrow: main
+#import common: p, MODE
+
 @group(0) @binding(1) var<storage, read> y: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> g: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> dz: array<vec4<f32>>;
 
 fn pack_main(row: u32, base: u32) {
-    var v$k = y[base + $ku];
-    let g$k = g[base + $ku];
-    //{rows
+    //#vec4s
+        var v$k = y[base + $ku];
+    //#end
+    //#vec4s
+        let g$k = g[base + $ku];
+    //#end
+    //#rows
     {
         var d = 0.0;
-        d += select(g$e * v$e, g$e, MODE == 1u);
-        v$e = select(v$e * (g$e - d), g$e - exp(v$e) * d, MODE == 1u);
+        //#columns
+            d += select(g$e * v$e, g$e, MODE == 1u);
+        //#end
+        //#columns
+            v$e = select(v$e * (g$e - d), g$e - exp(v$e) * d, MODE == 1u);
+        //#end
     }
-    //}rows
-    dz[base + $ku] = v$k;
+    //#end
+    //#vec4s
+        dz[base + $ku] = v$k;
+    //#end
 }

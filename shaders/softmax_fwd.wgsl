@@ -6,6 +6,10 @@
 // Edge cases (as PyTorch): lse = ±inf for a row whose max is ±inf; softmax and log-softmax of such a
 // row (an all -inf row included) are NaN; any NaN makes the row NaN.
 
+#import prelude: WG, UNROLL, ROW_CACHE
+#import vector: V, VW
+#import common: p, MODE, lane_of, row_of, walk_n, cached, cache_slot, MaxSum, online_push_v, row_max_sum, is_inf
+
 @group(0) @binding(1) var<storage, read> x: array<V>;
 @group(0) @binding(2) var<storage, read_write> y: array<V>;
 @group(0) @binding(3) var<storage, read_write> lse: array<f32>;

@@ -1,26 +1,39 @@
 // softmax_narrow: softmax_fwd for narrow rows (a template: layout and syntax in narrow.wgsl). One read,
 // one exp and one write per element. Same bindings, modes, outputs and edge cases as softmax_fwd.
 
+#import narrow: main
+#import common: p, MODE, exp_rel, is_inf
+
 @group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read_write> y: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read_write> lse: array<f32>;
 
 fn pack_main(row: u32, base: u32) {
-    var v$k = x[base + $ku];
-    //{rows
+    //#vec4s
+        var v$k = x[base + $ku];
+    //#end
+    //#rows
     {
         var m = p.ninf;
-        m = max(m, v$e);
+        //#columns
+            m = max(m, v$e);
+        //#end
         var s = 0.0;
-        s += exp_rel(v$e, m);
+        //#columns
+            s += exp_rel(v$e, m);
+        //#end
         let log_s = log(s);
         lse[p.row0 + row + $iu] = m + log_s;
         let mn = select(m, p.nan, is_inf(m));
-        v$e = select(exp((v$e - mn) - log_s), (v$e - mn) - log_s, MODE == 1u);
+        //#columns
+            v$e = select(exp((v$e - mn) - log_s), (v$e - mn) - log_s, MODE == 1u);
+        //#end
     }
-    //}rows
+    //#end
     if (MODE == 2u) {
         return;
     }
-    y[base + $ku] = v$k;
+    //#vec4s
+        y[base + $ku] = v$k;
+    //#end
 }

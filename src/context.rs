@@ -685,37 +685,45 @@ impl Context {
             return Ok(p.clone());
         }
         let walk = crate::shaders::RowWalk::for_policy(self.elements_per_lane);
-        let source = crate::shaders::source(kernel, self.reduce_path, walk, vw, cols, flags);
-        let pipeline = self.checked(|| {
-            let module = self
-                .device
-                .create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(kernel.label()),
-                    source: wgpu::ShaderSource::Wgsl(source.into()),
-                });
-            let constants: Vec<(&str, f64)> = kernel
-                .overrides()
-                .iter()
-                .map(|&name| (name, if name == "FLAGS" { flags } else { mode } as f64))
-                .collect();
-            // Auto layout: the shader's own declarations (read-only vs read-write) define the bindings.
-            self.device
-                .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                    label: Some(kernel.label()),
-                    layout: None,
-                    module: &module,
-                    entry_point: Some("main"),
-                    compilation_options: wgpu::PipelineCompilationOptions {
-                        constants: &constants,
-                        // Every kernel writes its workgroup memory before reading it (each reads back only
-                        // what it or a barrier-separated writer stored), so WebGPU's zero fill is work for
-                        // nothing; on llvmpipe's GL compiler it was most of a pipeline's build time (the
-                        // fill of the matmul tiles: minutes per test run with a cold shader cache).
-                        zero_initialize_workgroup_memory: false,
-                    },
-                    cache: None,
-                })
-        })?;
+        let composed = crate::shaders::source(kernel, self.reduce_path, walk, vw, cols, flags)
+            .map_err(|e| XentError::Gpu(format!("{}: {e}", kernel.label())))?;
+        let source = composed.source.clone();
+        let pipeline = self
+            .checked(|| {
+                let module = self
+                    .device
+                    .create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some(kernel.label()),
+                        source: wgpu::ShaderSource::Wgsl(source.into()),
+                    });
+                let constants: Vec<(&str, f64)> = kernel
+                    .overrides()
+                    .iter()
+                    .map(|&name| (name, if name == "FLAGS" { flags } else { mode } as f64))
+                    .collect();
+                // Auto layout: the shader's own declarations (read-only vs read-write) define the bindings.
+                self.device
+                    .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                        label: Some(kernel.label()),
+                        layout: None,
+                        module: &module,
+                        entry_point: Some("main"),
+                        compilation_options: wgpu::PipelineCompilationOptions {
+                            constants: &constants,
+                            // Every kernel writes its workgroup memory before reading it (each reads back only
+                            // what it or a barrier-separated writer stored), so WebGPU's zero fill is work for
+                            // nothing; on llvmpipe's GL compiler it was most of a pipeline's build time (the
+                            // fill of the matmul tiles: minutes per test run with a cold shader cache).
+                            zero_initialize_workgroup_memory: false,
+                        },
+                        cache: None,
+                    })
+            })
+            // A compile error names lines of the composed module: point them into shaders/.
+            .map_err(|e| match e {
+                XentError::Gpu(msg) => XentError::Gpu(composed.annotate(&msg)),
+                other => other,
+            })?;
         cache.insert(key, pipeline.clone());
         Ok(pipeline)
     }

@@ -29,11 +29,14 @@ fn every_shader_validates_on_both_reduction_paths() {
             let flags = if vw == 4 { ROW_CACHED } else { 0 };
             // Both walks: CPU-driver blocks of 8 lanes, and the GPU's whole-row interleave.
             let walk = RowWalk::for_policy(if vw == 4 { 2048 } else { 8 });
-            let src = source(kernel, path, walk, vw, cols, flags);
-            let module = naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| {
+            let composed = source(kernel, path, walk, vw, cols, flags)
+                .unwrap_or_else(|e| panic!("{kernel:?}/{path:?}/vec{vw}/N={cols}: {e}"));
+            let src = &composed.source;
+            // Errors name the composed module's lines; `annotate` adds the shaders/ file and line.
+            let module = naga::front::wgsl::parse_str(src).unwrap_or_else(|e| {
                 panic!(
                     "{kernel:?}/{path:?}/vec{vw}/N={cols}: {}",
-                    e.emit_to_string(&src)
+                    composed.annotate(&e.emit_to_string_with_path(src, "wgsl"))
                 )
             });
             let caps = match path {
@@ -54,7 +57,7 @@ fn every_shader_validates_on_both_reduction_paths() {
                 .unwrap_or_else(|e| {
                     panic!(
                         "{kernel:?}/{path:?}/vec{vw}/N={cols}: {}",
-                        e.emit_to_string(&src)
+                        composed.annotate(&e.emit_to_string_with_path(src, "wgsl"))
                     )
                 });
             checked += 1;
@@ -74,7 +77,9 @@ fn workgroup_path_uses_no_subgroup_operation() {
             4,
             10,
             ROW_CACHED,
-        );
+        )
+        .unwrap()
+        .source;
         let code: String = src.lines().map(|l| l.split("//").next().unwrap()).collect();
         assert!(
             !code.contains("subgroup"),

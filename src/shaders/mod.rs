@@ -1,9 +1,17 @@
-//! The registry of WGSL sources (`shaders/`) and how a kernel's module is assembled.
+//! The kernel table and the WGSL modules (`shaders/`).
 //!
-//! A row kernel's module is: a generated prelude (constants shared with Rust), the element type
-//! (`vec1.wgsl` or `vec4.wgsl`: `V` is `f32` or `vec4<f32>`), `common.wgsl` (the
-//! `Params` uniform and numeric helpers), one of the two in-row reduction files
-//! (`reduce_subgroup.wgsl` or `reduce_workgroup.wgsl`, same function names), and the kernel itself.
+//! Every kernel has one entry in [`KERNELS`]: its root file, label, the overrides and FLAGS bits it
+//! reads, whether it is vectorised, its narrow variant, whether it caches rows, and the element types
+//! it stores. A kernel's module is composed from its root file by [`compose`]: each WGSL file names
+//! what it imports (`#import common: p, walk_n, …`), conditional pieces hang on named defs (`SUBGROUP`,
+//! `VEC4`, the element type's `ELEM_F32`), and the generated modules `prelude` (constants shared with
+//! Rust) and `narrow_shape` fill in what Rust decides. Narrow kernels then have their per-element
+//! blocks expanded ([`narrow`]).
+
+pub mod compose;
+pub mod narrow;
+
+pub use compose::{Composed, Origin};
 
 /// Invocations per workgroup of every row kernel. The WGSL constant `WG` is generated from this value
 /// (see [`prelude`]), so the two sides cannot drift apart. 256 is the WebGPU default limit.
@@ -120,6 +128,154 @@ pub enum Kernel {
     GatherRows,
 }
 
+/// The storage element type of a kernel's n×N operands. Arithmetic is f32 whatever the storage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Elem {
+    /// 32-bit floats (def `ELEM_F32`).
+    F32,
+}
+
+impl Elem {
+    /// The composer def that selects this type's loads and stores.
+    pub fn def(self) -> &'static str {
+        match self {
+            Elem::F32 => "ELEM_F32",
+        }
+    }
+}
+
+/// Everything the host knows about one kernel: one entry per kernel in [`KERNELS`].
+#[derive(Clone, Copy, Debug)]
+pub struct KernelInfo {
+    /// The kernel.
+    pub kernel: Kernel,
+    /// The root module (`shaders/<file>.wgsl`).
+    pub file: &'static str,
+    /// The wgpu label of its module and pipeline.
+    pub label: &'static str,
+    /// The override constants the host sets: `FLAGS` from the launch's flags, the other one (`MODE`,
+    /// or the matmul's tile width `TN`) from its mode.
+    pub overrides: &'static [&'static str],
+    /// The [`flags`] bits it reads (the rest are masked out of its pipeline key, so options it
+    /// ignores build no extra pipelines).
+    pub flags: u32,
+    /// Reads and writes its n×N rows through `V`, four floats at a time when N is a multiple of 4.
+    pub vectorised: bool,
+    /// Its narrow-row variant (see [`NARROW_MAX`]).
+    pub narrow: Option<Kernel>,
+    /// It is a narrow variant itself (expanded per row length, see [`narrow`]).
+    pub is_narrow: bool,
+    /// It keeps rows that fit in workgroup memory between its two passes.
+    pub caches_rows: bool,
+    /// Storage element types it supports.
+    pub elems: &'static [Elem],
+}
+
+const MODE_FLAGS: &[&str] = &["MODE", "FLAGS"];
+const CE_FLAGS: u32 = flags::CE_LABELS
+    | flags::CE_WEIGHT
+    | flags::CE_GRAD
+    | flags::CE_IN_PLACE
+    | flags::CE_ROW_UPSTREAM
+    | flags::CE_SOFTCAP
+    | flags::CE_PASS2;
+
+const fn entry(kernel: Kernel, file: &'static str, label: &'static str) -> KernelInfo {
+    KernelInfo {
+        kernel,
+        file,
+        label,
+        overrides: MODE_FLAGS,
+        flags: 0,
+        vectorised: false,
+        narrow: None,
+        is_narrow: false,
+        caches_rows: false,
+        elems: &[Elem::F32],
+    }
+}
+
+/// The kernel table, in [`Kernel`] order.
+pub const KERNELS: [KernelInfo; 15] = [
+    KernelInfo {
+        overrides: &[],
+        ..entry(Kernel::LoopProbe, "loop_probe", "xent.loop_probe")
+    },
+    KernelInfo {
+        flags: flags::ROW_CACHED,
+        vectorised: true,
+        narrow: Some(Kernel::SoftmaxNarrow),
+        caches_rows: true,
+        ..entry(Kernel::SoftmaxFwd, "softmax_fwd", "xent.softmax_fwd")
+    },
+    KernelInfo {
+        vectorised: true,
+        narrow: Some(Kernel::SoftmaxBwdNarrow),
+        ..entry(Kernel::SoftmaxBwd, "softmax_bwd", "xent.softmax_bwd")
+    },
+    KernelInfo {
+        flags: CE_FLAGS | flags::ROW_CACHED,
+        vectorised: true,
+        narrow: Some(Kernel::CeNarrow),
+        caches_rows: true,
+        ..entry(Kernel::CeFwdBwd, "ce_fwd_bwd", "xent.ce_fwd_bwd")
+    },
+    KernelInfo {
+        flags: flags::CE_MEAN,
+        ..entry(Kernel::CeReduce, "ce_reduce", "xent.ce_reduce")
+    },
+    KernelInfo {
+        flags: flags::INFO_TARGETS,
+        ..entry(Kernel::InfoRows, "info_rows", "xent.info_rows")
+    },
+    KernelInfo {
+        vectorised: true,
+        narrow: Some(Kernel::CopyNarrow),
+        ..entry(Kernel::CopyRows, "copy_rows", "xent.copy_rows")
+    },
+    KernelInfo {
+        is_narrow: true,
+        ..entry(
+            Kernel::SoftmaxNarrow,
+            "softmax_narrow",
+            "xent.softmax_narrow",
+        )
+    },
+    KernelInfo {
+        is_narrow: true,
+        ..entry(Kernel::CopyNarrow, "copy_narrow", "xent.copy_narrow")
+    },
+    KernelInfo {
+        flags: CE_FLAGS,
+        is_narrow: true,
+        ..entry(Kernel::CeNarrow, "ce_narrow", "xent.ce_narrow")
+    },
+    KernelInfo {
+        is_narrow: true,
+        ..entry(
+            Kernel::SoftmaxBwdNarrow,
+            "softmax_bwd_narrow",
+            "xent.softmax_bwd_narrow",
+        )
+    },
+    KernelInfo {
+        overrides: &["TN", "FLAGS"],
+        flags: flags::MM_TRANS_A
+            | flags::MM_TRANS_B
+            | flags::MM_ACCUM
+            | flags::MM_BIAS
+            | flags::MM_A_ONES,
+        ..entry(Kernel::Matmul, "matmul", "xent.matmul")
+    },
+    KernelInfo {
+        overrides: &["FLAGS"],
+        flags: flags::MM_ACCUM,
+        ..entry(Kernel::MatmulReduce, "matmul_reduce", "xent.matmul_reduce")
+    },
+    entry(Kernel::SgdUpdate, "sgd_update", "xent.sgd_update"),
+    entry(Kernel::GatherRows, "gather_rows", "xent.gather_rows"),
+];
+
 impl Kernel {
     /// Every kernel, for validation tests.
     pub const ALL: &'static [Kernel] = &[
@@ -140,127 +296,44 @@ impl Kernel {
         Kernel::GatherRows,
     ];
 
+    /// The kernel's entry in [`KERNELS`].
+    pub fn info(self) -> &'static KernelInfo {
+        &KERNELS[self as usize]
+    }
+
     /// The wgpu label of the kernel's module and pipeline.
     pub fn label(self) -> &'static str {
-        match self {
-            Kernel::LoopProbe => "xent.loop_probe",
-            Kernel::SoftmaxFwd => "xent.softmax_fwd",
-            Kernel::SoftmaxBwd => "xent.softmax_bwd",
-            Kernel::CeFwdBwd => "xent.ce_fwd_bwd",
-            Kernel::CeReduce => "xent.ce_reduce",
-            Kernel::InfoRows => "xent.info_rows",
-            Kernel::CopyRows => "xent.copy_rows",
-            Kernel::SoftmaxNarrow => "xent.softmax_narrow",
-            Kernel::CopyNarrow => "xent.copy_narrow",
-            Kernel::SoftmaxBwdNarrow => "xent.softmax_bwd_narrow",
-            Kernel::CeNarrow => "xent.ce_narrow",
-            Kernel::Matmul => "xent.matmul",
-            Kernel::MatmulReduce => "xent.matmul_reduce",
-            Kernel::SgdUpdate => "xent.sgd_update",
-            Kernel::GatherRows => "xent.gather_rows",
-        }
+        self.info().label
     }
 
-    /// The kernel's own WGSL (without prelude and shared parts).
-    fn body(self) -> &'static str {
-        match self {
-            Kernel::LoopProbe => include_str!("../shaders/loop_probe.wgsl"),
-            Kernel::SoftmaxFwd => include_str!("../shaders/softmax_fwd.wgsl"),
-            Kernel::SoftmaxBwd => include_str!("../shaders/softmax_bwd.wgsl"),
-            Kernel::CeFwdBwd => concat!(
-                include_str!("../shaders/ce_common.wgsl"),
-                include_str!("../shaders/ce_fwd_bwd.wgsl")
-            ),
-            Kernel::CeReduce => include_str!("../shaders/ce_reduce.wgsl"),
-            Kernel::InfoRows => include_str!("../shaders/info_rows.wgsl"),
-            Kernel::CopyRows => include_str!("../shaders/copy_rows.wgsl"),
-            Kernel::SoftmaxNarrow => include_str!("../shaders/softmax_narrow.wgsl"),
-            Kernel::CopyNarrow => include_str!("../shaders/copy_narrow.wgsl"),
-            Kernel::SoftmaxBwdNarrow => include_str!("../shaders/softmax_bwd_narrow.wgsl"),
-            Kernel::CeNarrow => concat!(
-                include_str!("../shaders/ce_common.wgsl"),
-                include_str!("../shaders/ce_narrow.wgsl")
-            ),
-            Kernel::Matmul => include_str!("../shaders/matmul.wgsl"),
-            Kernel::MatmulReduce => include_str!("../shaders/matmul_reduce.wgsl"),
-            Kernel::SgdUpdate => include_str!("../shaders/sgd_update.wgsl"),
-            Kernel::GatherRows => include_str!("../shaders/gather_rows.wgsl"),
-        }
-    }
-
-    /// The `FLAGS` bits the kernel reads (the rest are masked out of its pipeline key, so that options a
-    /// kernel ignores do not build extra pipelines).
+    /// The `FLAGS` bits the kernel reads.
     pub fn flag_mask(self) -> u32 {
-        use flags::*;
-        let ce =
-            CE_LABELS | CE_WEIGHT | CE_GRAD | CE_IN_PLACE | CE_ROW_UPSTREAM | CE_SOFTCAP | CE_PASS2;
-        match self {
-            Kernel::CeFwdBwd => ce | ROW_CACHED,
-            Kernel::CeNarrow => ce,
-            Kernel::SoftmaxFwd => ROW_CACHED,
-            Kernel::CeReduce => CE_MEAN,
-            Kernel::InfoRows => INFO_TARGETS,
-            Kernel::Matmul => MM_TRANS_A | MM_TRANS_B | MM_ACCUM | MM_BIAS | MM_A_ONES,
-            Kernel::MatmulReduce => MM_ACCUM,
-            _ => 0,
-        }
+        self.info().flags
     }
 
-    /// Whether the kernel reads and writes its n×N rows through the vector type `V` (vec1.wgsl or
-    /// vec4.wgsl), so that rows whose length is a multiple of 4 go four floats at a time.
+    /// Whether the kernel goes four floats at a time on rows whose length is a multiple of 4.
     pub fn is_vectorised(self) -> bool {
-        matches!(
-            self,
-            Kernel::SoftmaxFwd | Kernel::SoftmaxBwd | Kernel::CeFwdBwd | Kernel::CopyRows
-        )
+        self.info().vectorised
     }
 
     /// The kernel's narrow-row variant (see [`NARROW_MAX`]), if it has one.
     pub fn narrow(self) -> Option<Kernel> {
-        match self {
-            Kernel::SoftmaxFwd => Some(Kernel::SoftmaxNarrow),
-            Kernel::CopyRows => Some(Kernel::CopyNarrow),
-            Kernel::CeFwdBwd => Some(Kernel::CeNarrow),
-            Kernel::SoftmaxBwd => Some(Kernel::SoftmaxBwdNarrow),
-            _ => None,
-        }
+        self.info().narrow
     }
 
-    /// Whether the kernel is a narrow-row variant (a template expanded per row length, see
-    /// [`narrow_pack`]).
+    /// Whether the kernel is a narrow-row variant.
     pub fn is_narrow(self) -> bool {
-        matches!(
-            self,
-            Kernel::SoftmaxNarrow
-                | Kernel::CopyNarrow
-                | Kernel::CeNarrow
-                | Kernel::SoftmaxBwdNarrow
-        )
+        self.info().is_narrow
     }
 
     /// Whether the kernel keeps rows that fit in workgroup memory between its two passes.
     pub fn caches_rows(self) -> bool {
-        matches!(self, Kernel::SoftmaxFwd | Kernel::CeFwdBwd)
+        self.info().caches_rows
     }
 
-    /// Whether the kernel uses `common.wgsl` (its `Params`, the `MODE`/`FLAGS` overrides) and an
-    /// in-row reduction.
-    pub fn is_row_kernel(self) -> bool {
-        !matches!(
-            self,
-            Kernel::LoopProbe | Kernel::Matmul | Kernel::MatmulReduce
-        )
-    }
-
-    /// The pipeline-overridable constants the host sets: `FLAGS` from the launch's flags, the other
-    /// one (`MODE`, or the matmul's tile width `TN`) from its mode.
+    /// The pipeline-overridable constants the host sets.
     pub fn overrides(self) -> &'static [&'static str] {
-        match self {
-            Kernel::LoopProbe => &[],
-            Kernel::Matmul => &["TN", "FLAGS"],
-            Kernel::MatmulReduce => &["FLAGS"],
-            _ => &["MODE", "FLAGS"],
-        }
+        self.info().overrides
     }
 }
 
@@ -334,11 +407,40 @@ pub fn narrow_pack(cols: u32) -> u32 {
     }
 }
 
-/// The complete WGSL module of `kernel` for the reduction path `path`, reading rows `vw` floats at a
-/// time (4 for a vectorised kernel on rows whose length is a multiple of 4, else 1). A narrow kernel
-/// is expanded for rows of `cols` elements (the other kernels ignore `cols`). `flags` are the
-/// pipeline's FLAGS: [`ROW_CACHED`] among them gives the row cache its size. `walk` as in
-/// [`prelude`].
+/// The composed WGSL module of `kernel` for the reduction path `path`, reading rows `vw` floats at a
+/// time (4 for a vectorised kernel on rows whose length is a multiple of 4, else 1), storing `elem`.
+/// A narrow kernel is expanded for rows of `cols` elements (the other kernels ignore `cols`).
+/// `flags` are the pipeline's FLAGS: [`ROW_CACHED`] among them gives the row cache its size. `walk`
+/// as in [`prelude`]. An `Err` names the file and line at fault (a broken shader; the tests compose
+/// every variant).
+pub fn compose_kernel(
+    kernel: Kernel,
+    path: ReducePath,
+    walk: RowWalk,
+    vw: u32,
+    cols: u32,
+    flags: u32,
+    elem: Elem,
+) -> Result<Composed, String> {
+    let info = kernel.info();
+    let mut defs = vec![elem.def()];
+    if matches!(path, ReducePath::Subgroup(_)) {
+        defs.push("SUBGROUP");
+    }
+    if vw == 4 || info.is_narrow {
+        defs.push("VEC4");
+    }
+    let mut generated = vec![("prelude", prelude(path, walk, flags & ROW_CACHED != 0))];
+    if info.is_narrow {
+        let shape = narrow::Shape::of(cols);
+        generated.push(("narrow_shape", shape.module()));
+        let composed = compose::compose(info.file, &defs, &generated)?;
+        return narrow::expand_blocks(composed, shape);
+    }
+    compose::compose(info.file, &defs, &generated)
+}
+
+/// [`compose_kernel`]'s WGSL for f32 storage.
 pub fn source(
     kernel: Kernel,
     path: ReducePath,
@@ -346,69 +448,21 @@ pub fn source(
     vw: u32,
     cols: u32,
     flags: u32,
-) -> String {
-    let mut s = prelude(path, walk, flags & ROW_CACHED != 0);
-    if kernel.is_row_kernel() {
-        s.push_str(if vw == 4 || kernel.is_narrow() {
-            include_str!("../shaders/vec4.wgsl")
-        } else {
-            include_str!("../shaders/vec1.wgsl")
-        });
-        s.push_str(include_str!("../shaders/common.wgsl"));
-        s.push_str(match path {
-            ReducePath::Subgroup(_) => include_str!("../shaders/reduce_subgroup.wgsl"),
-            ReducePath::Workgroup => include_str!("../shaders/reduce_workgroup.wgsl"),
-        });
-    }
-    if kernel.is_narrow() {
-        s.push_str(&expand_narrow(
-            &[include_str!("../shaders/narrow.wgsl"), kernel.body()].concat(),
-            cols,
-        ));
-    } else {
-        s.push_str(kernel.body());
-    }
-    s
+) -> Result<Composed, String> {
+    compose_kernel(kernel, path, walk, vw, cols, flags, Elem::F32)
 }
 
-/// Expands a narrow kernel's template (syntax in `shaders/narrow.wgsl`) for rows of `cols` elements.
-fn expand_narrow(template: &str, cols: u32) -> String {
-    let pr = narrow_pack(cols);
-    let nv = pr * cols / 4;
-    let mut out =
-        format!("const NC: u32 = {cols}u;\nconst PR: u32 = {pr}u;\nconst NV: u32 = {nv}u;\n");
-    let mut emit = |line: &str, row: u32| {
-        if line.contains("$k") {
-            for k in 0..nv {
-                out.push_str(&line.replace("$k", &k.to_string()));
-                out.push('\n');
-            }
-        } else if line.contains("$e") || line.contains("$c") {
-            for c in 0..cols {
-                let e = row * cols + c;
-                let reg = format!("{}.{}", e / 4, ["x", "y", "z", "w"][e as usize % 4]);
-                let l = line.replace("$e", &reg).replace("$c", &c.to_string());
-                out.push_str(&l.replace("$i", &row.to_string()));
-                out.push('\n');
-            }
-        } else {
-            out.push_str(&line.replace("$i", &row.to_string()));
-            out.push('\n');
-        }
-    };
-    let mut block: Option<Vec<&str>> = None;
-    for line in template.lines() {
-        match (line.trim(), block.as_mut()) {
-            ("//{rows", _) => block = Some(Vec::new()),
-            ("//}rows", Some(rows)) => {
-                for i in 0..pr {
-                    rows.iter().for_each(|l| emit(l, i));
-                }
-                block = None;
-            }
-            (_, Some(rows)) => rows.push(line),
-            (_, None) => emit(line, 0),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_is_in_kernel_order_and_names_existing_files() {
+        for (i, info) in KERNELS.iter().enumerate() {
+            assert_eq!(info.kernel, Kernel::ALL[i]);
+            assert_eq!(info.kernel as usize, i);
+            assert!(compose::file(info.file).is_some(), "{}", info.file);
+            assert_eq!(info.label, format!("xent.{}", info.file));
         }
     }
-    out
 }
