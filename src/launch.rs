@@ -76,66 +76,11 @@ pub(crate) enum Arg<'a> {
     Whole(&'a wgpu::Buffer),
 }
 
-/// Records one compute pass: `pipeline` with bind group 0, `groups` workgroups.
-pub(crate) fn dispatch(
-    encoder: &mut wgpu::CommandEncoder,
-    label: &str,
-    pipeline: &wgpu::ComputePipeline,
-    group: &wgpu::BindGroup,
-    groups: [u32; 3],
-) {
-    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-        label: Some(label),
-        timestamp_writes: None,
-    });
-    pass.set_pipeline(pipeline);
-    pass.set_bind_group(0, group, &[]);
-    pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
-}
-
-/// The lanes-per-row policy's default for a kind of device.
-pub(crate) fn default_elements_per_lane(device_type: wgpu::DeviceType) -> usize {
-    if device_type == wgpu::DeviceType::Cpu {
-        CPU_ELEMS_PER_LANE
-    } else {
-        GPU_ELEMS_PER_LANE
-    }
-}
+pub(crate) use crate::context::dispatch;
 
 /// Loop iterations the in-row reductions may add per invocation: a few reductions of at most
 /// log2(WG) tree levels or WG / SG serial steps each.
 const REDUCTION_SLACK: u64 = WG_SIZE as u64;
-
-/// On a GPU, matrices are bound at most this many bytes per launch when a chunk of that size holds
-/// at least [`GPU_CHUNK_MIN_ROWS`] rows: on an H100 through Vulkan (driver 580), bindings past ~400 MiB ran at
-/// ~1,550 GB/s where 256 MiB chunks ran at ~2,650 (a copy at 8192×32000; softmax 1,040 → 1,850 GB/s;
-/// benches/README.md). Rows wider than 32,768 floats keep the adapter's limit: 256 MiB chunks of so
-/// few rows left that GPU partly idle (4096×128256 ran slower in them).
-const GPU_CHUNK_BYTES: u64 = 256 << 20;
-const GPU_CHUNK_MIN_ROWS: u64 = 2048;
-
-/// Floats per chunk binding for rows of `cols` floats under the GPU chunking rule, given the
-/// adapter's `limit` (in floats).
-pub(crate) fn gpu_chunk_floats(limit: u64, cols: usize) -> u64 {
-    let chunk = GPU_CHUNK_BYTES / 4;
-    if chunk >= GPU_CHUNK_MIN_ROWS * cols as u64 {
-        limit.min(chunk)
-    } else {
-        limit
-    }
-}
-
-/// Elements one lane walks per pass before a row gets more lanes, on a GPU: short walks, many lanes
-/// per row, so that a wide row keeps a whole workgroup busy and latency hidden.
-const GPU_ELEMS_PER_LANE: usize = 8;
-/// The same on a CPU driver (lavapipe, llvmpipe), where lanes are SIMD lanes run batch after batch:
-/// long walks, few lanes per row, few barriers. A row of up to 2,048 floats is one lane's job.
-const CPU_ELEMS_PER_LANE: usize = 2048;
-
-/// Split-K's target on CPU drivers (lavapipe runs one workgroup per host thread at a time): enough
-/// for a 16-thread host, a fixed number so that the summation order, and so the bits, do not depend
-/// on the machine.
-const CPU_BUSY_WORKGROUPS: usize = 16;
 
 impl Context {
     /// Iterations one invocation runs for `passes` walks over a row of `cols` elements read `vw` at a
@@ -163,27 +108,14 @@ impl Context {
         Ok(())
     }
 
-    /// Workgroups that keep the device busy; a split-K matmul splits its reduction until it has this
-    /// many. GPU geometry: 512 (an H100 runs about a thousand 256-invocation workgroups at once).
-    /// CPU drivers: [`CPU_BUSY_WORKGROUPS`]. A fact of the device and the shape only, never of the
-    /// host (its thread count once set it): the same device and inputs give the same bits on any
-    /// machine. (Split-K only runs below this many tiles, so its partial sums stay under 512·4,096
-    /// floats and its reduction under 8,192 workgroups.)
+    /// Workgroups that keep the device busy (split-K's target; see [`crate::geometry`]).
     pub(crate) fn busy_workgroups(&self) -> usize {
-        if crate::shaders::RowWalk::for_policy(self.elements_per_lane).is_gpu() {
-            512
-        } else {
-            CPU_BUSY_WORKGROUPS
-        }
+        self.geometry.busy_workgroups
     }
 
-    /// Invocations per row (a power of two, at most a workgroup), by the device's kind (see
-    /// [`GPU_ELEMS_PER_LANE`] and [`CPU_ELEMS_PER_LANE`]) unless the context was told otherwise.
-    /// Small rows share a workgroup.
+    /// Invocations per row (see [`crate::geometry`]).
     pub(crate) fn lanes_per_row(&self, cols: usize) -> u32 {
-        cols.div_ceil(self.elements_per_lane)
-            .next_power_of_two()
-            .min(WG_SIZE as usize) as u32
+        self.geometry.lanes_per_row(cols)
     }
 
     /// Floats a chunk's n×N binding holds: the binding limit less the worst-case shift of
@@ -197,10 +129,7 @@ impl Context {
     /// Rows per chunk under the binding and dispatch limits; `Err` when a single row does not fit.
     pub(crate) fn rows_per_chunk(&self, cols: usize, tpr: u32) -> Result<usize> {
         let limits = self.limits();
-        let mut floats = self.binding_floats();
-        if self.gpu_chunks {
-            floats = gpu_chunk_floats(floats, cols);
-        }
+        let floats = self.geometry.chunk_floats(self.binding_floats(), cols);
         let by_binding = floats / cols.max(1) as u64;
         if by_binding == 0 {
             return Err(XentError::TooLarge {
@@ -359,23 +288,5 @@ impl Context {
             }
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::gpu_chunk_floats;
-
-    #[test]
-    fn gpu_chunks_are_256_mib_unless_that_leaves_few_rows() {
-        let limit = (2047u64 << 20) / 4;
-        // 8192×32000 (1,000 MiB): chunks of 2,097 rows (256 MiB).
-        assert_eq!(gpu_chunk_floats(limit, 32_000) / 32_000, 2097);
-        // Rows of 32,768 floats still get 256 MiB chunks (2,048 rows).
-        assert_eq!(gpu_chunk_floats(limit, 32_768), (256 << 20) / 4);
-        // Wider rows (4096×128256): the adapter's limit.
-        assert_eq!(gpu_chunk_floats(limit, 128_256), limit);
-        // Small matrices are one chunk either way; a smaller adapter limit wins.
-        assert_eq!(gpu_chunk_floats(1 << 20, 1000), 1 << 20);
     }
 }

@@ -1,11 +1,7 @@
 //! Device-resident data: an n×N f32 matrix and an n-vector of class labels.
 
-use crate::context::{Context, ContextId};
+use crate::context::{Context, ContextId, MATRIX_USAGE};
 use crate::error::{Result, XentError};
-
-pub(crate) const MATRIX_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
-    .union(wgpu::BufferUsages::COPY_SRC)
-    .union(wgpu::BufferUsages::COPY_DST);
 
 /// A row-major `rows × cols` f32 matrix that lives on the device. Kernels take and return these, so a
 /// chain of kernels never goes through the host. A vector is a matrix with one column. A matrix

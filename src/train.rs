@@ -12,10 +12,8 @@ use crate::context::Context;
 use crate::cross_entropy::{CrossEntropyOptions, Targets};
 use crate::data::{Dataset, SplitMix64};
 use crate::error::{Result, XentError};
-use crate::launch::{Arg, RowLaunch, RowParams};
 use crate::matrix::{GpuLabels, GpuMatrix};
 use crate::reference::{self, RefTargets};
-use crate::shaders::Kernel;
 
 /// How to train. Every field is documented and has a default; [`TrainConfig::validate`] checks them.
 #[derive(Clone, Debug)]
@@ -247,27 +245,10 @@ impl<'c> GpuTrainer<'c> {
     pub fn step(&mut self, idx: &[u32], cfg: &TrainConfig) -> Result<GpuMatrix> {
         check_indices(idx, self.train.n)?;
         let rows = idx.len();
-        let (ctx, d) = (self.ctx, self.train.d);
+        let ctx = self.ctx;
         self.buffers(rows)?;
         let bb = &self.batches[&rows];
-        ctx.checked(|| {
-            ctx.queue
-                .write_buffer(&bb.idx, 0, bytemuck::cast_slice(idx))
-        })?;
-        ctx.run_rows(RowLaunch {
-            kernel: Kernel::GatherRows,
-            params: RowParams::mode(0),
-            rows,
-            cols: d,
-            passes: 1,
-            args: &[
-                Arg::Whole(self.x_all.buffer()),
-                Arg::Whole(self.y_all.buffer()),
-                Arg::Whole(&bb.idx),
-                Arg::Rows(bb.x.buffer()),
-                Arg::Whole(&bb.labels),
-            ],
-        })?;
+        ctx.gather_rows(&self.x_all, &self.y_all, idx, &bb.idx, &bb.x, &bb.labels)?;
         // Host copy of the batch labels: the cross-entropy call validates them (cheap, batch-sized).
         let host: Vec<i32> = idx
             .iter()
@@ -289,27 +270,13 @@ impl<'c> GpuTrainer<'c> {
 
     /// One SGD update of the weights (with L2) or of the bias (without), in place.
     fn sgd(&self, weights: bool, cfg: &TrainConfig) -> Result<()> {
-        let (w, g, v, rows, l2) = if weights {
-            (&self.w, &self.dw, &self.vw, self.train.d, cfg.l2)
+        let (w, g, v, l2) = if weights {
+            (&self.w, &self.dw, &self.vw, cfg.l2)
         } else {
-            (&self.b, &self.db, &self.vb, 1, 0.0)
+            (&self.b, &self.db, &self.vb, 0.0)
         };
-        let mut params = RowParams::mode(0);
-        params.f[0] = cfg.learning_rate;
-        params.f[1] = cfg.momentum;
-        params.f[2] = l2;
-        self.ctx.run_rows(RowLaunch {
-            kernel: Kernel::SgdUpdate,
-            params,
-            rows,
-            cols: self.train.classes,
-            passes: 1,
-            args: &[
-                Arg::Rows(g.buffer()),
-                Arg::Rows(w.buffer()),
-                Arg::Rows(v.buffer()),
-            ],
-        })
+        self.ctx
+            .sgd_update(w, v, g, cfg.learning_rate, cfg.momentum, l2)
     }
 
     /// Accuracy on the test set with the current model (one readback).
@@ -338,9 +305,7 @@ impl<'c> GpuTrainer<'c> {
         let log = GpuMatrix::zeros(self.ctx, batches.len(), 4)?;
         for (s, idx) in batches.iter().enumerate() {
             let stats = self.step(idx, cfg)?;
-            let mut enc = self.ctx.encoder("xent.train.log");
-            enc.copy_buffer_to_buffer(stats.buffer(), 0, log.buffer(), s as u64 * 16, 16);
-            self.ctx.submit(enc)?;
+            self.ctx.copy_row_into(&stats, &log, s)?;
         }
         let log = log.read_blocking(self.ctx)?;
         let per_batch = log

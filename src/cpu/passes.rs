@@ -1,0 +1,290 @@
+//! Vectorisable passes: maps as plain loops over slices (LLVM's loop vectoriser takes them whole),
+//! reductions as a pairwise tree of such maps over a block in L1, and the narrow-row block passes.
+
+use super::*;
+
+// reordered by the compiler, so the reordering is written out), which is also accurate: the error
+// grows with log₂ of the block, then with the number of blocks.
+// ---------------------------------------------------------------------------------------------
+
+/// One thread's buffers for the reductions: a block of mapped values and half a block for the tree.
+pub(super) struct Scratch {
+    pub(super) buf: [f32; BLOCK],
+    pub(super) tree: [f32; BLOCK / 2],
+}
+
+impl Scratch {
+    pub(super) fn new() -> Self {
+        Self {
+            buf: [0.0; BLOCK],
+            tree: [0.0; BLOCK / 2],
+        }
+    }
+}
+
+/// Reductions of at most this many elements are a plain fold.
+pub(super) const FOLD_MAX: usize = 16;
+
+/// `op`-reduction of `x` (at most [`BLOCK`] elements) as a pairwise tree: each level is a
+/// vectorised map `t_i = op(t_i, t_{i+h})`. `op` must be commutative and associative up to
+/// rounding, with identity `id`.
+#[inline(always)]
+pub(super) fn pairwise(
+    x: &[f32],
+    tree: &mut [f32; BLOCK / 2],
+    id: f32,
+    op: impl Fn(f32, f32) -> f32,
+) -> f32 {
+    let n = x.len();
+    if n <= FOLD_MAX {
+        return x.iter().fold(id, |a, &b| op(a, b));
+    }
+    let h = n / 2;
+    let (lo, hi) = x.split_at(h);
+    let tree = &mut tree[..h];
+    for ((t, &a), &b) in tree.iter_mut().zip(lo).zip(hi) {
+        *t = op(a, b);
+    }
+    let mut acc = if n % 2 == 1 { hi[h] } else { id };
+    let mut len = h;
+    while len > FOLD_MAX {
+        let half = len / 2;
+        if len % 2 == 1 {
+            acc = op(acc, tree[len - 1]);
+        }
+        let (a, b) = tree[..2 * half].split_at_mut(half);
+        for (t, &u) in a.iter_mut().zip(b.iter()) {
+            *t = op(*t, u);
+        }
+        len = half;
+    }
+    tree[..len].iter().fold(acc, |a, &b| op(a, b))
+}
+
+/// Pairwise sum of a block.
+#[inline(always)]
+pub(super) fn block_sum(x: &[f32], tree: &mut [f32; BLOCK / 2]) -> f32 {
+    pairwise(x, tree, 0.0, |a, b| a + b)
+}
+
+/// The largest element when the row holds no NaN. With NaNs the result is NaN or the maximum of
+/// some of the elements (the tree's `a > b ? a : b`, one `maxps`, is not NaN-symmetric): callers
+/// only use it when the row turns out NaN-free, and otherwise produce NaN results (and take the
+/// argmax from [`exact_argmax`]).
+#[inline(always)]
+pub(super) fn row_max(x: &[f32], s: &mut Scratch) -> f32 {
+    let max = |a: f32, b: f32| sel(a > b, a, b);
+    let mut m = f32::NEG_INFINITY;
+    for b in x.chunks(BLOCK) {
+        m = max(pairwise(b, &mut s.tree, f32::NEG_INFINITY, max), m);
+    }
+    m
+}
+
+/// The reference's first argmax: the first maximal element with NaN skipped (0 for an all-NaN
+/// row). Scalar: only for rows holding a NaN or an infinite maximum.
+pub(super) fn exact_argmax(x: &[f32]) -> usize {
+    let mut best = 0;
+    for (j, &v) in x.iter().enumerate() {
+        if v > x[best] || (x[best].is_nan() && !v.is_nan()) {
+            best = j;
+        }
+    }
+    best
+}
+
+/// Σ_j f(a_j, b_j) over slices of equal length: each block mapped into the buffer, then summed.
+#[inline(always)]
+pub(super) fn sum_map2(a: &[f32], b: &[f32], s: &mut Scratch, f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut total = 0.0;
+    for (ab, bb) in a.chunks(BLOCK).zip(b.chunks(BLOCK)) {
+        let buf = &mut s.buf[..ab.len()];
+        map2(buf, ab, bb, &f);
+        total += block_sum(buf, &mut s.tree);
+    }
+    total
+}
+
+/// Σ_j f(x_j).
+#[inline(always)]
+pub(super) fn sum_map(x: &[f32], s: &mut Scratch, f: impl Fn(f32) -> f32) -> f32 {
+    let mut total = 0.0;
+    for xb in x.chunks(BLOCK) {
+        let buf = &mut s.buf[..xb.len()];
+        map_in_place2(buf, xb, |_, v| f(v));
+        total += block_sum(buf, &mut s.tree);
+    }
+    total
+}
+
+/// Σ_j f(a_j, b_j, c_j) over slices of equal length.
+#[inline(always)]
+pub(super) fn sum_map3(
+    a: &[f32],
+    b: &[f32],
+    c: &[f32],
+    s: &mut Scratch,
+    f: impl Fn(f32, f32, f32) -> f32,
+) -> f32 {
+    let mut total = 0.0;
+    for ((ab, bb), cb) in a.chunks(BLOCK).zip(b.chunks(BLOCK)).zip(c.chunks(BLOCK)) {
+        let buf = &mut s.buf[..ab.len()];
+        for (o, (&x, (&y, &z))) in buf.iter_mut().zip(ab.iter().zip(bb.iter().zip(cb))) {
+            *o = f(x, y, z);
+        }
+        total += block_sum(buf, &mut s.tree);
+    }
+    total
+}
+
+/// Writes `e_j = exp(v_j − m)` into `out` and returns Σ e_j (each block summed while in L1).
+#[inline(always)]
+pub(super) fn exp_sum_store<const F: bool>(
+    v: &[f32],
+    m: f32,
+    out: &mut [f32],
+    s: &mut Scratch,
+) -> f32 {
+    let mut total = 0.0;
+    for (vb, ob) in v.chunks(BLOCK).zip(out.chunks_mut(BLOCK)) {
+        map_in_place2(ob, vb, |_, x| exp_le0::<F>(x - m));
+        total += block_sum(ob, &mut s.tree);
+    }
+    total
+}
+
+/// Σ exp(v_j − m).
+#[inline(always)]
+pub(super) fn exp_sum<const F: bool>(v: &[f32], m: f32, s: &mut Scratch) -> f32 {
+    sum_map(v, s, |x| exp_le0::<F>(x - m))
+}
+
+/// Rows of at most this many elements (whose reductions are all plain folds, see [`pairwise`]) take
+/// the narrow path: a block of rows at a time, with `exp` vectorised across the whole block instead of
+/// over a handful of elements per row (mostly the scalar tail of a vector loop).
+pub(super) const NARROW: usize = FOLD_MAX;
+
+/// Rows per block of the narrow path (at most [`BLOCK`] elements).
+pub(super) const NARROW_ROWS: usize = BLOCK / NARROW;
+
+/// [`row_max`] of a row of at most [`FOLD_MAX`] elements, without the block machinery.
+#[inline(always)]
+pub(super) fn fold_max(x: &[f32]) -> f32 {
+    let max = |a: f32, b: f32| sel(a > b, a, b);
+    max(
+        x.iter().fold(f32::NEG_INFINITY, |a, &b| max(a, b)),
+        f32::NEG_INFINITY,
+    )
+}
+
+/// [`block_sum`] of at most [`FOLD_MAX`] elements.
+#[inline(always)]
+pub(super) fn fold_sum(x: &[f32]) -> f32 {
+    x.iter().fold(0.0, |a, &b| a + b)
+}
+
+/// The narrow path's first two passes over a block of at most [`NARROW_ROWS`] rows of `cols ≤
+/// NARROW` elements: each row's maximum into `ms`, then `e = exp(v − max)` into `e` in one
+/// vectorised map. Bit for bit what the row path computes row by row.
+#[inline(always)]
+pub(super) fn narrow_max_exp<const F: bool>(x: &[f32], cols: usize, ms: &mut [f32], e: &mut [f32]) {
+    let rows = x.chunks_exact(cols).zip(e.chunks_exact_mut(cols));
+    for ((xr, er), m) in rows.zip(ms.iter_mut()) {
+        let mx = fold_max(xr);
+        *m = mx;
+        map_in_place2(er, xr, |_, v| v - mx);
+    }
+    map_in_place(e, exp_le0::<F>);
+}
+
+/// Runs `f(rows, out_rows, maxima, exps)` over the narrow path's blocks of [`NARROW_ROWS`] rows of
+/// `x` and the matching blocks of `out` (`per_row` values per row), with each row's maximum and
+/// `exp(z − max)` computed.
+#[inline(always)]
+pub(super) fn for_narrow_blocks<const F: bool>(
+    x: &[f32],
+    cols: usize,
+    out: &mut [f32],
+    per_row: usize,
+    mut f: impl FnMut(&[f32], &mut [f32], &[f32], &[f32]),
+) {
+    let (ms, e) = (&mut [0.0; NARROW_ROWS], &mut [0.0; BLOCK]);
+    let blocks = x.chunks(NARROW_ROWS * cols);
+    for (xb, ob) in blocks.zip(out.chunks_mut(NARROW_ROWS * per_row)) {
+        let e = &mut e[..xb.len()];
+        narrow_max_exp::<F>(xb, cols, ms, e);
+        f(xb, ob, ms, e);
+    }
+}
+
+/// `out_j = f(a_j, b_j)`.
+#[inline(always)]
+pub(super) fn map2(out: &mut [f32], a: &[f32], b: &[f32], f: &impl Fn(f32, f32) -> f32) {
+    for (o, (&x, &y)) in out.iter_mut().zip(a.iter().zip(b)) {
+        *o = f(x, y);
+    }
+}
+
+/// `out_j = f(out_j)`.
+#[inline(always)]
+pub(super) fn map_in_place(out: &mut [f32], f: impl Fn(f32) -> f32) {
+    for o in out.iter_mut() {
+        *o = f(*o);
+    }
+}
+
+/// `out_j = f(out_j, a_j)`.
+#[inline(always)]
+pub(super) fn map_in_place2(out: &mut [f32], a: &[f32], f: impl Fn(f32, f32) -> f32) {
+    for (o, &x) in out.iter_mut().zip(a) {
+        *o = f(*o, x);
+    }
+}
+
+/// `out_j = f(out_j, a_j, b_j)`.
+#[inline(always)]
+pub(super) fn map_in_place3(
+    out: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    f: impl Fn(f32, f32, f32) -> f32,
+) {
+    for (o, (&x, &y)) in out.iter_mut().zip(a.iter().zip(b)) {
+        *o = f(*o, x, y);
+    }
+}
+
+/// Index of the first element equal to `m` (0 if none): with `m` the maximum of a NaN-free row, the
+/// reference's first argmax. Whole chunks of [`LANES`] are tested at once.
+#[inline(always)]
+pub(super) fn first_index(x: &[f32], m: f32) -> usize {
+    let chunks = x.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for (i, c) in chunks.enumerate() {
+        let c: &[f32; LANES] = c.try_into().expect("a chunk of LANES elements");
+        let mut hits = 0u32;
+        for (k, &v) in c.iter().enumerate() {
+            hits |= u32::from(v == m) << k;
+        }
+        if hits != 0 {
+            return i * LANES + hits.trailing_zeros() as usize;
+        }
+    }
+    // The tail (all of a narrow row) without branches: the position of the first hit is random, so a
+    // search loop would mispredict once per row.
+    let at = rest
+        .iter()
+        .enumerate()
+        .rev()
+        .fold(None, |found, (j, &v)| if v == m { Some(j) } else { found });
+    at.map_or(0, |j| x.len() - rest.len() + j)
+}
+
+/// log Σ exp of a row whose [`row_max`] `m` is not finite: NaN with any NaN, else `m` (±inf).
+pub(super) fn degenerate_lse(x: &[f32], m: f32) -> f32 {
+    if x.iter().any(|v| v.is_nan()) {
+        f32::NAN
+    } else {
+        m
+    }
+}

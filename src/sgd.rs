@@ -1,0 +1,115 @@
+//! The training ops the trainer is made of, beside the matmuls and the cross-entropy: gathering a
+//! minibatch by index, the SGD update, and copying a row (the trainer's on-device loss log).
+
+use crate::context::Context;
+use crate::error::{Result, XentError};
+use crate::launch::{Arg, RowLaunch, RowParams};
+use crate::matrix::{GpuLabels, GpuMatrix};
+use crate::shaders::Kernel;
+
+impl Context {
+    /// One SGD step with momentum and L2, in place: `v ← μ v + (g + λ w)`, `w ← w − h v`
+    /// (`sgd_update.wgsl`). `w`, `v` and `g` have one shape.
+    pub fn sgd_update(
+        &self,
+        w: &GpuMatrix,
+        v: &GpuMatrix,
+        g: &GpuMatrix,
+        learning_rate: f32,
+        momentum: f32,
+        l2: f32,
+    ) -> Result<()> {
+        let (rows, cols) = w.shape();
+        v.expect_shape("momentum buffer", rows, cols)?;
+        g.expect_shape("gradient", rows, cols)?;
+        if let Some((what, x)) = [
+            ("learning rate", learning_rate),
+            ("momentum", momentum),
+            ("l2", l2),
+        ]
+        .into_iter()
+        .find(|(_, x)| !x.is_finite())
+        {
+            return Err(XentError::InvalidArgument(format!(
+                "{what} {x} is not finite"
+            )));
+        }
+        if rows * cols == 0 {
+            return Ok(());
+        }
+        let mut params = RowParams::mode(0);
+        params.f[0] = learning_rate;
+        params.f[1] = momentum;
+        params.f[2] = l2;
+        self.run_rows(RowLaunch {
+            kernel: Kernel::SgdUpdate,
+            params,
+            rows,
+            cols,
+            passes: 1,
+            args: &[
+                Arg::Rows(g.on(self)?),
+                Arg::Rows(w.on(self)?),
+                Arg::Rows(v.on(self)?),
+            ],
+        })
+    }
+
+    /// Rows `idx` of `x` and their labels, gathered into `out` (rows × d) and `out_labels` (rows
+    /// i32) through `idx_buf` (room for the indices, which the caller has checked against `x`).
+    pub(crate) fn gather_rows(
+        &self,
+        x: &GpuMatrix,
+        labels: &GpuLabels,
+        idx: &[u32],
+        idx_buf: &wgpu::Buffer,
+        out: &GpuMatrix,
+        out_labels: &wgpu::Buffer,
+    ) -> Result<()> {
+        let (rows, d) = out.shape();
+        x.expect_shape("gathered features", x.rows(), d)?;
+        if idx.len() != rows {
+            return Err(XentError::LengthMismatch {
+                what: "minibatch indices",
+                expected: rows,
+                got: idx.len(),
+            });
+        }
+        self.checked(|| {
+            self.queue
+                .write_buffer(idx_buf, 0, bytemuck::cast_slice(idx))
+        })?;
+        self.run_rows(RowLaunch {
+            kernel: Kernel::GatherRows,
+            params: RowParams::mode(0),
+            rows,
+            cols: d,
+            passes: 1,
+            args: &[
+                Arg::Whole(x.on(self)?),
+                Arg::Whole(labels.on(self)?),
+                Arg::Whole(idx_buf),
+                Arg::Rows(out.on(self)?),
+                Arg::Whole(out_labels),
+            ],
+        })
+    }
+
+    /// Copies the single row of `src` (1 × N) into row `row` of `dst` (r × N), on the device.
+    pub fn copy_row_into(&self, src: &GpuMatrix, dst: &GpuMatrix, row: usize) -> Result<()> {
+        let cols = dst.cols();
+        src.expect_shape("row to copy", 1, cols)?;
+        if row >= dst.rows() {
+            return Err(XentError::InvalidArgument(format!(
+                "row {row} of a matrix of {} rows",
+                dst.rows()
+            )));
+        }
+        let (from, to) = (src.on(self)?, dst.on(self)?);
+        let bytes = cols as u64 * 4;
+        let mut enc = self.encoder("xent.copy_row");
+        enc.copy_buffer_to_buffer(from, 0, to, row as u64 * bytes, bytes);
+        self.submit(enc)?;
+        Ok(())
+    }
+}
