@@ -10,6 +10,10 @@ use crate::softmax::check_cols;
 
 pub use crate::options::{CrossEntropyOptions, Reduction};
 
+mod plan;
+
+use plan::{CePlan, GradKind};
+
 /// Batch rows per partial sum in ce_reduce's first stage.
 const REDUCE_SLICE: usize = 4096;
 /// ce_reduce's MODE bits: the launch writes the final numbers; it adds partials, not batch rows.
@@ -80,109 +84,12 @@ enum GradTo<'a> {
     Into(&'a GpuMatrix),
 }
 
-/// [`GradTo`] without the matrix, for the plan.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum GradKind {
-    None,
-    Buffer,
-    InPlace,
-}
-
 impl GradTo<'_> {
     fn kind(self) -> GradKind {
         match self {
             GradTo::Nowhere => GradKind::None,
             GradTo::NewBuffer | GradTo::Into(_) => GradKind::Buffer,
             GradTo::Logits => GradKind::InPlace,
-        }
-    }
-}
-
-/// What a cross-entropy call will launch, decided on the host from validated input before anything
-/// is allocated or encoded: pure, so unit-tested without a device.
-#[derive(Clone, Debug, PartialEq)]
-struct CePlan {
-    /// FLAGS of ce_fwd_bwd and ce_reduce.
-    flags: u32,
-    /// Walks over each row (2 with the gradient, smoothing or probability targets).
-    passes: u32,
-    /// `ignore_index` as the kernels compare it (i32; one outside i32 can match no stored label).
-    ignore_index: i32,
-    /// The mean's denominator: Σ w\[y_i\] over rows not ignored (f64, rounded once), n for
-    /// probability targets.
-    denominator: f64,
-    /// The row kernel's scalars f0…f4: label smoothing, z-loss, softcap (1 when off), Σ_j w_j, and
-    /// the gradient's scale (`grad_output`, ÷ the denominator for a mean).
-    scalars: [f32; 5],
-    /// ce_reduce's batch sums: rows per slice, and slices (one launch for one slice; else one
-    /// partial per slice, then the partials).
-    slice: usize,
-    slices: usize,
-}
-
-impl CePlan {
-    fn new(
-        n: usize,
-        cols: usize,
-        labels: Option<&[i32]>,
-        opts: &CrossEntropyOptions,
-        grad: GradKind,
-        row_upstream: bool,
-        binding_floats: u64,
-    ) -> Self {
-        let mut fl = 0u32;
-        let set = |fl: &mut u32, on: bool, bit: u32| {
-            if on {
-                *fl |= bit;
-            }
-        };
-        set(&mut fl, labels.is_some(), flags::LABELS);
-        set(&mut fl, opts.weight.is_some(), flags::WEIGHT);
-        set(&mut fl, opts.softcap.is_some(), flags::SOFTCAP);
-        set(&mut fl, opts.reduction == Reduction::Mean, flags::MEAN);
-        set(&mut fl, grad != GradKind::None, flags::GRAD | flags::PASS2);
-        set(&mut fl, grad == GradKind::InPlace, flags::IN_PLACE);
-        set(
-            &mut fl,
-            opts.label_smoothing > 0.0 || labels.is_none(),
-            flags::PASS2,
-        );
-        set(&mut fl, row_upstream, flags::ROW_UPSTREAM);
-        // The mean's denominator, on the host where labels and weights are: with it the
-        // gradient's scale is known before the rows run.
-        let denominator = match labels {
-            Some(labels) => labels
-                .iter()
-                .filter(|&&y| i64::from(y) != opts.ignore_index)
-                .map(|&y| {
-                    opts.weight
-                        .as_ref()
-                        .map_or(1.0, |w| f64::from(w[y as usize]))
-                })
-                .sum::<f64>(),
-            None => n as f64,
-        };
-        let grad_scale = match opts.reduction {
-            Reduction::Mean => f64::from(opts.grad_output) / denominator,
-            _ => f64::from(opts.grad_output),
-        };
-        // A slice is launched as a "row", so it keeps under the binding limit like one (row_out, 16
-        // bytes a row, is bound whole: the partials then fit too).
-        let slice = REDUCE_SLICE.min(binding_floats as usize).max(1);
-        Self {
-            flags: fl,
-            passes: if fl & flags::PASS2 != 0 { 2 } else { 1 },
-            ignore_index: i32::try_from(opts.ignore_index).unwrap_or(i32::MIN),
-            denominator,
-            scalars: [
-                opts.label_smoothing,
-                opts.z_loss,
-                opts.softcap.unwrap_or(1.0),
-                opts.weight_sum(cols),
-                grad_scale as f32,
-            ],
-            slice,
-            slices: n.div_ceil(slice),
         }
     }
 }
@@ -480,75 +387,4 @@ impl Context {
 /// the labels' host copy).
 pub fn check_labels(labels: &GpuLabels, n: usize, classes: usize, ignore_index: i64) -> Result<()> {
     crate::options::check_labels(labels.as_slice(), n, classes, ignore_index)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn plan(labels: Option<&[i32]>, opts: &CrossEntropyOptions, grad: GradKind) -> CePlan {
-        CePlan::new(
-            labels.map_or(10_000, <[i32]>::len),
-            5,
-            labels,
-            opts,
-            grad,
-            false,
-            1 << 25,
-        )
-    }
-
-    #[test]
-    fn flags_passes_and_scalars() {
-        let d = CrossEntropyOptions::default();
-        let p = plan(Some(&[0, 1, 2]), &d, GradKind::None);
-        assert_eq!((p.flags, p.passes), (flags::LABELS | flags::MEAN, 1));
-        let p = plan(Some(&[0]), &d, GradKind::InPlace);
-        assert_eq!(
-            p.flags,
-            flags::LABELS | flags::MEAN | flags::GRAD | flags::PASS2 | flags::IN_PLACE
-        );
-        assert_eq!(p.passes, 2);
-        // Probability targets always walk twice; smoothing too.
-        let sum = CrossEntropyOptions {
-            reduction: Reduction::Sum,
-            ..d.clone()
-        };
-        assert_eq!(plan(None, &sum, GradKind::None).flags, flags::PASS2);
-        let smooth = CrossEntropyOptions {
-            label_smoothing: 0.1,
-            softcap: Some(30.0),
-            ..d.clone()
-        };
-        let p = plan(Some(&[1]), &smooth, GradKind::None);
-        assert_eq!(p.passes, 2);
-        assert_eq!(p.scalars[..3], [0.1, 0.0, 30.0]);
-        assert_eq!(p.scalars[3], 5.0); // Σ_j w_j without weights: N
-    }
-
-    #[test]
-    fn denominators_as_pytorch_and_reduce_slices() {
-        let w = CrossEntropyOptions {
-            weight: Some(vec![2.0, -1.0, 0.5, 1.0, 1.0]),
-            ignore_index: 3,
-            ..Default::default()
-        };
-        // Rows with labels 0, 1, 3 (ignored), 2: 2 − 1 + 0.5; the scale is 1 / that.
-        let p = plan(Some(&[0, 1, 3, 2]), &w, GradKind::Buffer);
-        assert_eq!(p.denominator, 1.5);
-        assert_eq!(p.scalars[4], (1.0 / 1.5) as f32);
-        assert_eq!(p.scalars[3], 3.5);
-        // Probability targets divide by n; slices of 4,096 rows.
-        let p = plan(None, &CrossEntropyOptions::default(), GradKind::None);
-        assert_eq!((p.denominator, p.slice, p.slices), (10_000.0, 4096, 3));
-        // A tiny binding limit shortens the slices; an ignore_index outside i32 matches nothing.
-        let far = CrossEntropyOptions {
-            ignore_index: 1 << 40,
-            ..Default::default()
-        };
-        let p = CePlan::new(9, 5, Some(&[0; 9]), &far, GradKind::None, true, 4);
-        assert_eq!((p.slice, p.slices, p.ignore_index), (4, 3, i32::MIN));
-        assert_ne!(p.flags & flags::ROW_UPSTREAM, 0);
-        assert_eq!(p.denominator, 9.0);
-    }
 }

@@ -1,0 +1,161 @@
+//! The trainer whose whole step stays on the device.
+
+use std::collections::HashMap;
+
+use super::{EpochStats, TrainConfig, check_data, check_indices, epoch_batches, epoch_stats};
+use crate::context::Context;
+use crate::cross_entropy::{CrossEntropyOptions, Targets};
+use crate::data::Dataset;
+use crate::error::Result;
+use crate::matrix::{GpuLabels, GpuMatrix};
+
+/// Device buffers of one minibatch size.
+struct BatchBuffers {
+    idx: wgpu::Buffer,
+    x: GpuMatrix,
+    labels: wgpu::Buffer,
+    z: GpuMatrix,
+}
+
+/// The model and data on the device.
+pub struct GpuTrainer<'c> {
+    ctx: &'c Context,
+    train: &'c Dataset,
+    x_all: GpuMatrix,
+    y_all: GpuLabels,
+    w: GpuMatrix,
+    b: GpuMatrix,
+    vw: GpuMatrix,
+    vb: GpuMatrix,
+    dw: GpuMatrix,
+    db: GpuMatrix,
+    batches: HashMap<usize, BatchBuffers>,
+    test: Option<(GpuMatrix, GpuLabels)>,
+}
+
+impl<'c> GpuTrainer<'c> {
+    /// Uploads the data once and zero-initialises the model.
+    pub fn new(ctx: &'c Context, train: &'c Dataset, test: Option<&Dataset>) -> Result<Self> {
+        check_data(train, test)?;
+        let (d, c) = (train.d, train.classes);
+        let y_all = GpuLabels::from_slice(ctx, &train.labels)?;
+        crate::cross_entropy::check_labels(&y_all, train.n, c, -100)?;
+        let test = match test {
+            Some(t) => Some((
+                GpuMatrix::from_slice(ctx, &t.features, t.n, t.d)?,
+                GpuLabels::from_slice(ctx, &t.labels)?,
+            )),
+            None => None,
+        };
+        Ok(Self {
+            ctx,
+            train,
+            x_all: GpuMatrix::from_slice(ctx, &train.features, train.n, d)?,
+            y_all,
+            w: GpuMatrix::zeros(ctx, d, c)?,
+            b: GpuMatrix::zeros(ctx, 1, c)?,
+            vw: GpuMatrix::zeros(ctx, d, c)?,
+            vb: GpuMatrix::zeros(ctx, 1, c)?,
+            dw: GpuMatrix::zeros(ctx, d, c)?,
+            db: GpuMatrix::zeros(ctx, 1, c)?,
+            batches: HashMap::new(),
+            test,
+        })
+    }
+
+    fn buffers(&mut self, rows: usize) -> Result<&BatchBuffers> {
+        if !self.batches.contains_key(&rows) {
+            let usage = wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_DST
+                | wgpu::BufferUsages::COPY_SRC;
+            let bb = BatchBuffers {
+                idx: self
+                    .ctx
+                    .create_buffer("xent.batch.idx", rows as u64 * 4, usage)?,
+                x: GpuMatrix::zeros(self.ctx, rows, self.train.d)?,
+                labels: self
+                    .ctx
+                    .create_buffer("xent.batch.labels", rows as u64 * 4, usage)?,
+                z: GpuMatrix::zeros(self.ctx, rows, self.train.classes)?,
+            };
+            self.batches.insert(rows, bb);
+        }
+        Ok(&self.batches[&rows])
+    }
+
+    /// One SGD step on the rows `idx`; returns the loss statistics buffer of the step (1 × 4: loss,
+    /// rows, accuracy, rows), still on the device. An index outside the training set is an error
+    /// (nothing runs).
+    pub fn step(&mut self, idx: &[u32], cfg: &TrainConfig) -> Result<GpuMatrix> {
+        check_indices(idx, self.train.n)?;
+        let rows = idx.len();
+        let ctx = self.ctx;
+        self.buffers(rows)?;
+        let bb = &self.batches[&rows];
+        ctx.gather_rows(&self.x_all, &self.y_all, idx, &bb.idx, &bb.x, &bb.labels)?;
+        // Host copy of the batch labels: the cross-entropy call validates them (cheap, batch-sized).
+        let host: Vec<i32> = idx
+            .iter()
+            .map(|&i| self.y_all.as_slice()[i as usize])
+            .collect();
+        let labels = GpuLabels::from_parts(ctx, bb.labels.clone(), host);
+        ctx.linear_into(&bb.x, &self.w, Some(&self.b), &bb.z)?;
+        let out = ctx.cross_entropy_overwrite(
+            &bb.z,
+            Targets::Labels(&labels),
+            &CrossEntropyOptions::default(),
+        )?;
+        ctx.weight_grad_into(&bb.x, &bb.z, &self.dw)?;
+        ctx.bias_grad_into(&bb.z, &self.db)?;
+        self.sgd(true, cfg)?;
+        self.sgd(false, cfg)?;
+        Ok(out.stats)
+    }
+
+    /// One SGD update of the weights (with L2) or of the bias (without), in place.
+    fn sgd(&self, weights: bool, cfg: &TrainConfig) -> Result<()> {
+        let (w, g, v, l2) = if weights {
+            (&self.w, &self.dw, &self.vw, cfg.l2)
+        } else {
+            (&self.b, &self.db, &self.vb, 0.0)
+        };
+        self.ctx
+            .sgd_update(w, v, g, cfg.learning_rate, cfg.momentum, l2)
+    }
+
+    /// Accuracy on the test set with the current model (one readback).
+    pub fn test_accuracy(&self) -> Result<Option<f32>> {
+        let Some((x, y)) = &self.test else {
+            return Ok(None);
+        };
+        let z = self.ctx.linear(x, &self.w, Some(&self.b))?;
+        let out =
+            self.ctx
+                .cross_entropy(&z, Targets::Labels(y), &CrossEntropyOptions::default())?;
+        Ok(Some(out.stats.read_blocking(self.ctx)?[2]))
+    }
+
+    /// The model, read back: (W d × N, b).
+    pub fn model(&self) -> Result<(Vec<f32>, Vec<f32>)> {
+        Ok((
+            self.w.read_blocking(self.ctx)?,
+            self.b.read_blocking(self.ctx)?,
+        ))
+    }
+
+    /// Runs one epoch: every step's statistics are copied into a log on the device and read once.
+    pub fn epoch(&mut self, epoch: usize, cfg: &TrainConfig) -> Result<EpochStats> {
+        let batches = epoch_batches(self.train.n, cfg.batch_size, cfg.seed, epoch);
+        let log = GpuMatrix::zeros(self.ctx, batches.len(), 4)?;
+        for (s, idx) in batches.iter().enumerate() {
+            let stats = self.step(idx, cfg)?;
+            self.ctx.copy_row_into(&stats, &log, s)?;
+        }
+        let log = log.read_blocking(self.ctx)?;
+        let per_batch = log
+            .chunks_exact(4)
+            .zip(&batches)
+            .map(|(entry, idx)| (entry[0] as f64, entry[2] as f64, idx.len()));
+        Ok(epoch_stats(epoch, per_batch, self.test_accuracy()?))
+    }
+}
