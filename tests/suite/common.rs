@@ -148,6 +148,21 @@ impl Rng {
     }
 }
 
+/// `n × cols` values uniform in [lo, hi) from `seed`: the one generator of test data.
+pub fn random(seed: u64, n: usize, cols: usize, lo: f32, hi: f32) -> Vec<f32> {
+    Rng::new(seed).vec(n * cols, lo, hi)
+}
+
+/// The one bit-identity rule of the suite: the same bits, element for element, where any two NaNs
+/// count as equal (pipelines and instruction sets may give a NaN either sign or payload; every other
+/// value, −0 against +0 included, must match exactly).
+pub fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()))
+}
+
 /// Tolerance `|gpu − ref| ≤ abs + rel·|ref|`. NaN must meet NaN and an infinity the same infinity.
 #[derive(Clone, Copy, Debug)]
 pub struct Tol {

@@ -8,13 +8,10 @@ use proptest::prelude::*;
 use xent::cpu::{self, CpuCrossEntropy, CpuTargets};
 use xent::{CrossEntropyOptions, Reduction, XentError, npy, reference};
 
-use super::common::{PROB, Rng, Tol, assert_close, log_tol, to_f64};
+use super::backends::Backend;
+use super::common::{PROB, Tol, assert_close, random, same_bits, to_f64};
 use super::cross_entropy::{Case, combos};
 
-/// Loss tolerance relative part: a row's loss sums up to N terms in f32 (as the GPU check).
-const LOSS_REL: f64 = 3e-5;
-/// Gradient tolerance relative part (as the GPU check).
-const GRAD_REL: f64 = 1e-4;
 /// The softmax-family tolerances are `common::PROB` for probabilities and gradients and
 /// `common::log_tol(scale)` for log-domain values; PyTorch's float32 fixtures add their own rounding:
 /// this much absolute and relative, plus the ulp of the logits (as `fixtures.rs`).
@@ -23,10 +20,6 @@ const TORCH: Tol = Tol {
     rel: 1e-5,
 };
 
-fn random(seed: u64, n: usize, cols: usize, lo: f32, hi: f32) -> Vec<f32> {
-    Rng::new(seed).vec(n * cols, lo, hi)
-}
-
 /// Largest finite |x| (at least `floor`).
 fn scale_of(x: &[f32], floor: f32) -> f32 {
     x.iter()
@@ -34,57 +27,22 @@ fn scale_of(x: &[f32], floor: f32) -> f32 {
         .fold(floor, |a, &b| a.max(b.abs()))
 }
 
-/// Every softmax-family function on `x` against the reference.
+/// The family on the fast CPU path (the body every backend shares), plus the CPU's `_into` forms,
+/// which must give the very bits of the allocating ones.
 fn check_family(x: &[f32], cols: usize, case: &str) {
-    let what = |k: &str| format!("{case}: {k}");
-    let scale = scale_of(x, 0.0);
-    let n = x.len() / cols;
-
-    let p = cpu::softmax(x, cols).unwrap();
-    assert_close(
-        &what("softmax"),
-        &p,
-        &to_f64(&reference::softmax(x, cols)),
-        PROB,
-    );
-    let mut p2 = vec![0.0; x.len()];
-    cpu::softmax_into(x, cols, &mut p2).unwrap();
+    super::backends::check_family(&Backend::Cpu, x, cols, case);
+    let mut p = vec![0.0; x.len()];
+    cpu::softmax_into(x, cols, &mut p).unwrap();
     assert!(
-        same_bits(&p, &p2),
-        "{case}: softmax_into differs from softmax"
+        same_bits(&p, &cpu::softmax(x, cols).unwrap()),
+        "{case}: softmax_into differs"
     );
-
-    let lse = cpu::logsumexp(x, cols).unwrap();
-    assert_eq!(lse.len(), n);
-    let lse_ref: Vec<f64> = x.chunks_exact(cols).map(reference::row_logsumexp).collect();
-    assert_close(&what("logsumexp"), &lse, &lse_ref, log_tol(scale));
-
-    let lp = cpu::log_softmax(x, cols).unwrap();
-    let lp_ref = to_f64(&reference::log_softmax(x, cols));
-    assert_close(&what("log_softmax"), &lp, &lp_ref, log_tol(scale));
-    let mut lp2 = vec![0.0; x.len()];
-    cpu::log_softmax_into(x, cols, &mut lp2).unwrap();
+    let mut lp = vec![0.0; x.len()];
+    cpu::log_softmax_into(x, cols, &mut lp).unwrap();
     assert!(
-        same_bits(&lp, &lp2),
-        "{case}: log_softmax_into differs from log_softmax"
+        same_bits(&lp, &cpu::log_softmax(x, cols).unwrap()),
+        "{case}: log_softmax_into differs"
     );
-
-    // Backward from the CPU's own forward outputs and a seeded upstream gradient.
-    let g = Rng::new(cols as u64 ^ 0x5eed).vec(x.len(), -1.0, 1.0);
-    let dz = cpu::softmax_backward(&p, &g, cols).unwrap();
-    let want = to_f64(&reference::softmax_backward(&p, &g, cols));
-    assert_close(&what("softmax_backward"), &dz, &want, PROB);
-    let dz = cpu::log_softmax_backward(&lp, &g, cols).unwrap();
-    let gsum = g
-        .chunks_exact(cols)
-        .map(|r| r.iter().map(|v| v.abs()).sum::<f32>())
-        .fold(0f32, f32::max);
-    let want = to_f64(&reference::log_softmax_backward(&lp, &g, cols));
-    assert_close(&what("log_softmax_backward"), &dz, &want, log_tol(gsum));
-}
-
-fn same_bits(a: &[f32], b: &[f32]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
 }
 
 #[test]
@@ -256,7 +214,7 @@ fn family_bad_input_is_a_clear_error() {
 
 /// Runs the CPU cross-entropy with and without a gradient; checks that the forward-only results are
 /// bit for bit those of the fused call and that a pre-filled gradient buffer is fully overwritten.
-fn run_case(case: &Case) -> (CpuCrossEntropy, Vec<f32>) {
+pub fn run_case(case: &Case) -> (CpuCrossEntropy, Vec<f32>) {
     let targets = match (&case.labels, &case.probs) {
         (Some(l), _) => CpuTargets::Labels(l),
         (_, Some(p)) => CpuTargets::Probs(p),
@@ -285,79 +243,11 @@ fn run_case(case: &Case) -> (CpuCrossEntropy, Vec<f32>) {
     (out, grad)
 }
 
-fn wmax(opts: &CrossEntropyOptions) -> f32 {
-    opts.weight
-        .as_ref()
-        .map_or(1.0, |w| w.iter().fold(0f32, |a, &b| a.max(b.abs())))
-}
-
-/// The CPU against the reference with the GPU check's tolerances (scaled by the largest weight, the
-/// logits' magnitude and the z-loss).
+/// The CPU against the reference: the body every backend shares (`backends::check_ce`); returns the
+/// CPU path's own output for the checks that only it has.
 pub fn check_case(case: &Case, what: &str) -> (CpuCrossEntropy, Vec<f32>) {
-    let r = case.reference();
-    let (out, grad) = run_case(case);
-    let scale = scale_of(&case.logits, 1.0);
-    let w = wmax(&case.opts);
-    let zl = case.opts.z_loss;
-    let ltol = log_tol(scale * w * (1.0 + zl * scale * 2.0));
-    let loss_tol = Tol {
-        abs: ltol.abs,
-        rel: LOSS_REL,
-    };
-    assert_close(
-        &format!("{what}: row loss"),
-        &out.row_loss,
-        &r.row_loss,
-        loss_tol,
-    );
-    assert_close(&format!("{what}: loss"), &[out.loss], &[r.loss], loss_tol);
-    assert_close(
-        &format!("{what}: denominator"),
-        &[out.denominator],
-        &[r.denominator],
-        PROB,
-    );
-    let gtol = Tol {
-        abs: PROB.abs * w as f64 * (1.0 + zl as f64 * scale as f64 * 4.0),
-        rel: GRAD_REL,
-    };
-    let gscale = match case.opts.reduction {
-        Reduction::Mean => (case.opts.grad_output as f64 / r.denominator)
-            .abs()
-            .max(1.0),
-        _ => (case.opts.grad_output as f64).abs().max(1.0),
-    };
-    let gscale = if gscale.is_finite() { gscale } else { 1.0 };
-    let gtol = Tol {
-        abs: gtol.abs * gscale,
-        rel: gtol.rel,
-    };
-    assert_close(&format!("{what}: grad"), &grad, &r.grad, gtol);
-    assert_close(&format!("{what}: lse"), &out.lse, &r.lse, log_tol(scale));
-    if case.opts.softcap.is_none() {
-        // Soft-capped values are rounded differently (f32 tanh vs f64): ties may break otherwise.
-        let want: Vec<u32> = r.argmax.iter().map(|&a| a as u32).collect();
-        assert_eq!(out.argmax, want, "{what}: argmax");
-    }
-    let want_acc = match &case.labels {
-        Some(l) => {
-            let kept: Vec<usize> = (0..l.len())
-                .filter(|&i| l[i] != case.opts.ignore_index)
-                .collect();
-            let hits = kept
-                .iter()
-                .filter(|&&i| out.argmax[i] as i64 == l[i])
-                .count();
-            hits as f32 / kept.len() as f32
-        }
-        None => f32::NAN,
-    };
-    assert!(
-        (out.accuracy.is_nan() && want_acc.is_nan()) || (out.accuracy - want_acc).abs() < 1e-6,
-        "{what}: accuracy {} vs {want_acc}",
-        out.accuracy
-    );
-    (out, grad)
+    super::backends::check_ce(&Backend::Cpu, case, what);
+    run_case(case)
 }
 
 /// The CPU tests' problems: the shared generator with a zero weight and a zero target in every row.

@@ -6,7 +6,7 @@ use xent::reference::{self, RefTargets};
 use xent::{Context, CrossEntropyOptions, GpuLabels, GpuMatrix, Reduction, Targets, XentError};
 
 use super::common::{
-    PROB, Rng, Tol, assert_close, contexts, describe, log_tol, small_binding_contexts,
+    PROB, Rng, assert_close, contexts, describe, log_tol, same_bits, small_binding_contexts,
 };
 
 /// One cross-entropy problem on the host.
@@ -34,8 +34,8 @@ impl Case {
     }
 
     /// Runs the fused kernel (new buffer and in place); returns (loss as PyTorch shapes it, grad,
-    /// per-row [loss, lse, argmax, correct]).
-    pub fn run(&self, ctx: &Context) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    /// per-row [loss, lse, argmax, correct], the batch stats [loss, denominator, accuracy, rows]).
+    pub fn run(&self, ctx: &Context) -> (Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>) {
         let n = self.n();
         let z = GpuMatrix::from_slice(ctx, &self.logits, n, self.cols).unwrap();
         let labels = self
@@ -73,16 +73,9 @@ impl Case {
             .unwrap();
         let g2 = inplace.grad.as_ref().unwrap().read_blocking(ctx).unwrap();
         assert!(same_bits(&grad, &g2), "in-place gradient differs");
-        (loss, grad, rows)
+        let stats = out.stats.read_blocking(ctx).unwrap();
+        (loss, grad, rows, stats)
     }
-}
-
-/// Equal bits; any two NaNs count as equal (pipelines may give a NaN either sign).
-fn same_bits(a: &[f32], b: &[f32]) -> bool {
-    a.len() == b.len()
-        && a.iter()
-            .zip(b)
-            .all(|(x, y)| x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()))
 }
 
 /// Equal bits, or finite values within a rounding of loss terms up to ~100 (f32 ulp 8e-6).
@@ -95,46 +88,9 @@ fn agree_to_rounding(a: &[f32], b: &[f32]) -> bool {
         })
 }
 
-/// Largest |class weight| (1 without weights): gradients scale with it.
-fn wmax(opts: &CrossEntropyOptions) -> f32 {
-    opts.weight
-        .as_ref()
-        .map_or(1.0, |w| w.iter().fold(0f32, |a, &b| a.max(b.abs())))
-}
-
-/// Checks the GPU against the reference; loss and gradient tolerances follow `common`'s formulas
-/// scaled by the largest weight and the logits' magnitude.
+/// The GPU against the reference: the body every backend shares (`backends::check_ce`).
 pub fn check_case(ctx: &Context, case: &Case, what: &str) {
-    let what = format!("{what} on {}", describe(ctx));
-    let r = case.reference();
-    let (loss, grad, rows) = case.run(ctx);
-    let scale = case
-        .logits
-        .iter()
-        .filter(|v| v.is_finite())
-        .fold(1f32, |a, &b| a.max(b.abs()));
-    let w = wmax(&case.opts);
-    let want_loss: Vec<f64> = match case.opts.reduction {
-        Reduction::None => r.row_loss.clone(),
-        _ => vec![r.loss],
-    };
-    let ltol = log_tol(scale * w * (1.0 + case.opts.z_loss * scale * 2.0));
-    assert_close(
-        &format!("{what}: loss"),
-        &loss,
-        &want_loss,
-        Tol {
-            abs: ltol.abs,
-            rel: 3e-5,
-        },
-    );
-    let gtol = Tol {
-        abs: PROB.abs * w as f64 * (1.0 + case.opts.z_loss as f64 * scale as f64 * 4.0),
-        rel: 1e-4,
-    };
-    assert_close(&format!("{what}: grad"), &grad, &r.grad, gtol);
-    let lse: Vec<f32> = rows.chunks_exact(4).map(|r| r[1]).collect();
-    assert_close(&format!("{what}: lse"), &lse, &r.lse, log_tol(scale));
+    super::backends::check_ce(&super::backends::Backend::Gpu(ctx), case, what);
 }
 
 /// [`gen_case_with`] without the zero weight and target.
@@ -322,7 +278,7 @@ fn edge_cases_as_pytorch() {
         },
     };
     for ctx in contexts() {
-        let (loss, grad, rows) = case.run(ctx);
+        let (loss, grad, rows, _) = case.run(ctx);
         assert!(
             loss[0].is_finite() && grad[2] == 0.0,
             "mask: {loss:?} {grad:?}"
@@ -350,7 +306,7 @@ fn all_rows_ignored_and_empty_batch() {
             probs: None,
             opts: CrossEntropyOptions::default(),
         };
-        let (loss, grad, _) = case.run(ctx);
+        let (loss, grad, _, _) = case.run(ctx);
         assert!(
             loss[0].is_nan(),
             "mean over no rows is NaN (PyTorch), got {loss:?}"

@@ -6,7 +6,8 @@ use xent::reference::{self, RefTargets};
 use xent::{Context, CrossEntropyOptions, GpuLabels, GpuMatrix, Reduction, Targets, XentError};
 
 use super::common::{
-    PROB, Rng, Tol, assert_close, contexts, describe, log_tol, small_binding_contexts, to_f64,
+    PROB, Rng, Tol, assert_close, contexts, describe, log_tol, same_bits, small_binding_contexts,
+    to_f64,
 };
 
 const NINF: f32 = f32::NEG_INFINITY;
@@ -187,11 +188,10 @@ fn cross_entropy_all_neg_inf_and_pos_inf_rows() {
     }
 }
 
-/// Bit-for-bit equality of two results (NaN payloads included).
+/// Bit-for-bit equality of two results, by the suite's one rule (`common::same_bits`).
 #[track_caller]
 fn assert_same_bits(what: &str, a: &[f32], b: &[f32]) {
-    let same = a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
-    assert!(same, "{what}: {a:?}\n != {b:?}");
+    assert!(same_bits(a, b), "{what}: {a:?}\n != {b:?}");
 }
 
 /// A `rows × cols` output filled with [`SENTINEL`].

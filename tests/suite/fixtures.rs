@@ -116,7 +116,7 @@ fn gpu_matches_pytorch() {
                 dir.file_name().unwrap().to_string_lossy(),
                 describe(ctx)
             );
-            let (got_loss, got_grad, _) = case.run(ctx);
+            let (got_loss, got_grad, _, _) = case.run(ctx);
             assert_close(&format!("{name}: loss"), &got_loss, &loss, torch_tol(&case));
             assert_close(&format!("{name}: grad"), &got_grad, &grad, torch_tol(&case));
             for (g, w) in got_loss.iter().zip(&loss).chain(got_grad.iter().zip(&grad)) {

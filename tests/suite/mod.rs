@@ -1,3 +1,4 @@
+mod backends;
 mod cli;
 pub mod common;
 mod conformance;

@@ -1,111 +1,41 @@
-//! The softmax family against the CPU reference: named geometries, awkward values, chunking, the loop
-//! cap, bad input, determinism, and a property test over random shapes.
+//! The softmax family against the CPU reference: named geometries and awkward values on every backend
+//! (`backends.rs`), chunking, the loop cap, bad input, determinism, and a property test over random
+//! shapes on the GPU contexts.
 
 use proptest::prelude::*;
 use xent::{Context, GpuMatrix, XentError, reference};
 
+use super::backends::{Backend, backends, check_family};
 use super::common::{
-    PROB, Rng, assert_close, contexts, describe, log_tol, small_binding_contexts, to_f64,
+    PROB, Rng, assert_close, contexts, describe, random, small_binding_contexts, to_f64,
 };
-
-/// Runs every softmax-family kernel on `x` (n × cols) and compares with the reference.
-fn check_family(ctx: &Context, x: &[f32], cols: usize, case: &str) {
-    let what = |k: &str| format!("{case} {k} on {}", describe(ctx));
-    let scale = x
-        .iter()
-        .filter(|v| v.is_finite())
-        .fold(0f32, |a, &b| a.max(b.abs()));
-    let n = x.len() / cols;
-    let xm = GpuMatrix::from_slice(ctx, x, n, cols).unwrap();
-
-    let (probs, lse) = ctx.softmax_with_lse(&xm).unwrap();
-    let p = probs.read_blocking(ctx).unwrap();
-    assert_close(
-        &what("softmax"),
-        &p,
-        &to_f64(&reference::softmax(x, cols)),
-        PROB,
-    );
-    let lse_ref: Vec<f64> = x.chunks_exact(cols).map(reference::row_logsumexp).collect();
-    assert_close(
-        &what("lse (with softmax)"),
-        &lse.read_blocking(ctx).unwrap(),
-        &lse_ref,
-        log_tol(scale),
-    );
-    let lse_only = ctx.logsumexp(&xm).unwrap().read_blocking(ctx).unwrap();
-    assert_close(&what("logsumexp"), &lse_only, &lse_ref, log_tol(scale));
-
-    let logp = ctx.log_softmax(&xm).unwrap();
-    let lp = logp.read_blocking(ctx).unwrap();
-    assert_close(
-        &what("log_softmax"),
-        &lp,
-        &to_f64(&reference::log_softmax(x, cols)),
-        log_tol(scale),
-    );
-
-    // Backward with a seeded upstream gradient, from the GPU's own forward outputs.
-    let g = Rng::new(cols as u64 ^ 0x5eed).vec(x.len(), -1.0, 1.0);
-    let gm = GpuMatrix::from_slice(ctx, &g, n, cols).unwrap();
-    let dz = ctx
-        .softmax_backward(&probs, &gm)
-        .unwrap()
-        .read_blocking(ctx)
-        .unwrap();
-    assert_close(
-        &what("softmax_backward"),
-        &dz,
-        &to_f64(&reference::softmax_backward(&p, &g, cols)),
-        PROB,
-    );
-    let dz = ctx
-        .log_softmax_backward(&logp, &gm)
-        .unwrap()
-        .read_blocking(ctx)
-        .unwrap();
-    let gsum = g
-        .chunks_exact(cols)
-        .map(|r| r.iter().map(|v| v.abs()).sum::<f32>())
-        .fold(0f32, f32::max);
-    assert_close(
-        &what("log_softmax_backward"),
-        &dz,
-        &to_f64(&reference::log_softmax_backward(&lp, &g, cols)),
-        log_tol(gsum),
-    );
-}
-
-fn random(seed: u64, n: usize, cols: usize, lo: f32, hi: f32) -> Vec<f32> {
-    Rng::new(seed).vec(n * cols, lo, hi)
-}
 
 #[test]
 fn single_class() {
-    for ctx in contexts() {
-        check_family(ctx, &random(1, 5, 1, -3.0, 3.0), 1, "N=1");
+    for b in backends() {
+        check_family(&b, &random(1, 5, 1, -3.0, 3.0), 1, "N=1");
     }
 }
 
 #[test]
 fn cols_not_a_multiple_of_workgroup() {
-    for ctx in contexts() {
-        check_family(ctx, &random(2, 9, 257, -5.0, 5.0), 257, "N=257");
-        check_family(ctx, &random(3, 33, 10, -5.0, 5.0), 10, "N=10");
+    for b in backends() {
+        check_family(&b, &random(2, 9, 257, -5.0, 5.0), 257, "N=257");
+        check_family(&b, &random(3, 33, 10, -5.0, 5.0), 10, "N=10");
     }
 }
 
 #[test]
 fn row_wider_than_workgroup() {
-    for ctx in contexts() {
-        check_family(ctx, &random(4, 3, 4099, -8.0, 8.0), 4099, "N=4099");
+    for b in backends() {
+        check_family(&b, &random(4, 3, 4099, -8.0, 8.0), 4099, "N=4099");
     }
 }
 
 #[test]
 fn row_of_2_pow_20() {
-    for ctx in contexts() {
-        check_family(ctx, &random(5, 2, 1 << 20, -10.0, 10.0), 1 << 20, "N=2^20");
+    for b in backends() {
+        check_family(&b, &random(5, 2, 1 << 20, -10.0, 10.0), 1 << 20, "N=2^20");
     }
 }
 
@@ -126,11 +56,11 @@ fn empty_batch() {
 
 #[test]
 fn huge_logits() {
-    for ctx in contexts() {
+    for b in backends() {
         let mut x = random(6, 6, 300, -1e4, 1e4);
         x[5] = 1e4;
         x[301] = -1e4;
-        check_family(ctx, &x, 300, "±1e4");
+        check_family(&b, &x, 300, "±1e4");
     }
 }
 
@@ -148,7 +78,7 @@ fn masks_and_non_finite_rows() {
     x[4 * cols..5 * cols].fill(ninf); // row 4: one finite logit among −inf
     x[4 * cols + 123] = 2.5;
     for ctx in contexts() {
-        check_family(ctx, &x, cols, "masks/NaN/inf");
+        check_family(&Backend::Gpu(ctx), &x, cols, "masks/NaN/inf");
         // The documented edge cases, spelled out.
         let lse = ctx.logsumexp_host(&x, cols).unwrap();
         assert_eq!(lse[1], ninf, "all −inf row: lse = −inf");
@@ -215,7 +145,12 @@ fn narrow_rows_every_length_and_remainder() {
                 if n == 67 {
                     x[66 * cols] = f32::NEG_INFINITY; // a −inf mask in the last row
                 }
-                check_family(ctx, &x, cols, &format!("narrow N={cols}, n={n}"));
+                check_family(
+                    &Backend::Gpu(ctx),
+                    &x,
+                    cols,
+                    &format!("narrow N={cols}, n={n}"),
+                );
             }
         }
     }
@@ -227,7 +162,7 @@ fn narrow_rows_in_many_small_chunks() {
     for ctx in small_binding_contexts(4096) {
         for cols in [3, 6, 7, 10] {
             check_family(
-                &ctx,
+                &Backend::Gpu(&ctx),
                 &random(12 + cols as u64, 1001, cols, -5.0, 5.0),
                 cols,
                 &format!("4 KiB bindings, narrow N={cols}"),
@@ -241,13 +176,13 @@ fn narrow_rows_in_many_small_chunks() {
 fn many_small_chunks() {
     for ctx in small_binding_contexts(4096) {
         check_family(
-            &ctx,
+            &Backend::Gpu(&ctx),
             &random(9, 40, 333, -5.0, 5.0),
             333,
             "4 KiB bindings, N=333",
         );
         check_family(
-            &ctx,
+            &Backend::Gpu(&ctx),
             &random(10, 300, 3, -5.0, 5.0),
             3,
             "4 KiB bindings, N=3",
@@ -341,7 +276,7 @@ proptest! {
         let x = Rng::new(seed).vec(n * cols, -scale, scale);
         for ctx in contexts() {
             if n == 0 { continue; }
-            check_family(ctx, &x, cols, &format!("{n}×{cols} ±{scale}"));
+            check_family(&Backend::Gpu(ctx), &x, cols, &format!("{n}×{cols} ±{scale}"));
         }
     }
 }
@@ -398,25 +333,25 @@ fn context_is_shared_across_threads() {
 fn gpu_geometry_with_row_cache() {
     for ctx in super::common::gpu_geometry_contexts() {
         check_family(
-            &ctx,
+            &Backend::Gpu(&ctx),
             &random(20, 40, 10, -5.0, 5.0),
             10,
             "GPU geometry N=10 (cached)",
         );
         check_family(
-            &ctx,
+            &Backend::Gpu(&ctx),
             &random(21, 9, 1000, -5.0, 5.0),
             1000,
             "GPU geometry N=1000 (cached)",
         );
         check_family(
-            &ctx,
+            &Backend::Gpu(&ctx),
             &random(22, 5, 3001, -5.0, 5.0),
             3001,
             "GPU geometry N=3001 (not cached)",
         );
         check_family(
-            &ctx,
+            &Backend::Gpu(&ctx),
             &random(23, 3, 70_000, -5.0, 5.0),
             70_000,
             "GPU geometry N=70000",
