@@ -1,8 +1,10 @@
-//! `xent check`: every kernel on a realistic batch against the CPU reference, as a table.
+//! `xent check`: every kernel on a realistic batch against the CPU reference, as a table; on a GPU
+//! backend, or on the fast CPU path with `--backend cpu`.
 
 use std::process::ExitCode;
 
 use clap::Args;
+use xent::cpu;
 use xent::reference::{self, RefTargets};
 use xent::{Context, CrossEntropyOptions, GpuLabels, GpuMatrix, Targets, XentError};
 
@@ -221,16 +223,108 @@ fn check_kernel(
     }
 }
 
+/// The same checks of the fast CPU path (`--backend cpu`; it has no per-row entropy kernel).
+fn check_host(
+    name: &str,
+    x: &[f32],
+    labels: &[i64],
+    (_, c): (usize, usize),
+) -> Result<Option<Outcome>, XentError> {
+    let run = |f: &dyn Fn() -> Result<Vec<f32>, XentError>, want: &dyn Fn() -> Vec<f64>| {
+        drop(f()?);
+        let (got, gpu_ms) = timed(f);
+        let (want, cpu_ms) = timed(want);
+        Ok::<_, XentError>(Some(Outcome {
+            got: got?,
+            want,
+            gpu_ms,
+            cpu_ms,
+        }))
+    };
+    let backward = |log: bool| {
+        let y = if log {
+            reference::log_softmax(x, c)
+        } else {
+            reference::softmax(x, c)
+        };
+        (y, upstream(x.len()))
+    };
+    match name {
+        "softmax" => run(&|| cpu::softmax(x, c), &|| f64s(&reference::softmax(x, c))),
+        "log_softmax" => run(&|| cpu::log_softmax(x, c), &|| {
+            f64s(&reference::log_softmax(x, c))
+        }),
+        "logsumexp" => run(&|| cpu::logsumexp(x, c), &|| {
+            x.chunks_exact(c).map(reference::row_logsumexp).collect()
+        }),
+        "softmax_backward" => {
+            let (y, g) = backward(false);
+            run(&|| cpu::softmax_backward(&y, &g, c), &|| {
+                f64s(&reference::softmax_backward(&y, &g, c))
+            })
+        }
+        "log_softmax_backward" => {
+            let (y, g) = backward(true);
+            run(&|| cpu::log_softmax_backward(&y, &g, c), &|| {
+                f64s(&reference::log_softmax_backward(&y, &g, c))
+            })
+        }
+        "cross_entropy fwd+bwd" => {
+            let opts = CrossEntropyOptions {
+                label_smoothing: 0.1,
+                ..Default::default()
+            };
+            run(
+                &|| {
+                    let mut grad = vec![0f32; x.len()];
+                    let r = cpu::cross_entropy(
+                        x,
+                        c,
+                        cpu::CpuTargets::Labels(labels),
+                        &opts,
+                        Some(&mut grad),
+                    )?;
+                    Ok(std::iter::once(r.loss).chain(grad).collect())
+                },
+                &|| {
+                    let r = reference::cross_entropy(x, c, RefTargets::Labels(labels), &opts);
+                    std::iter::once(r.loss).chain(r.grad).collect()
+                },
+            )
+        }
+        _ => Ok(None),
+    }
+}
+
 pub fn run(args: &CheckArgs) -> Result<ExitCode, XentError> {
-    let ctx = args.device.context()?;
-    println!(
-        "adapter: {} ({:?}, {:?}), reduction path {:?}, loop cap {:?}",
-        ctx.adapter().name,
-        ctx.adapter().backend,
-        ctx.adapter().device_type,
-        ctx.reduce_path(),
-        ctx.loop_cap()
-    );
+    let ctx = match args.device.host() {
+        None => Some(args.device.context()?),
+        Some(xent::train::CpuPath::Fast) => None,
+        Some(xent::train::CpuPath::Reference) => {
+            return Err(XentError::InvalidArgument(
+                "check compares a backend with the f64 reference: --backend reference would compare it with itself; use cpu or a GPU backend".into(),
+            ));
+        }
+    };
+    match &ctx {
+        Some(ctx) => println!(
+            "adapter: {} ({:?}, {:?}), reduction path {:?}, loop cap {:?}",
+            ctx.adapter().name,
+            ctx.adapter().backend,
+            ctx.adapter().device_type,
+            ctx.reduce_path(),
+            ctx.loop_cap()
+        ),
+        None => println!(
+            "backend: the fast CPU path ({}, {} threads)",
+            if cpu::uses_avx2_fma() {
+                "AVX2+FMA"
+            } else {
+                "portable"
+            },
+            rayon::current_num_threads()
+        ),
+    }
     let bar = progress((args.shapes.len() * KERNELS.len()) as u64, "check");
     let mut rows = Vec::new();
     for &(n, c) in &args.shapes {
@@ -247,12 +341,20 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, XentError> {
         let labels: Vec<i64> = (0..n).map(|_| (next() % c as u64) as i64).collect();
         for &name in KERNELS {
             bar.set_message(format!("{name} {n}x{c}"));
-            let Outcome {
+            let outcome = match &ctx {
+                Some(ctx) => Some(check_kernel(name, ctx, &x, &labels, (n, c))?),
+                None => check_host(name, &x, &labels, (n, c))?,
+            };
+            bar.inc(1);
+            let Some(Outcome {
                 got,
                 want,
                 gpu_ms,
                 cpu_ms,
-            } = check_kernel(name, &ctx, &x, &labels, (n, c))?;
+            }) = outcome
+            else {
+                continue;
+            };
             let (max_abs, max_rel, worst_ratio) = compare(&got, &want);
             rows.push(Row {
                 kernel: name,
@@ -263,7 +365,6 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, XentError> {
                 gpu_ms,
                 cpu_ms,
             });
-            bar.inc(1);
         }
     }
     bar.finish_and_clear();
@@ -292,13 +393,13 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, XentError> {
             "max abs err",
             "max rel err",
             "within tol",
-            "GPU ms",
+            if ctx.is_some() { "GPU ms" } else { "CPU ms" },
             "CPU ref ms",
         ],
         &table,
     );
     println!(
-        "tolerance: |gpu - ref| <= {ABS:e} + {REL:e}*|ref|; rel err over |ref| >= 1e-6; GPU ms = launch + wait, CPU = f64 reference, 1 thread"
+        "tolerance: |got - ref| <= {ABS:e} + {REL:e}*|ref|; rel err over |ref| >= 1e-6; GPU ms = launch + wait; CPU ms = the fast CPU path; CPU ref = f64 reference, 1 thread"
     );
     let failed = rows.iter().filter(|r| r.worst_ratio > 1.0).count();
     if failed > 0 {

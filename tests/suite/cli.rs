@@ -411,3 +411,16 @@ fn negative_numbers_get_range_errors() {
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(!err.contains("unexpected argument"), "{err}");
 }
+
+/// `check` on the fast CPU path: every host kernel against the reference, no adapter needed.
+#[test]
+fn check_runs_on_the_fast_cpu_path() {
+    let r = xent(&["check", "--backend", "cpu", "--shapes", "33x257,100x10"]);
+    let out = String::from_utf8_lossy(&r.stdout);
+    assert!(r.status.success(), "{out}");
+    assert!(
+        out.contains("fast CPU path") && out.contains("cross_entropy fwd+bwd"),
+        "{out}"
+    );
+    assert!(!out.contains("FAIL"), "{out}");
+}
