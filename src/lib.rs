@@ -21,8 +21,9 @@
 //! ```
 //!
 //! Module map: [`context`] (adapter, device, pipeline cache, readback), [`matrix`] (device-resident
-//! data), [`softmax`] (the softmax family's launchers), [`mod@reference`] (the f64 CPU oracle), [`cpu`] (the fast CPU path), [`cross_entropy`], [`matmul`], [`train`], [`data`],
-//! [`shaders`] (the WGSL registry).
+//! data), [`softmax`], [`cross_entropy`], [`matmul`] and [`sgd`] (the operations), [`options`] (the
+//! one validation of every backend), [`mod@reference`] (the f64 CPU oracle), [`cpu`] (the fast CPU
+//! path), [`train`], [`data`], [`npy`], [`shaders`] (the kernel table and the WGSL composer).
 
 pub mod context;
 pub mod cpu;

@@ -5,6 +5,8 @@
 //! All functions take row-major `n × cols` slices and panic on inconsistent lengths (they are test
 //! oracles; the public GPU and CPU APIs validate input and return errors).
 
+use crate::options::{CrossEntropyOptions, Reduction};
+
 /// Rows of a row-major matrix.
 fn rows(x: &[f32], cols: usize) -> impl Iterator<Item = &[f32]> {
     assert!(cols > 0 && x.len().is_multiple_of(cols), "bad shape");
@@ -119,16 +121,15 @@ pub struct RefCrossEntropy {
     pub argmax: Vec<usize>,
 }
 
-/// `torch.nn.functional.cross_entropy` with every option of [`crate::CrossEntropyOptions`], in f64.
+/// `torch.nn.functional.cross_entropy` with every option of [`CrossEntropyOptions`], in f64.
 /// The loss follows PyTorch's formulas term by term; the gradient is the closed form, which the tests
 /// check against finite differences of the loss.
 pub fn cross_entropy(
     logits: &[f32],
     cols: usize,
     targets: RefTargets<'_>,
-    opts: &crate::CrossEntropyOptions,
+    opts: &CrossEntropyOptions,
 ) -> RefCrossEntropy {
-    use crate::Reduction;
     let n = logits.len() / cols;
     let w = |j: usize| opts.weight.as_ref().map_or(1.0, |w| w[j] as f64);
     let w_sum: f64 = (0..cols).map(w).sum();

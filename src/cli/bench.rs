@@ -13,6 +13,7 @@ use xent::{
     Context, CrossEntropyOptions, GpuLabels, GpuMatrix, Targets, XentError, cpu, reference,
 };
 
+use super::bench_plot::Measurement;
 use super::{DeviceArgs, parse_shape, print_table, progress, timed};
 
 #[derive(Args, Debug)]
@@ -71,36 +72,6 @@ fn parse_mm_shape(s: &str) -> Result<Option<(usize, usize, usize)>, String> {
         _ => Err(format!(
             "matmul shape `{s}`: expected NxDxC, e.g. 4096x784x10"
         )),
-    }
-}
-
-/// One measurement.
-#[derive(Clone, Debug)]
-pub struct Measurement {
-    pub op: String,
-    pub n: usize,
-    pub k: usize,
-    pub backend: String,
-    pub median_ms: f64,
-    pub gpu_ms: Option<f64>,
-    pub bytes: f64,
-    /// Floating-point operations, for the matmul (`k` is then N·C's C and `d` the inner size).
-    pub flops: Option<f64>,
-    pub d: Option<usize>,
-}
-
-impl Measurement {
-    pub fn gbps(&self) -> f64 {
-        self.bytes / (self.median_ms * 1e-3) / 1e9
-    }
-
-    /// GB/s over the GPU-timestamp time (the kernels alone, no submission or wait).
-    pub fn gpu_gbps(&self) -> Option<f64> {
-        self.gpu_ms.map(|g| self.bytes / (g * 1e-3) / 1e9)
-    }
-
-    pub fn gflops(&self) -> Option<f64> {
-        self.flops.map(|f| f / (self.median_ms * 1e-3) / 1e9)
     }
 }
 

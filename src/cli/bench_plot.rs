@@ -1,8 +1,36 @@
-//! `xent bench --plot`: GB/s against shape, one line per (op, backend), as SVG.
+//! `xent bench`'s measurements, and `--plot`: GB/s against shape, one line per (op, backend), as SVG.
 
 use xent::XentError;
 
-use super::bench::Measurement;
+/// One measurement.
+#[derive(Clone, Debug)]
+pub struct Measurement {
+    pub op: String,
+    pub n: usize,
+    pub k: usize,
+    pub backend: String,
+    pub median_ms: f64,
+    pub gpu_ms: Option<f64>,
+    pub bytes: f64,
+    /// Floating-point operations, for the matmul (`k` is then N·C's C and `d` the inner size).
+    pub flops: Option<f64>,
+    pub d: Option<usize>,
+}
+
+impl Measurement {
+    pub fn gbps(&self) -> f64 {
+        self.bytes / (self.median_ms * 1e-3) / 1e9
+    }
+
+    /// GB/s over the GPU-timestamp time (the kernels alone, no submission or wait).
+    pub fn gpu_gbps(&self) -> Option<f64> {
+        self.gpu_ms.map(|g| self.bytes / (g * 1e-3) / 1e9)
+    }
+
+    pub fn gflops(&self) -> Option<f64> {
+        self.flops.map(|f| f / (self.median_ms * 1e-3) / 1e9)
+    }
+}
 
 /// GB/s against shape, one line per (op, backend), as SVG.
 pub fn plot(
