@@ -40,6 +40,13 @@ pub struct BenchArgs {
     /// Skip the CPU paths (GPU only).
     #[arg(long)]
     pub gpu_only: bool,
+    /// The CPU paths allocate a fresh output every call (as PyTorch's autograd and JAX do) instead of
+    /// writing into a reused one (the default, as the GPU's outputs).
+    #[arg(long)]
+    pub cpu_alloc: bool,
+    /// Skip the GPU (the CPU paths only; no adapter needed).
+    #[arg(long, conflicts_with = "gpu_only")]
+    pub cpu_only: bool,
     /// Print one JSON object per line instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -218,39 +225,37 @@ fn cpu_measure(
     d: &Data,
     reps: usize,
     reference_path: bool,
+    alloc: bool,
 ) -> Result<Option<f64>, XentError> {
     let opts = CrossEntropyOptions::default();
-    let mut grad = vec![0f32; d.x.len()];
+    let mut reused = vec![0f32; d.x.len()];
+    // Into a reused buffer by default, as the GPU's outputs (a fresh 100+ MiB output costs its page
+    // faults, most of the time of a wide softmax here); with `alloc`, a fresh one per call.
+    let mut out = |f: &mut dyn FnMut(&mut [f32])| {
+        if alloc {
+            f(&mut vec![0f32; d.x.len()]);
+        } else {
+            f(&mut reused);
+        }
+    };
+    let labels = cpu::CpuTargets::Labels(&d.labels);
     let ms = match (op, reference_path) {
-        ("copy", _) => return Ok(None),
-        // Into a reused buffer, as the GPU's outputs and the CPU cross-entropy's gradient (a fresh
-        // 100+ MiB output costs its page faults, most of the time of a wide softmax here).
-        ("softmax", false) => time_cpu(reps, &mut || drop(cpu::softmax_into(&d.x, k, &mut grad))),
-        ("softmax", true) => time_cpu(reps, &mut || drop(reference::softmax(&d.x, k))),
-        ("softmax_bwd", false) => time_cpu(reps, &mut || {
-            drop(cpu::softmax_backward_into(&d.x, &d.g, k, &mut grad))
+        // The CPU's roofline: the same bytes, copied by the same row blocks and threads.
+        ("copy", false) => time_cpu(reps, &mut || out(&mut |o| drop(cpu::copy_into(&d.x, k, o)))),
+        ("softmax", false) => time_cpu(reps, &mut || {
+            out(&mut |o| drop(cpu::softmax_into(&d.x, k, o)))
         }),
+        ("softmax_bwd", false) => time_cpu(reps, &mut || {
+            out(&mut |o| drop(cpu::softmax_backward_into(&d.x, &d.g, k, o)))
+        }),
+        ("ce", false) => time_cpu(reps, &mut || {
+            out(&mut |o| drop(cpu::cross_entropy(&d.x, k, labels, &opts, Some(o))))
+        }),
+        ("copy", true) => return Ok(None),
+        ("softmax", true) => time_cpu(reps, &mut || drop(reference::softmax(&d.x, k))),
         ("softmax_bwd", true) => time_cpu(reps, &mut || {
             drop(reference::softmax_backward(&d.x, &d.g, k))
         }),
-        ("ce", false) => {
-            cpu::cross_entropy(
-                &d.x,
-                k,
-                cpu::CpuTargets::Labels(&d.labels),
-                &opts,
-                Some(&mut grad),
-            )?;
-            time_cpu(reps, &mut || {
-                drop(cpu::cross_entropy(
-                    &d.x,
-                    k,
-                    cpu::CpuTargets::Labels(&d.labels),
-                    &opts,
-                    Some(&mut grad),
-                ))
-            })
-        }
         ("ce", true) => time_cpu(reps, &mut || {
             drop(reference::cross_entropy(
                 &d.x,
@@ -265,8 +270,8 @@ fn cpu_measure(
 }
 
 /// Runs the sweep; the measurements in order (op-major within each shape).
-pub fn measure(args: &BenchArgs, ctx: &Context) -> Result<Vec<Measurement>, XentError> {
-    let timer = ctx.enable_gpu_timer();
+pub fn measure(args: &BenchArgs, ctx: Option<&Context>) -> Result<Vec<Measurement>, XentError> {
+    let timer = ctx.is_some_and(Context::enable_gpu_timer);
     let per_shape =
         args.ops.len() * (1 + usize::from(!args.gpu_only) + usize::from(args.with_reference));
     let bar = progress((args.shapes.len() * per_shape) as u64, "bench");
@@ -275,19 +280,21 @@ pub fn measure(args: &BenchArgs, ctx: &Context) -> Result<Vec<Measurement>, Xent
         let d = data(n, k);
         for op in &args.ops {
             let bytes = bytes_of(op, n, k);
-            bar.set_message(format!("{op} {n}x{k} gpu"));
-            let (wall, gpu) = gpu_measure(ctx, op, n, k, &d, args.reps)?;
-            out.push(Measurement {
-                op: op.clone(),
-                n,
-                k,
-                backend: "gpu".into(),
-                median_ms: wall,
-                gpu_ms: gpu.filter(|_| timer),
-                bytes,
-                flops: None,
-                d: None,
-            });
+            if let Some(ctx) = ctx {
+                bar.set_message(format!("{op} {n}x{k} gpu"));
+                let (wall, gpu) = gpu_measure(ctx, op, n, k, &d, args.reps)?;
+                out.push(Measurement {
+                    op: op.clone(),
+                    n,
+                    k,
+                    backend: "gpu".into(),
+                    median_ms: wall,
+                    gpu_ms: gpu.filter(|_| timer),
+                    bytes,
+                    flops: None,
+                    d: None,
+                });
+            }
             bar.inc(1);
             let mut cpu_paths = Vec::new();
             if !args.gpu_only {
@@ -308,6 +315,7 @@ pub fn measure(args: &BenchArgs, ctx: &Context) -> Result<Vec<Measurement>, Xent
                         args.reps
                     },
                     is_ref,
+                    args.cpu_alloc,
                 )? {
                     out.push(Measurement {
                         op: op.clone(),
@@ -325,16 +333,22 @@ pub fn measure(args: &BenchArgs, ctx: &Context) -> Result<Vec<Measurement>, Xent
             }
         }
     }
-    bar.set_message("matmul");
-    measure_matmul(args, ctx, timer, &mut out)?;
+    if let Some(ctx) = ctx {
+        bar.set_message("matmul");
+        measure_matmul(args, ctx, timer, &mut out)?;
+    }
     bar.finish_and_clear();
     Ok(out)
 }
 
 pub fn run(args: &BenchArgs) -> Result<ExitCode, XentError> {
-    let ctx = args.device.context()?;
-    let results = measure(args, &ctx)?;
-    let adapter = format!("{} ({:?})", ctx.adapter().name, ctx.adapter().backend);
+    let ctx = (!args.cpu_only)
+        .then(|| args.device.context())
+        .transpose()?;
+    let results = measure(args, ctx.as_ref())?;
+    let adapter = ctx.as_ref().map_or("none (--cpu-only)".into(), |ctx| {
+        format!("{} ({:?})", ctx.adapter().name, ctx.adapter().backend)
+    });
     // Roofline: the copy's GB/s on this adapter and shape.
     let copy = |n: usize, k: usize| {
         results
@@ -342,6 +356,18 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, XentError> {
             .find(|m| m.op == "copy" && m.backend == "gpu" && (m.n, m.k) == (n, k))
     };
     let copy_gbps = |n: usize, k: usize| copy(n, k).map(Measurement::gbps);
+    // The CPU's roofline: its own multithreaded copy of the same bytes.
+    let cpu_copy_gbps = |n: usize, k: usize| {
+        results
+            .iter()
+            .find(|m| m.op == "copy" && m.backend == "cpu" && (m.n, m.k) == (n, k))
+            .map(Measurement::gbps)
+    };
+    let roofline = |m: &Measurement| match m.backend.as_str() {
+        "gpu" => copy_gbps(m.n, m.k),
+        "cpu" => cpu_copy_gbps(m.n, m.k),
+        _ => None,
+    };
     // Kernel against kernel: both timed by timestamps, where the adapter has them.
     let gpu_pct = |m: &Measurement| {
         let c = copy(m.n, m.k)?.gpu_gbps()?;
@@ -360,7 +386,8 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, XentError> {
                 "median_ms": m.median_ms, "gpu_ms": m.gpu_ms, "gbps": m.gbps(),
                 "gflops": m.gflops(), "d": m.d,
                 "gpu_gbps": m.gpu_gbps(),
-                "pct_of_copy": copy_gbps(m.n, m.k).map(|c| 100.0 * m.gbps() / c),
+                "pct_of_copy": roofline(m).filter(|_| m.flops.is_none()).map(|c| 100.0 * m.gbps() / c),
+                "cpu_isa": (m.backend == "cpu").then(|| cpu::isa().to_string()),
                 "gpu_pct_of_copy": gpu_pct(m),
                 "speedup_vs_cpu": cpu_ms(m).map(|c| c / m.median_ms),
             });
@@ -368,14 +395,15 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, XentError> {
         }
     } else {
         println!(
-            "adapter: {adapter}; CPU: {} threads",
-            rayon::current_num_threads()
+            "adapter: {adapter}; CPU path: {} threads, {}",
+            rayon::current_num_threads(),
+            cpu::isa()
         );
         let rows: Vec<Vec<String>> = results
             .iter()
             .map(|m| {
-                let pct = match (m.backend.as_str(), copy_gbps(m.n, m.k), m.flops) {
-                    ("gpu", Some(c), None) => format!("{:.0}%", 100.0 * m.gbps() / c),
+                let pct = match (roofline(m), m.flops) {
+                    (Some(c), None) => format!("{:.0}%", 100.0 * m.gbps() / c),
                     _ => "-".into(),
                 };
                 let gpu_pct = match m.flops {
@@ -424,7 +452,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, XentError> {
             &rows,
         );
         println!(
-            "GB/s and GFLOP/s from wall time (launch + wait); GPU ms and GPU GB/s from timestamp queries; % of copy = GB/s over the copy kernel's on this adapter and shape (GPU % of copy: both from timestamps); GPU÷CPU against the fast CPU path"
+            "GB/s and GFLOP/s from wall time (launch + wait); GPU ms and GPU GB/s from timestamp queries; % of copy = GB/s over the copy of the same shape on the same backend (the GPU's copy kernel; the CPU path's multithreaded copy; GPU % of copy: both from timestamps); GPU÷CPU against the fast CPU path"
         );
     }
     if let Some(path) = &args.plot {

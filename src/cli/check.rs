@@ -317,11 +317,7 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, XentError> {
         ),
         None => println!(
             "backend: the fast CPU path ({}, {} threads)",
-            if cpu::uses_avx2_fma() {
-                "AVX2+FMA"
-            } else {
-                "portable"
-            },
+            cpu::isa(),
             rayon::current_num_threads()
         ),
     }

@@ -75,6 +75,12 @@ impl DeviceArgs {
 
 /// `xent info`.
 pub fn info(args: &DeviceArgs) -> Result<ExitCode, XentError> {
+    println!(
+        "fast CPU path: {} ({} threads; {} the best this CPU has)",
+        xent::cpu::isa(),
+        rayon::current_num_threads(),
+        xent::cpu::Isa::detected()
+    );
     let opts = args.options()?;
     let adapters = pollster::block_on(xent::list_adapters(&opts));
     if adapters.is_empty() {

@@ -1,52 +1,111 @@
-//! Run-time dispatch to the AVX2 + FMA copies, and the parallel driver over row blocks.
+//! Run-time dispatch to the AVX-512 and AVX2 + FMA copies, and the parallel driver over row blocks.
 
 use super::*;
 
 /// Environment variable that, set to `1`, keeps the hot loops on the portable build even where
-/// AVX2 and FMA exist (to compare the two, and to test the portable build on such machines). Read
-/// once, at the first call.
+/// SIMD extensions exist (the same as [`ISA_ENV`]`=portable`). Read once, at the first call.
 pub const PORTABLE_ENV: &str = "XENT_CPU_PORTABLE";
 
-/// Whether the AVX2 + FMA copies run: the CPU has both and [`PORTABLE_ENV`] is not `1`. Checked
-/// once.
-#[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-pub(super) fn has_avx2_fma() -> bool {
-    static USE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *USE.get_or_init(|| {
-        std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma")
-            && std::env::var_os(PORTABLE_ENV).is_none_or(|v| v != "1")
+/// Environment variable that caps the instruction set the hot loops use: `portable`, `avx2` or
+/// `avx512` (to compare them, and to test the lower copies on a CPU that has the higher ones). The
+/// path taken is the best the CPU has at or below it. Read once, at the first call.
+pub const ISA_ENV: &str = "XENT_CPU_ISA";
+
+/// The instruction sets the fast CPU path has copies of its hot loops for, lowest first. Every copy is
+/// the same Rust code compiled for its features (LLVM vectorises the loops to the register width), so
+/// they differ by rounding only where FMA fuses (AVX2 and AVX-512 both fuse).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Isa {
+    /// The baseline build (SSE2 on x86-64), no FMA.
+    Portable,
+    /// AVX2 and FMA: 256-bit vectors.
+    Avx2Fma,
+    /// AVX-512 F, BW, VL and DQ (with AVX2 and FMA): 512-bit vectors.
+    Avx512,
+}
+
+impl std::fmt::Display for Isa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Isa::Portable => "portable",
+            Isa::Avx2Fma => "AVX2+FMA",
+            Isa::Avx512 => "AVX-512",
+        })
+    }
+}
+
+impl Isa {
+    /// The best instruction set this CPU has.
+    pub fn detected() -> Self {
+        #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            if has!("avx512f")
+                && has!("avx512bw")
+                && has!("avx512vl")
+                && has!("avx512dq")
+                && has!("fma")
+            {
+                return Isa::Avx512;
+            }
+            if has!("avx2") && has!("fma") {
+                return Isa::Avx2Fma;
+            }
+        }
+        Isa::Portable
+    }
+
+    /// The cap [`ISA_ENV`] (or [`PORTABLE_ENV`]) sets, if any.
+    fn from_env() -> Option<Self> {
+        if std::env::var_os(PORTABLE_ENV).is_some_and(|v| v == "1") {
+            return Some(Isa::Portable);
+        }
+        match std::env::var(ISA_ENV).ok()?.to_ascii_lowercase().as_str() {
+            "portable" => Some(Isa::Portable),
+            "avx2" => Some(Isa::Avx2Fma),
+            "avx512" => Some(Isa::Avx512),
+            _ => None,
+        }
+    }
+}
+
+/// The instruction set the hot loops run on: the best the CPU has, capped by [`ISA_ENV`]. Chosen
+/// once, at the first call.
+pub fn isa() -> Isa {
+    static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+    *ISA.get_or_init(|| {
+        let best = Isa::detected();
+        Isa::from_env().map_or(best, |cap| cap.min(best))
     })
 }
 
-/// Whether the hot loops run from copies compiled for AVX2 and FMA (x86 CPUs that have both,
-/// unless [`PORTABLE_ENV`] is `1`); otherwise they run from the portable build (SSE2 on x86-64).
+/// Whether the hot loops run from copies compiled with FMA (AVX2+FMA or AVX-512).
 pub fn uses_avx2_fma() -> bool {
-    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
-    {
-        has_avx2_fma()
-    }
-    #[cfg(not(any(target_arch = "x86", target_arch = "x86_64")))]
-    {
-        false
-    }
+    isa() >= Isa::Avx2Fma
 }
 
-/// Defines `fn $name(args)` that runs `$generic::<true>` compiled with AVX2 + FMA when the CPU has
-/// them, else `$generic::<false>` (the portable build).
+/// Defines `fn $name(args)` that runs `$generic::<true>` compiled for AVX-512 or for AVX2 + FMA, as
+/// [`isa`] says, else `$generic::<false>` (the portable build).
 macro_rules! dispatched {
     ($(#[$meta:meta])* fn $name:ident$(<$lt:lifetime>)?($($arg:ident: $ty:ty),* $(,)?) => $generic:ident) => {
         $(#[$meta])*
         pub(super) fn $name$(<$lt>)?($($arg: $ty),*) {
             #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
             {
+                #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+                fn avx512$(<$lt>)?($($arg: $ty),*) {
+                    $generic::<true>($($arg),*)
+                }
                 #[target_feature(enable = "avx2,fma")]
                 fn avx2$(<$lt>)?($($arg: $ty),*) {
                     $generic::<true>($($arg),*)
                 }
-                if has_avx2_fma() {
-                    // SAFETY: the CPU has AVX2 and FMA, checked just above.
-                    return unsafe { avx2($($arg),*) };
+                match isa() {
+                    // SAFETY: `isa` reports only what the CPU has (checked at run time).
+                    Isa::Avx512 => return unsafe { avx512($($arg),*) },
+                    // SAFETY: as above.
+                    Isa::Avx2Fma => return unsafe { avx2($($arg),*) },
+                    Isa::Portable => {}
                 }
             }
             $generic::<false>($($arg),*)

@@ -17,8 +17,9 @@
 //! - rows of at most 16 elements (where a per-row vector loop would be mostly its scalar tail) go a
 //!   block of 64 rows at a time: each row's maximum, then `exp(z − max)` for the whole block in one
 //!   vectorised map, then the per-row sums (the same folds, so the same bits, as the row path);
-//! - on x86 CPUs with AVX2 and FMA (detected at run time, see [`uses_avx2_fma`]) the same loops run
-//!   from copies compiled for those features; elsewhere from the portable build (SSE2 on x86-64).
+//! - on x86 CPUs the same loops run from copies compiled for AVX-512 (F/BW/VL/DQ) or for AVX2 + FMA,
+//!   the best the CPU has, chosen once at run time ([`isa`]; [`ISA_ENV`] caps it); elsewhere from the
+//!   portable build (SSE2 on x86-64).
 //!
 //! Every function validates its input and returns [`XentError`] rather than panicking. Results match
 //! the f64 reference to about 1e-5 relative (the tests use the GPU kernels' tolerances).
@@ -53,7 +54,7 @@ mod scalar;
 
 use ce_row::*;
 use dispatch::*;
-pub use dispatch::{PORTABLE_ENV, uses_avx2_fma};
+pub use dispatch::{ISA_ENV, Isa, PORTABLE_ENV, isa, uses_avx2_fma};
 pub use matmul::{bias_grad, linear, weight_grad};
 use passes::*;
 use rows::*;
@@ -112,6 +113,18 @@ pub fn softmax(x: &[f32], cols: usize) -> Result<Vec<f32>> {
     let mut out = vec![0.0; x.len()];
     softmax_into(x, cols, &mut out)?;
     Ok(out)
+}
+
+/// The CPU's bandwidth roofline: `x` copied into `out` (same length), split into the same row blocks
+/// and threads as the row kernels, so each CPU figure can carry a % of what the memory system moves
+/// on this machine (read + write: the bytes a softmax moves at least). Errors as [`softmax_into`].
+pub fn copy_into(x: &[f32], cols: usize, out: &mut [f32]) -> Result<()> {
+    let n = check_rows("input (rows of cols elements)", x.len(), cols)?;
+    check_len("output", x.len(), out.len())?;
+    for_row_blocks(n, cols, out, cols, |r0, o| {
+        o.copy_from_slice(&x[r0 * cols..r0 * cols + o.len()]);
+    });
+    Ok(())
 }
 
 /// [`softmax`] into a caller's buffer of `x.len()` elements (no allocation).

@@ -27,14 +27,7 @@ impl Backend<'_> {
     pub fn name(&self) -> String {
         match self {
             Backend::Gpu(ctx) => describe(ctx),
-            Backend::Cpu => format!(
-                "the fast CPU path ({})",
-                if cpu::uses_avx2_fma() {
-                    "AVX2+FMA"
-                } else {
-                    "portable"
-                }
-            ),
+            Backend::Cpu => format!("the fast CPU path ({})", cpu::isa()),
         }
     }
 

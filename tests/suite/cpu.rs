@@ -732,35 +732,54 @@ proptest! {
 
 /// Under `XENT_CPU_PORTABLE=1` the hot loops run from the portable build.
 #[test]
-fn portable_env_selects_the_portable_build() {
-    if std::env::var_os(cpu::PORTABLE_ENV).is_some_and(|v| v == "1") {
-        assert!(!cpu::uses_avx2_fma());
+fn isa_env_caps_the_instruction_set() {
+    match std::env::var(cpu::ISA_ENV).as_deref() {
+        Ok("portable") => assert_eq!(cpu::isa(), cpu::Isa::Portable),
+        Ok("avx2") => assert!(cpu::isa() <= cpu::Isa::Avx2Fma),
+        _ => assert_eq!(cpu::isa(), cpu::Isa::detected()),
     }
+    assert_eq!(cpu::uses_avx2_fma(), cpu::isa() >= cpu::Isa::Avx2Fma);
 }
 
-/// On CPUs with AVX2 + FMA the tests above ran the AVX2 copies: run them again, in a child process
-/// of this test binary, on the portable build.
+/// The tests above ran the best copy this CPU has: run them again, in a child process of this test
+/// binary, on every lower instruction set (on an AVX-512 machine: AVX2+FMA and portable), so that
+/// each copy stays tested against the reference.
 #[test]
-fn portable_build_passes_the_same_tests() {
-    if std::env::var_os(cpu::PORTABLE_ENV).is_some() || !cpu::uses_avx2_fma() {
-        return; // this is the child, or the portable build is the only one here
+fn every_lower_instruction_set_passes_the_same_tests() {
+    if std::env::var_os(cpu::ISA_ENV).is_some() {
+        return; // this is a child
     }
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "suite::cpu::",
-            "--skip",
-            "portable_build_passes",
-            "--test-threads",
-            "2",
-        ])
-        .env(cpu::PORTABLE_ENV, "1")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "portable build:\n{stdout}\n{stderr}");
-    assert!(
-        stdout.contains("test suite::cpu::ce_option_matrix_matches_reference ... ok"),
-        "the child ran no tests:\n{stdout}"
+    let lower: Vec<(cpu::Isa, &str)> = [
+        (cpu::Isa::Portable, "portable"),
+        (cpu::Isa::Avx2Fma, "avx2"),
+    ]
+    .into_iter()
+    .filter(|(isa, _)| *isa < cpu::isa())
+    .collect();
+    eprintln!(
+        "xent tests: CPU path on {} here; also on {:?}",
+        cpu::isa(),
+        lower
     );
+    for (isa, name) in lower {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "suite::cpu::",
+                "--skip",
+                "every_lower_instruction_set",
+                "--test-threads",
+                "2",
+            ])
+            .env(cpu::ISA_ENV, name)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{isa}:\n{stdout}\n{stderr}");
+        assert!(
+            stdout.contains("test suite::cpu::ce_option_matrix_matches_reference ... ok")
+                && stdout.contains("test suite::cpu::isa_env_caps_the_instruction_set ... ok"),
+            "the {isa} child ran no tests:\n{stdout}"
+        );
+    }
 }
