@@ -5,9 +5,12 @@ device time from CUDA events, beside a device-to-device copy of the same shape a
 
     python3 benches/peers.py [--reps 7] [--shapes 4096x1000,1024x32000,256x128256,65536x10] [--json] [--no-cpu]
 
-Ops: softmax forward (bytes = n·N·8) and cross-entropy forward+backward with class labels and mean
-reduction (bytes = n·N·8: read the logits, write the gradient). Median of `reps` timed runs after one
-warm-up. Needs numpy and torch and/or jax; a missing framework is skipped with a note.
+Ops: softmax forward (bytes = n·N·8), the softmax backward from the probabilities and an upstream
+gradient (bytes = n·N·12: read both, write one), and cross-entropy forward+backward with class labels
+and mean reduction (bytes = n·N·8: read the logits, write the gradient). Every op allocates its output
+per call (PyTorch's functional ops and autograd, XLA's buffers): compare with `xent bench --cpu-alloc`.
+Median of `reps` timed runs after one warm-up. Needs numpy and torch and/or jax; a missing framework
+is skipped with a note.
 """
 import argparse
 import json
@@ -71,23 +74,31 @@ def torch_rows(shapes, reps, device):
                 sync()
 
         out = torch.empty_like(x)
+        p = torch.softmax(x, dim=1)
+        g = torch.tensor(rng.uniform(-0.5, 0.5, (n, k)).astype(np.float32), device=device)
+
+        def softmax_bwd(wait=True):
+            torch._softmax_backward_data(g, p, 1, torch.float32)
+            if wait:
+                sync()
 
         def copy(wait=True):
             out.copy_(x)
             if wait:
                 sync()
 
-        ops = [("softmax", softmax), ("ce", ce)]
+        ops = [("softmax", softmax), ("ce", ce), ("softmax_bwd", softmax_bwd)]
         if device == "cuda":
             ops.insert(0, ("copy", copy))
         for op, fn in ops:
             ms = median_ms(fn, reps)
-            row = dict(op=op, n=n, k=k, backend=f"torch-{device}", median_ms=ms, gbps=n * k * 8 / ms / 1e6)
+            nbytes = n * k * (12 if op == "softmax_bwd" else 8)
+            row = dict(op=op, n=n, k=k, backend=f"torch-{device}", median_ms=ms, gbps=nbytes / ms / 1e6)
             if device == "cuda":
                 # Device time: events on the stream around the launches, no host synchronisation
                 # inside the window (runs before 2026-11-22's last had one: +10–20 µs a call).
                 g = cuda_event_ms(lambda: fn(wait=False), reps)
-                row.update(gpu_ms=g, gpu_gbps=n * k * 8 / g / 1e6)
+                row.update(gpu_ms=g, gpu_gbps=nbytes / g / 1e6)
             rows.append(row)
     return rows
 
@@ -102,16 +113,22 @@ def jax_rows(shapes, reps):
 
     grad = jax.jit(jax.value_and_grad(loss))
     softmax = jax.jit(lambda z: jax.nn.softmax(z, axis=1))
+    # The softmax's vector-Jacobian product, as JAX's autodiff of softmax computes it.
+    softmax_bwd = jax.jit(lambda p, g: p * (g - jnp.sum(g * p, axis=1, keepdims=True)))
     backend = f"jax-{jax.default_backend()}"
     rows = []
     for n, k in shapes:
         rng = np.random.default_rng(n * 31 + k)
         x = jnp.asarray(rng.uniform(-8, 8, (n, k)).astype(np.float32))
         y = jnp.asarray(rng.integers(0, k, n).astype(np.int32))
+        p = softmax(x)
+        g = jnp.asarray(rng.uniform(-0.5, 0.5, (n, k)).astype(np.float32))
         for op, fn in (("softmax", lambda: softmax(x).block_until_ready()),
-                       ("ce", lambda: grad(x, y)[1].block_until_ready())):
+                       ("ce", lambda: grad(x, y)[1].block_until_ready()),
+                       ("softmax_bwd", lambda: softmax_bwd(p, g).block_until_ready())):
             ms = median_ms(fn, reps)
-            rows.append(dict(op=op, n=n, k=k, backend=backend, median_ms=ms, gbps=n * k * 8 / ms / 1e6))
+            nbytes = n * k * (12 if op == "softmax_bwd" else 8)
+            rows.append(dict(op=op, n=n, k=k, backend=backend, median_ms=ms, gbps=nbytes / ms / 1e6))
     return rows
 
 

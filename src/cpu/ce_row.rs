@@ -117,7 +117,7 @@ pub(super) fn ce_row<const F: bool>(
         None => z,
     };
     let m = match exps {
-        Exps::Compute => row_max(v, s),
+        Exps::Compute => row_max(v),
         Exps::InGrad(m) | Exps::Given(m, _) => m,
     };
 
@@ -151,7 +151,7 @@ pub(super) fn ce_row<const F: bool>(
 
     // Pass 2: e_j = exp(v_j − m) (stored in the gradient row when there is one) and Σ e_j.
     let sum = match (exps, grad.as_deref_mut()) {
-        (Exps::Compute, Some(g)) if !ignored => exp_sum_store::<F>(v, m, g, s),
+        (Exps::Compute, Some(g)) if !ignored => exp_sum_store::<F>(v, m, g),
         (Exps::Compute, _) => exp_sum::<F>(v, m, s),
         (Exps::InGrad(_), g) => fold_sum(g.expect("the narrow path's gradient row")),
         (Exps::Given(_, e), _) => fold_sum(e),

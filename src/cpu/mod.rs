@@ -10,10 +10,11 @@
 //!   softmax's normalisation);
 //! - `exp` (and `tanh` for soft-capping) are branch-free f32 polynomials. Element-wise passes are
 //!   plain loops over slices, which LLVM's loop vectoriser turns into SIMD whole; reductions (max,
-//!   sums, dot products) are written as a pairwise tree of such loops over blocks of 1024 elements
-//!   held in L1, because the compiler may not reorder a strict f32 sum itself. The tree also keeps
-//!   the rounding error small (log₂ of the block, then the number of blocks) without f64 in the hot
-//!   loops;
+//!   sums, dot products) go over blocks of 1024 elements held in L1 into 64 accumulators kept in
+//!   registers, then pairwise, because the compiler may not reorder a strict f32 sum itself: the
+//!   order is written out, the same for every vector width (AVX2+FMA and AVX-512 give the same
+//!   bits; the portable build, without FMA, differs by rounding), and the rounding error stays small (16 terms an accumulator, log₂ 64, then the number of
+//!   blocks) without f64 in the hot loops;
 //! - rows of at most 16 elements (where a per-row vector loop would be mostly its scalar tail) go a
 //!   block of 64 rows at a time: each row's maximum, then `exp(z − max)` for the whole block in one
 //!   vectorised map, then the per-row sums (the same folds, so the same bits, as the row path);
@@ -29,8 +30,8 @@ use rayon::prelude::*;
 use crate::error::{Result, XentError};
 use crate::options::{CrossEntropyOptions, Reduction};
 
-/// Elements of a row reduced at once by a pairwise tree in L1; block results are then combined in
-/// order.
+/// Elements of a row reduced at once in L1 (64 accumulators, then pairwise); block results are then
+/// combined in order.
 const BLOCK: usize = 1024;
 
 /// Elements compared at once by the argmax scan.

@@ -1,70 +1,65 @@
 //! Vectorisable passes: maps as plain loops over slices (LLVM's loop vectoriser takes them whole),
-//! reductions as a pairwise tree of such maps over a block in L1, and the narrow-row block passes.
+//! reductions in a fixed order over a block in L1 (64 accumulators, then pairwise), and the
+//! narrow-row block passes.
 
 use super::*;
 
-// reordered by the compiler, so the reordering is written out), which is also accurate: the error
-// grows with log₂ of the block, then with the number of blocks.
-// ---------------------------------------------------------------------------------------------
-
-/// One thread's buffers for the reductions: a block of mapped values and half a block for the tree.
+/// One thread's buffer for the reductions: a block of mapped values.
 pub(super) struct Scratch {
     pub(super) buf: [f32; BLOCK],
-    pub(super) tree: [f32; BLOCK / 2],
 }
 
 impl Scratch {
     pub(super) fn new() -> Self {
-        Self {
-            buf: [0.0; BLOCK],
-            tree: [0.0; BLOCK / 2],
-        }
+        Self { buf: [0.0; BLOCK] }
     }
 }
 
 /// Reductions of at most this many elements are a plain fold.
 pub(super) const FOLD_MAX: usize = 16;
 
-/// `op`-reduction of `x` (at most [`BLOCK`] elements) as a pairwise tree: each level is a
-/// vectorised map `t_i = op(t_i, t_{i+h})`. `op` must be commutative and associative up to
-/// rounding, with identity `id`.
+/// Accumulators of a block reduction (see [`pairwise`]).
+const ACC: usize = 64;
+
+/// `op`-reduction of `x` (at most [`BLOCK`] elements) in a fixed order: element `i` goes into
+/// accumulator `i mod 64`, in order (a vector loop keeps the 64 accumulators in registers: 4 zmm,
+/// 8 ymm or 16 xmm, with no store in the loop), then the 64 accumulators pairwise. The order is the
+/// same whatever the vector width, so AVX2+FMA and AVX-512 give the same bits (the portable build
+/// differs where they fuse multiply-adds); the error grows with
+/// the 16 terms an accumulator takes from a block and log₂ 64, as the tree it replaced (a tree of
+/// stores and reloads through a scratch buffer, which cost the wide rows a third of their time).
+/// `op` must be commutative and associative up to rounding, with identity `id`.
 #[inline(always)]
-pub(super) fn pairwise(
-    x: &[f32],
-    tree: &mut [f32; BLOCK / 2],
-    id: f32,
-    op: impl Fn(f32, f32) -> f32,
-) -> f32 {
-    let n = x.len();
-    if n <= FOLD_MAX {
+pub(super) fn pairwise(x: &[f32], id: f32, op: impl Fn(f32, f32) -> f32) -> f32 {
+    if x.len() <= FOLD_MAX {
         return x.iter().fold(id, |a, &b| op(a, b));
     }
-    let h = n / 2;
-    let (lo, hi) = x.split_at(h);
-    let tree = &mut tree[..h];
-    for ((t, &a), &b) in tree.iter_mut().zip(lo).zip(hi) {
-        *t = op(a, b);
-    }
-    let mut acc = if n % 2 == 1 { hi[h] } else { id };
-    let mut len = h;
-    while len > FOLD_MAX {
-        let half = len / 2;
-        if len % 2 == 1 {
-            acc = op(acc, tree[len - 1]);
+    let mut acc = [id; ACC];
+    let chunks = x.chunks_exact(ACC);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a = op(*a, v);
         }
-        let (a, b) = tree[..2 * half].split_at_mut(half);
-        for (t, &u) in a.iter_mut().zip(b.iter()) {
-            *t = op(*t, u);
-        }
-        len = half;
     }
-    tree[..len].iter().fold(acc, |a, &b| op(a, b))
+    for (a, &v) in acc.iter_mut().zip(rest) {
+        *a = op(*a, v);
+    }
+    let mut len = ACC;
+    while len > 1 {
+        len /= 2;
+        let (lo, hi) = acc.split_at_mut(len);
+        for (a, &b) in lo.iter_mut().zip(hi.iter()) {
+            *a = op(*a, b);
+        }
+    }
+    acc[0]
 }
 
 /// Pairwise sum of a block.
 #[inline(always)]
-pub(super) fn block_sum(x: &[f32], tree: &mut [f32; BLOCK / 2]) -> f32 {
-    pairwise(x, tree, 0.0, |a, b| a + b)
+pub(super) fn block_sum(x: &[f32]) -> f32 {
+    pairwise(x, 0.0, |a, b| a + b)
 }
 
 /// The largest element when the row holds no NaN. With NaNs the result is NaN or the maximum of
@@ -72,11 +67,11 @@ pub(super) fn block_sum(x: &[f32], tree: &mut [f32; BLOCK / 2]) -> f32 {
 /// only use it when the row turns out NaN-free, and otherwise produce NaN results (and take the
 /// argmax from [`exact_argmax`]).
 #[inline(always)]
-pub(super) fn row_max(x: &[f32], s: &mut Scratch) -> f32 {
+pub(super) fn row_max(x: &[f32]) -> f32 {
     let max = |a: f32, b: f32| sel(a > b, a, b);
     let mut m = f32::NEG_INFINITY;
     for b in x.chunks(BLOCK) {
-        m = max(pairwise(b, &mut s.tree, f32::NEG_INFINITY, max), m);
+        m = max(pairwise(b, f32::NEG_INFINITY, max), m);
     }
     m
 }
@@ -100,7 +95,7 @@ pub(super) fn sum_map2(a: &[f32], b: &[f32], s: &mut Scratch, f: impl Fn(f32, f3
     for (ab, bb) in a.chunks(BLOCK).zip(b.chunks(BLOCK)) {
         let buf = &mut s.buf[..ab.len()];
         map2(buf, ab, bb, &f);
-        total += block_sum(buf, &mut s.tree);
+        total += block_sum(buf);
     }
     total
 }
@@ -112,7 +107,7 @@ pub(super) fn sum_map(x: &[f32], s: &mut Scratch, f: impl Fn(f32) -> f32) -> f32
     for xb in x.chunks(BLOCK) {
         let buf = &mut s.buf[..xb.len()];
         map_in_place2(buf, xb, |_, v| f(v));
-        total += block_sum(buf, &mut s.tree);
+        total += block_sum(buf);
     }
     total
 }
@@ -132,23 +127,18 @@ pub(super) fn sum_map3(
         for (o, (&x, (&y, &z))) in buf.iter_mut().zip(ab.iter().zip(bb.iter().zip(cb))) {
             *o = f(x, y, z);
         }
-        total += block_sum(buf, &mut s.tree);
+        total += block_sum(buf);
     }
     total
 }
 
 /// Writes `e_j = exp(v_j − m)` into `out` and returns Σ e_j (each block summed while in L1).
 #[inline(always)]
-pub(super) fn exp_sum_store<const F: bool>(
-    v: &[f32],
-    m: f32,
-    out: &mut [f32],
-    s: &mut Scratch,
-) -> f32 {
+pub(super) fn exp_sum_store<const F: bool>(v: &[f32], m: f32, out: &mut [f32]) -> f32 {
     let mut total = 0.0;
     for (vb, ob) in v.chunks(BLOCK).zip(out.chunks_mut(BLOCK)) {
         map_in_place2(ob, vb, |_, x| exp_le0::<F>(x - m));
-        total += block_sum(ob, &mut s.tree);
+        total += block_sum(ob);
     }
     total
 }

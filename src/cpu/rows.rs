@@ -20,14 +20,13 @@ pub(super) fn softmax_rows<const F: bool>(x: &[f32], out: &mut [f32], cols: usiz
         }
         return;
     }
-    let s = &mut Scratch::new();
     for (x, out) in x.chunks_exact(cols).zip(out.chunks_exact_mut(cols)) {
-        let m = row_max(x, s);
+        let m = row_max(x);
         if !m.is_finite() {
             out.fill(f32::NAN);
             continue;
         }
-        let inv = 1.0 / exp_sum_store::<F>(x, m, out, s);
+        let inv = 1.0 / exp_sum_store::<F>(x, m, out);
         map_in_place(out, |e| e * inv);
     }
 }
@@ -50,7 +49,7 @@ pub(super) fn log_softmax_rows<const F: bool>(x: &[f32], out: &mut [f32], cols: 
     }
     let s = &mut Scratch::new();
     for (x, out) in x.chunks_exact(cols).zip(out.chunks_exact_mut(cols)) {
-        let m = row_max(x, s);
+        let m = row_max(x);
         if !m.is_finite() {
             out.fill(f32::NAN);
             continue;
@@ -77,7 +76,7 @@ pub(super) fn logsumexp_rows<const F: bool>(x: &[f32], out: &mut [f32], cols: us
     }
     let s = &mut Scratch::new();
     for (x, out) in x.chunks_exact(cols).zip(out.iter_mut()) {
-        let m = row_max(x, s);
+        let m = row_max(x);
         *out = if m.is_finite() {
             m + exp_sum::<F>(x, m, s).ln()
         } else {

@@ -424,3 +424,51 @@ fn check_runs_on_the_fast_cpu_path() {
     );
     assert!(!out.contains("FAIL"), "{out}");
 }
+
+/// The fast CPU path's AVX2+FMA and AVX-512 copies give the same bits (one reduction order for every
+/// vector width, and both fuse multiply-adds); shown through `xent eval --backend cpu` under each cap.
+#[test]
+fn cpu_instruction_sets_with_fma_give_the_same_bits() {
+    if xent::cpu::isa() < xent::cpu::Isa::Avx512 {
+        eprintln!("xent tests: no AVX-512 here; AVX2-vs-AVX-512 bit test SKIPPED");
+        return;
+    }
+    let dir = temp_dir("isa-bits");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (n, c) = (37, 3001);
+    let z = super::common::random(5, n, c, -20.0, 20.0);
+    npy::write_f32(&dir.join("z.npy"), &[n, c], &z).unwrap();
+    let targets: Vec<f32> = super::common::random(6, n, c, 0.0, 1.0);
+    npy::write_f32(&dir.join("t.npy"), &[n, c], &targets).unwrap();
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let run = |isa: &str| {
+        let out = dir.join(isa);
+        let r = Command::new(env!("CARGO_BIN_EXE_xent"))
+            .args([
+                "eval",
+                "--logits",
+                &s(&dir.join("z.npy")),
+                "--targets",
+                &s(&dir.join("t.npy")),
+            ])
+            .args([
+                "--label-smoothing",
+                "0.1",
+                "--backend",
+                "cpu",
+                "--out",
+                &s(&out),
+            ])
+            .env(xent::cpu::ISA_ENV, isa)
+            .output()
+            .unwrap();
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        out
+    };
+    let (a, b) = (run("avx2"), run("avx512"));
+    for name in ["loss.npy", "grad.npy", "softmax.npy", "log_softmax.npy"] {
+        let read = |d: &Path| std::fs::read(d.join(name)).unwrap();
+        assert_eq!(read(&a), read(&b), "{name}: AVX2 and AVX-512 bits differ");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
