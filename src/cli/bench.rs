@@ -233,7 +233,7 @@ fn cpu_measure(
     // faults, most of the time of a wide softmax here); with `alloc`, a fresh one per call.
     let mut out = |f: &mut dyn FnMut(&mut [f32])| {
         if alloc {
-            f(&mut vec![0f32; d.x.len()]);
+            f(&mut cpu::output(d.x.len()));
         } else {
             f(&mut reused);
         }
