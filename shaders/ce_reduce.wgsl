@@ -10,7 +10,7 @@
 // Reads: row_out (n×4), partial (G×4). Writes: partial, stats (4).
 // An all-ignored batch gives a mean of 0/0 = NaN, as PyTorch.
 
-#import prelude: WG, UNROLL, CE_MEAN
+#import prelude: WG, UNROLL, CE_MEAN, MODE_FINISH, MODE_FROM_PARTIALS
 #import common: p, MODE, FLAGS, lane_of, row_of, walk
 #import reduce: seg_sum4
 
@@ -27,8 +27,8 @@ fn term(i: u32) -> vec4<f32> {
 
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
-    let finish = (MODE & 1u) != 0u;
-    let from_partials = (MODE & 2u) != 0u;
+    let finish = (MODE & MODE_FINISH) != 0u;
+    let from_partials = (MODE & MODE_FROM_PARTIALS) != 0u;
     let lane = lane_of(lid);
     let w = walk(lane);
     let g = row_of(lid, wid);

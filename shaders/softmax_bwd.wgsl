@@ -6,7 +6,7 @@
 //                           MODE 1 (log-softmax): dz = g − exp(y) · Σ g
 // Two passes: the row's dot product (or sum), then the write.
 
-#import prelude: WG, UNROLL
+#import prelude: WG, UNROLL, MODE_BWD_LOG_SOFTMAX
 #import vector: V, VW, hsum
 #import common: p, MODE, lane_of, row_of, walk_n
 #import reduce: seg_sum4
@@ -22,7 +22,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     let live = row < p.rows;
     let base = (p.shift + row * p.cols) / VW;
     let w = walk_n(lane, p.cols / VW);
-    let log_mode = MODE == 1u;
+    let log_mode = MODE == MODE_BWD_LOG_SOFTMAX;
 
     var acc = 0.0;
     if (live) {

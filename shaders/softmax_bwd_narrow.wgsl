@@ -2,6 +2,7 @@
 // read of y and of g and one write per element, the row's dot product (or sum) in column order. Same
 // bindings, modes and outputs as softmax_bwd.
 
+#import prelude: MODE_BWD_LOG_SOFTMAX
 #import narrow: main
 #import common: p, MODE
 
@@ -20,10 +21,10 @@ fn pack_main(row: u32, base: u32) {
     {
         var d = 0.0;
         //#columns
-            d += select(g$e * v$e, g$e, MODE == 1u);
+            d += select(g$e * v$e, g$e, MODE == MODE_BWD_LOG_SOFTMAX);
         //#end
         //#columns
-            v$e = select(v$e * (g$e - d), g$e - exp(v$e) * d, MODE == 1u);
+            v$e = select(v$e * (g$e - d), g$e - exp(v$e) * d, MODE == MODE_BWD_LOG_SOFTMAX);
         //#end
     }
     //#end

@@ -6,7 +6,7 @@
 // Edge cases (as PyTorch): lse = ±inf for a row whose max is ±inf; softmax and log-softmax of such a
 // row (an all -inf row included) are NaN; any NaN makes the row NaN.
 
-#import prelude: WG, UNROLL, ROW_CACHE
+#import prelude: WG, UNROLL, ROW_CACHE, MODE_LSE, MODE_LOG_SOFTMAX
 #import vector: V, VW
 #import common: p, MODE, lane_of, row_of, walk_n, cached, cache_slot, MaxSum, online_push_v, row_max_sum, is_inf
 
@@ -48,7 +48,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     if (lane == 0u) {
         lse[p.row0 + row] = t.m + log_s;
     }
-    if (MODE == 2u) {
+    if (MODE == MODE_LSE) {
         return;
     }
     // z - lse computed as (z - M) - log Σ: exact-ish for huge logits, where lse itself rounds.
@@ -64,7 +64,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
                     v = x[base + j];
                 }
                 let ls = (v - m) - V(log_s);
-                y[base + j] = select(exp(ls), ls, MODE == 1u);
+                y[base + j] = select(exp(ls), ls, MODE == MODE_LOG_SOFTMAX);
             }
         }
     }

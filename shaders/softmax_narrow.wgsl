@@ -1,6 +1,7 @@
 // softmax_narrow: softmax_fwd for narrow rows (a template: layout and syntax in narrow.wgsl). One read,
 // one exp and one write per element. Same bindings, modes, outputs and edge cases as softmax_fwd.
 
+#import prelude: MODE_LSE, MODE_LOG_SOFTMAX
 #import narrow: main
 #import common: p, MODE, exp_rel, is_inf
 
@@ -26,11 +27,11 @@ fn pack_main(row: u32, base: u32) {
         lse[p.row0 + row + $iu] = m + log_s;
         let mn = select(m, p.nan, is_inf(m));
         //#columns
-            v$e = select(exp((v$e - mn) - log_s), (v$e - mn) - log_s, MODE == 1u);
+            v$e = select(exp((v$e - mn) - log_s), (v$e - mn) - log_s, MODE == MODE_LOG_SOFTMAX);
         //#end
     }
     //#end
-    if (MODE == 2u) {
+    if (MODE == MODE_LSE) {
         return;
     }
     //#vec4s

@@ -6,13 +6,11 @@ use crate::launch::{Arg, RowLaunch, RowParams};
 use crate::matrix::GpuMatrix;
 use crate::shaders::Kernel;
 
-/// Modes of `softmax_fwd.wgsl`.
-const FWD_SOFTMAX: u32 = 0;
-const FWD_LOG_SOFTMAX: u32 = 1;
-const FWD_LSE: u32 = 2;
-/// Modes of `softmax_bwd.wgsl`.
-const BWD_SOFTMAX: u32 = 0;
-const BWD_LOG_SOFTMAX: u32 = 1;
+/// Modes of `softmax_fwd.wgsl` and `softmax_bwd.wgsl` (defined once, in [`crate::shaders::flags`]).
+use crate::shaders::flags::{
+    MODE_BWD_LOG_SOFTMAX as BWD_LOG_SOFTMAX, MODE_BWD_SOFTMAX as BWD_SOFTMAX,
+    MODE_LOG_SOFTMAX as FWD_LOG_SOFTMAX, MODE_LSE as FWD_LSE, MODE_SOFTMAX as FWD_SOFTMAX,
+};
 
 /// `Err` for a matrix no row kernel accepts (N = 0).
 pub(crate) fn check_cols(cols: usize) -> Result<()> {

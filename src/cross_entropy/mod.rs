@@ -16,9 +16,10 @@ use plan::{CePlan, GradKind};
 
 /// Batch rows per partial sum in ce_reduce's first stage.
 const REDUCE_SLICE: usize = 4096;
-/// ce_reduce's MODE bits: the launch writes the final numbers; it adds partials, not batch rows.
-const REDUCE_FINISH: u32 = 1;
-const REDUCE_FROM_PARTIALS: u32 = 2;
+/// ce_reduce's MODE bits (defined once, in [`crate::shaders::flags`]).
+use crate::shaders::flags::{
+    MODE_FINISH as REDUCE_FINISH, MODE_FROM_PARTIALS as REDUCE_FROM_PARTIALS,
+};
 
 /// The target of cross-entropy.
 #[derive(Clone, Copy, Debug)]

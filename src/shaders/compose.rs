@@ -364,8 +364,10 @@ mod tests {
 
     #[test]
     fn errors_are_pointed_into_the_files() {
-        let c = compose("softmax_fwd", &["ELEM_F32", "VEC4"], &modules(&[("prelude", "const WG: u32 = 256u;\nconst LB: u32 = 8u;\nconst UNROLL: u32 = 1u;\nconst ROW_CACHE: u32 = 4u;\nconst ROW_CACHED: u32 = 256u;")]))
-            .unwrap();
+        use crate::shaders::{ReducePath, RowWalk, prelude};
+        let walk = RowWalk::for_policy(2048);
+        let generated = [("prelude", prelude(ReducePath::Workgroup, walk, false))];
+        let c = compose("softmax_fwd", &["ELEM_F32", "VEC4"], &generated).unwrap();
         let last = c.origins.len();
         let msg = format!("error at wgsl:{last}:5 here");
         let note = c.annotate(&msg);

@@ -24,9 +24,10 @@ pub const ROW_CACHE: u32 = 2048;
 /// The `FLAGS` bit that turns that cache on.
 pub const ROW_CACHED: u32 = flags::ROW_CACHED;
 
-/// Every bit of the kernels' `FLAGS` override, defined once. Rust uses these constants and the
-/// generated prelude declares each as a WGSL `const` of the same name and value (see [`prelude`]), so
-/// no flag is written on both sides. Cross-entropy bits are `CE_*`, the matmul's `MM_*`.
+/// Every bit of the kernels' `FLAGS` override and every value of their `MODE`, defined once. Rust uses
+/// these constants and the generated prelude declares each as a WGSL `const` of the same name and
+/// value (see [`prelude`]), so no flag or mode is written on both sides. Cross-entropy bits are
+/// `CE_*`, the matmul's `MM_*`, modes `MODE_*`.
 pub mod flags {
     /// ce_fwd_bwd / ce_narrow: class-index targets (else probability rows).
     pub const CE_LABELS: u32 = 1 << 0;
@@ -59,7 +60,22 @@ pub mod flags {
     /// matmul: A is a row of ones (column sums), not bound.
     pub const MM_A_ONES: u32 = 1 << 4;
 
-    /// Every flag by its WGSL name, for the prelude.
+    /// softmax_fwd's MODE: softmax.
+    pub const MODE_SOFTMAX: u32 = 0;
+    /// softmax_fwd's MODE: log-softmax.
+    pub const MODE_LOG_SOFTMAX: u32 = 1;
+    /// softmax_fwd's MODE: log-sum-exp only (no row output).
+    pub const MODE_LSE: u32 = 2;
+    /// softmax_bwd's MODE: the softmax backward from p̂.
+    pub const MODE_BWD_SOFTMAX: u32 = 0;
+    /// softmax_bwd's MODE: the log-softmax backward from log p̂.
+    pub const MODE_BWD_LOG_SOFTMAX: u32 = 1;
+    /// ce_reduce's MODE bit: this launch writes the final numbers.
+    pub const MODE_FINISH: u32 = 1 << 0;
+    /// ce_reduce's MODE bit: it adds partials, not batch rows.
+    pub const MODE_FROM_PARTIALS: u32 = 1 << 1;
+
+    /// Every flag and mode by its WGSL name, for the prelude.
     pub(crate) const ALL: &[(&str, u32)] = &[
         ("CE_LABELS", CE_LABELS),
         ("CE_WEIGHT", CE_WEIGHT),
@@ -76,6 +92,13 @@ pub mod flags {
         ("MM_ACCUM", MM_ACCUM),
         ("MM_BIAS", MM_BIAS),
         ("MM_A_ONES", MM_A_ONES),
+        ("MODE_SOFTMAX", MODE_SOFTMAX),
+        ("MODE_LOG_SOFTMAX", MODE_LOG_SOFTMAX),
+        ("MODE_LSE", MODE_LSE),
+        ("MODE_BWD_SOFTMAX", MODE_BWD_SOFTMAX),
+        ("MODE_BWD_LOG_SOFTMAX", MODE_BWD_LOG_SOFTMAX),
+        ("MODE_FINISH", MODE_FINISH),
+        ("MODE_FROM_PARTIALS", MODE_FROM_PARTIALS),
     ];
 }
 
