@@ -68,6 +68,12 @@ pub(crate) struct RowLaunch<'a> {
     pub args: &'a [Arg<'a>],
 }
 
+/// Where an operation's launches go: a submission of their own, or the caller's encoder.
+pub(crate) enum Encode<'e> {
+    Submit,
+    Into(&'e mut wgpu::CommandEncoder),
+}
+
 /// One binding of a row kernel, in binding order after the uniform at binding 0.
 pub(crate) enum Arg<'a> {
     /// An n×N matrix, bound chunk by chunk.
@@ -146,25 +152,32 @@ impl Context {
         Ok(by_binding.min(by_dispatch).min(u32::MAX as u64) as usize)
     }
 
-    /// Records the launches `record` encodes into one command buffer, between two timestamps (when
-    /// the GPU timer is on), and submits it: an operation of several launches is one submission, and
-    /// nothing of it runs when encoding fails.
-    pub(crate) fn submit_launches(
+    /// Records the launches `record` encodes: into the caller's encoder ([`Encode::Into`]: nothing is
+    /// submitted), or into a command buffer of their own between two timestamps (when the GPU timer
+    /// is on), submitted at once ([`Encode::Submit`]): an operation of several launches is one
+    /// submission, and nothing of it runs when encoding fails.
+    pub(crate) fn launches<T>(
         &self,
         label: &str,
-        record: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<()>,
-    ) -> Result<()> {
-        let mut encoder = self.encoder(label);
-        self.timestamp(&mut encoder);
-        record(&mut encoder)?;
-        self.timestamp(&mut encoder);
-        self.submit(encoder)?;
-        Ok(())
+        to: Encode<'_>,
+        record: impl FnOnce(&mut wgpu::CommandEncoder) -> Result<T>,
+    ) -> Result<T> {
+        match to {
+            Encode::Into(encoder) => record(encoder),
+            Encode::Submit => {
+                let mut encoder = self.encoder(label);
+                self.timestamp(&mut encoder);
+                let out = record(&mut encoder)?;
+                self.timestamp(&mut encoder);
+                self.submit(encoder)?;
+                Ok(out)
+            }
+        }
     }
 
-    /// [`Context::encode_rows`] as a submission of its own.
-    pub(crate) fn run_rows(&self, launch: RowLaunch<'_>) -> Result<()> {
-        self.submit_launches(launch.kernel.label(), |encoder| {
+    /// [`Context::launches`] of one row launch.
+    pub(crate) fn rows(&self, to: Encode<'_>, launch: RowLaunch<'_>) -> Result<()> {
+        self.launches(launch.kernel.label(), to, |encoder| {
             self.encode_rows(encoder, launch)
         })
     }

@@ -36,6 +36,7 @@ pub mod matmul;
 pub mod matrix;
 pub mod npy;
 pub mod options;
+pub mod record;
 pub mod reference;
 pub mod sgd;
 pub mod shaders;
@@ -46,6 +47,7 @@ pub use context::{AdapterSummary, Context, ContextOptions, list_adapters};
 pub use cross_entropy::{CrossEntropyOptions, CrossEntropyOutput, Reduction, Targets};
 pub use error::{Result, XentError};
 pub use matrix::{GpuLabels, GpuMatrix};
+pub use record::Recorder;
 pub use shaders::ReducePath;
 
 /// The README's examples, compiled as doc-tests so that they stay true.

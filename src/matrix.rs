@@ -35,6 +35,60 @@ impl GpuMatrix {
         })
     }
 
+    /// Wraps a buffer the caller owns as a `rows × cols` matrix starting at its first byte, so xent's
+    /// operations read and write it in place (no copy). The buffer must have been made on `ctx`'s
+    /// device (wgpu cannot tell xent otherwise: a buffer of another device is the caller's error), be
+    /// usable as a storage binding, and hold at least `rows · cols · 4` bytes; it may be larger.
+    /// Reading it back (`read`) also needs `COPY_SRC`.
+    ///
+    /// Errors: [`XentError::InvalidArgument`] for a buffer without `STORAGE` usage,
+    /// [`XentError::LengthMismatch`] (in bytes) for one too small, [`XentError::InvalidShape`] when
+    /// the shape overflows.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), xent::XentError> {
+    /// let ctx = xent::Context::new_blocking(xent::ContextOptions::from_env())?;
+    /// let buffer = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+    ///     label: Some("my logits"),
+    ///     size: 2 * 3 * 4,
+    ///     usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+    ///     mapped_at_creation: false,
+    /// });
+    /// let z = xent::GpuMatrix::from_buffer(&ctx, buffer, 2, 3)?;
+    /// let p = ctx.softmax(&z)?; // reads the caller's buffer
+    /// # let _ = p;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn from_buffer(
+        ctx: &Context,
+        buffer: wgpu::Buffer,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Self> {
+        let len = checked_len(rows, cols)?;
+        if !buffer.usage().contains(wgpu::BufferUsages::STORAGE) {
+            return Err(XentError::InvalidArgument(format!(
+                "a matrix's buffer needs STORAGE usage; this one has {:?}",
+                buffer.usage()
+            )));
+        }
+        let bytes = len as u64 * 4;
+        if buffer.size() < bytes {
+            return Err(XentError::LengthMismatch {
+                what: "caller buffer (bytes) for the matrix",
+                expected: bytes as usize,
+                got: buffer.size() as usize,
+            });
+        }
+        Ok(Self {
+            buffer,
+            rows,
+            cols,
+            owner: ctx.id(),
+        })
+    }
+
     /// Uploads `data` (row-major, `rows * cols` values).
     pub fn from_slice(ctx: &Context, data: &[f32], rows: usize, cols: usize) -> Result<Self> {
         let len = checked_len(rows, cols)?;

@@ -3,7 +3,7 @@
 
 use crate::context::Context;
 use crate::error::{Result, XentError};
-use crate::launch::{Arg, RowLaunch, RowParams};
+use crate::launch::{Arg, Encode, RowLaunch, RowParams};
 use crate::matrix::{GpuLabels, GpuMatrix};
 use crate::shaders::Kernel;
 
@@ -12,6 +12,23 @@ impl Context {
     /// (`sgd_update.wgsl`). `w`, `v` and `g` have one shape.
     pub fn sgd_update(
         &self,
+        w: &GpuMatrix,
+        v: &GpuMatrix,
+        g: &GpuMatrix,
+        learning_rate: f32,
+        momentum: f32,
+        l2: f32,
+    ) -> Result<()> {
+        self.sgd_update_to(Encode::Submit, w, v, g, learning_rate, momentum, l2)
+    }
+
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the public op's arguments and the target"
+    )]
+    pub(crate) fn sgd_update_to(
+        &self,
+        to: Encode<'_>,
         w: &GpuMatrix,
         v: &GpuMatrix,
         g: &GpuMatrix,
@@ -41,24 +58,32 @@ impl Context {
         params.f[0] = learning_rate;
         params.f[1] = momentum;
         params.f[2] = l2;
-        self.run_rows(RowLaunch {
-            kernel: Kernel::SgdUpdate,
-            params,
-            rows,
-            cols,
-            passes: 1,
-            args: &[
-                Arg::Rows(g.on(self)?),
-                Arg::Rows(w.on(self)?),
-                Arg::Rows(v.on(self)?),
-            ],
-        })
+        self.rows(
+            to,
+            RowLaunch {
+                kernel: Kernel::SgdUpdate,
+                params,
+                rows,
+                cols,
+                passes: 1,
+                args: &[
+                    Arg::Rows(g.on(self)?),
+                    Arg::Rows(w.on(self)?),
+                    Arg::Rows(v.on(self)?),
+                ],
+            },
+        )
     }
 
     /// Rows `idx` of `x` and their labels, gathered into `out` (rows × d) and `out_labels` (rows
     /// i32) through `idx_buf` (room for the indices, which the caller has checked against `x`).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "operands, outputs and the target"
+    )]
     pub(crate) fn gather_rows(
         &self,
+        to: Encode<'_>,
         x: &GpuMatrix,
         labels: &GpuLabels,
         idx: &[u32],
@@ -79,24 +104,37 @@ impl Context {
             self.queue
                 .write_buffer(idx_buf, 0, bytemuck::cast_slice(idx))
         })?;
-        self.run_rows(RowLaunch {
-            kernel: Kernel::GatherRows,
-            params: RowParams::mode(0),
-            rows,
-            cols: d,
-            passes: 1,
-            args: &[
-                Arg::Whole(x.on(self)?),
-                Arg::Whole(labels.on(self)?),
-                Arg::Whole(idx_buf),
-                Arg::Rows(out.on(self)?),
-                Arg::Whole(out_labels),
-            ],
-        })
+        self.rows(
+            to,
+            RowLaunch {
+                kernel: Kernel::GatherRows,
+                params: RowParams::mode(0),
+                rows,
+                cols: d,
+                passes: 1,
+                args: &[
+                    Arg::Whole(x.on(self)?),
+                    Arg::Whole(labels.on(self)?),
+                    Arg::Whole(idx_buf),
+                    Arg::Rows(out.on(self)?),
+                    Arg::Whole(out_labels),
+                ],
+            },
+        )
     }
 
     /// Copies the single row of `src` (1 × N) into row `row` of `dst` (r × N), on the device.
     pub fn copy_row_into(&self, src: &GpuMatrix, dst: &GpuMatrix, row: usize) -> Result<()> {
+        self.copy_row(Encode::Submit, src, dst, row)
+    }
+
+    pub(crate) fn copy_row(
+        &self,
+        to: Encode<'_>,
+        src: &GpuMatrix,
+        dst: &GpuMatrix,
+        row: usize,
+    ) -> Result<()> {
         let cols = dst.cols();
         src.expect_shape("row to copy", 1, cols)?;
         if row >= dst.rows() {
@@ -105,11 +143,11 @@ impl Context {
                 dst.rows()
             )));
         }
-        let (from, to) = (src.on(self)?, dst.on(self)?);
+        let (from, into) = (src.on(self)?, dst.on(self)?);
         let bytes = cols as u64 * 4;
-        let mut enc = self.encoder("xent.copy_row");
-        enc.copy_buffer_to_buffer(from, 0, to, row as u64 * bytes, bytes);
-        self.submit(enc)?;
-        Ok(())
+        self.launches("xent.copy_row", to, |enc| {
+            enc.copy_buffer_to_buffer(from, 0, into, row as u64 * bytes, bytes);
+            Ok(())
+        })
     }
 }

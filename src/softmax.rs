@@ -2,7 +2,7 @@
 
 use crate::context::Context;
 use crate::error::{Result, XentError};
-use crate::launch::{Arg, RowLaunch, RowParams};
+use crate::launch::{Arg, Encode, RowLaunch, RowParams};
 use crate::matrix::GpuMatrix;
 use crate::shaders::Kernel;
 
@@ -24,8 +24,9 @@ pub(crate) fn check_cols(cols: usize) -> Result<()> {
 
 impl Context {
     /// Runs softmax_fwd in `mode`, writing `y` (absent in mode 2) and the per-row log-sum-exp.
-    fn softmax_fwd(
+    pub(crate) fn softmax_fwd(
         &self,
+        to: Encode<'_>,
         x: &GpuMatrix,
         mode: u32,
         y: Option<&GpuMatrix>,
@@ -42,14 +43,17 @@ impl Context {
             }
             None => Arg::Whole(self.stand_in(0)),
         };
-        self.run_rows(RowLaunch {
-            kernel: Kernel::SoftmaxFwd,
-            params: RowParams::mode(mode),
-            rows: n,
-            cols,
-            passes: 2,
-            args: &[Arg::Rows(x.on(self)?), y_arg, Arg::Whole(lse.on(self)?)],
-        })
+        self.rows(
+            to,
+            RowLaunch {
+                kernel: Kernel::SoftmaxFwd,
+                params: RowParams::mode(mode),
+                rows: n,
+                cols,
+                passes: 2,
+                args: &[Arg::Rows(x.on(self)?), y_arg, Arg::Whole(lse.on(self)?)],
+            },
+        )
     }
 
     /// Row-wise softmax `exp(z − lse(z))`. A row whose max is ±inf (an all −inf row too) or that holds
@@ -62,7 +66,7 @@ impl Context {
     /// zero-fill wgpu gives every new buffer on first use (one write pass over memory).
     pub fn softmax_into(&self, x: &GpuMatrix, out: &GpuMatrix) -> Result<()> {
         let lse = GpuMatrix::zeros(self, x.rows(), 1)?;
-        self.softmax_fwd(x, FWD_SOFTMAX, Some(out), &lse)
+        self.softmax_fwd(Encode::Submit, x, FWD_SOFTMAX, Some(out), &lse)
     }
 
     /// Row-wise log-softmax `z − lse(z)`; same edge cases as [`Context::softmax`]. `−inf` logits in an
@@ -76,14 +80,14 @@ impl Context {
     /// [`Context::log_softmax`] into an existing `out` of the same shape.
     pub fn log_softmax_into(&self, x: &GpuMatrix, out: &GpuMatrix) -> Result<()> {
         let lse = GpuMatrix::zeros(self, x.rows(), 1)?;
-        self.softmax_fwd(x, FWD_LOG_SOFTMAX, Some(out), &lse)
+        self.softmax_fwd(Encode::Submit, x, FWD_LOG_SOFTMAX, Some(out), &lse)
     }
 
     /// Row-wise log-sum-exp as an `n × 1` matrix: `−inf` for an all −inf row, `+inf` when the row has
     /// `+inf`, NaN when it has a NaN (as `torch.logsumexp`).
     pub fn logsumexp(&self, x: &GpuMatrix) -> Result<GpuMatrix> {
         let lse = GpuMatrix::zeros(self, x.rows(), 1)?;
-        self.softmax_fwd(x, FWD_LSE, None, &lse)?;
+        self.softmax_fwd(Encode::Submit, x, FWD_LSE, None, &lse)?;
         Ok(lse)
     }
 
@@ -91,27 +95,37 @@ impl Context {
     pub fn softmax_with_lse(&self, x: &GpuMatrix) -> Result<(GpuMatrix, GpuMatrix)> {
         let y = GpuMatrix::zeros(self, x.rows(), x.cols())?;
         let lse = GpuMatrix::zeros(self, x.rows(), 1)?;
-        self.softmax_fwd(x, FWD_SOFTMAX, Some(&y), &lse)?;
+        self.softmax_fwd(Encode::Submit, x, FWD_SOFTMAX, Some(&y), &lse)?;
         Ok((y, lse))
     }
 
-    fn softmax_bwd(&self, y: &GpuMatrix, g: &GpuMatrix, mode: u32, dz: &GpuMatrix) -> Result<()> {
+    pub(crate) fn softmax_bwd(
+        &self,
+        to: Encode<'_>,
+        y: &GpuMatrix,
+        g: &GpuMatrix,
+        mode: u32,
+        dz: &GpuMatrix,
+    ) -> Result<()> {
         let (n, cols) = y.shape();
         check_cols(cols)?;
         g.expect_shape("upstream gradient", n, cols)?;
         dz.expect_shape("gradient output", n, cols)?;
-        self.run_rows(RowLaunch {
-            kernel: Kernel::SoftmaxBwd,
-            params: RowParams::mode(mode),
-            rows: n,
-            cols,
-            passes: 2,
-            args: &[
-                Arg::Rows(y.on(self)?),
-                Arg::Rows(g.on(self)?),
-                Arg::Rows(dz.on(self)?),
-            ],
-        })
+        self.rows(
+            to,
+            RowLaunch {
+                kernel: Kernel::SoftmaxBwd,
+                params: RowParams::mode(mode),
+                rows: n,
+                cols,
+                passes: 2,
+                args: &[
+                    Arg::Rows(y.on(self)?),
+                    Arg::Rows(g.on(self)?),
+                    Arg::Rows(dz.on(self)?),
+                ],
+            },
+        )
     }
 
     /// [`Context::softmax_backward`] into an existing `out`.
@@ -121,38 +135,45 @@ impl Context {
         g: &GpuMatrix,
         out: &GpuMatrix,
     ) -> Result<()> {
-        self.softmax_bwd(probs, g, BWD_SOFTMAX, out)
+        self.softmax_bwd(Encode::Submit, probs, g, BWD_SOFTMAX, out)
     }
 
     /// The softmax Jacobian-vector product `p̂ ⊙ (g − ⟨g, p̂⟩)`, from the forward output `p̂` and the
     /// upstream gradient `g = ∂L/∂p̂` (never builds the N×N Jacobian).
     pub fn softmax_backward(&self, probs: &GpuMatrix, g: &GpuMatrix) -> Result<GpuMatrix> {
         let dz = GpuMatrix::zeros(self, probs.rows(), probs.cols())?;
-        self.softmax_bwd(probs, g, BWD_SOFTMAX, &dz)?;
+        self.softmax_bwd(Encode::Submit, probs, g, BWD_SOFTMAX, &dz)?;
         Ok(dz)
     }
 
     /// The log-softmax backward `g − exp(y) · Σ g` from the forward output `y = log_softmax(z)`.
     pub fn log_softmax_backward(&self, log_probs: &GpuMatrix, g: &GpuMatrix) -> Result<GpuMatrix> {
         let dz = GpuMatrix::zeros(self, log_probs.rows(), log_probs.cols())?;
-        self.softmax_bwd(log_probs, g, BWD_LOG_SOFTMAX, &dz)?;
+        self.softmax_bwd(Encode::Submit, log_probs, g, BWD_LOG_SOFTMAX, &dz)?;
         Ok(dz)
     }
 
     /// A copy of `x` into `out`, walked exactly as the row kernels walk memory: the bandwidth roofline
     /// that benchmarks compare the memory-bound kernels with.
     pub fn copy_rows_into(&self, x: &GpuMatrix, out: &GpuMatrix) -> Result<()> {
+        self.copy_rows(Encode::Submit, x, out)
+    }
+
+    pub(crate) fn copy_rows(&self, to: Encode<'_>, x: &GpuMatrix, out: &GpuMatrix) -> Result<()> {
         let (n, cols) = x.shape();
         check_cols(cols)?;
         out.expect_shape("copy output", n, cols)?;
-        self.run_rows(RowLaunch {
-            kernel: Kernel::CopyRows,
-            params: RowParams::mode(0),
-            rows: n,
-            cols,
-            passes: 1,
-            args: &[Arg::Rows(x.on(self)?), Arg::Rows(out.on(self)?)],
-        })
+        self.rows(
+            to,
+            RowLaunch {
+                kernel: Kernel::CopyRows,
+                params: RowParams::mode(0),
+                rows: n,
+                cols,
+                passes: 1,
+                args: &[Arg::Rows(x.on(self)?), Arg::Rows(out.on(self)?)],
+            },
+        )
     }
 
     /// Host-slice convenience: uploads `x` (`x.len() / cols` rows), runs [`Context::softmax`], reads back.

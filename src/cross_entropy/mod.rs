@@ -3,7 +3,7 @@
 
 use crate::context::Context;
 use crate::error::{Result, XentError};
-use crate::launch::{Arg, RowLaunch, RowParams};
+use crate::launch::{Arg, Encode, RowLaunch, RowParams};
 use crate::matrix::{GpuLabels, GpuMatrix};
 use crate::shaders::Kernel;
 use crate::softmax::check_cols;
@@ -78,7 +78,7 @@ mod flags {
 
 /// Where the gradient goes.
 #[derive(Clone, Copy, Debug)]
-enum GradTo<'a> {
+pub(crate) enum GradTo<'a> {
     Nowhere,
     NewBuffer,
     Logits,
@@ -103,7 +103,7 @@ impl Context {
         targets: Targets<'_>,
         opts: &CrossEntropyOptions,
     ) -> Result<CrossEntropyOutput> {
-        self.ce(logits, targets, opts, None, GradTo::Nowhere)
+        self.ce(Encode::Submit, logits, targets, opts, None, GradTo::Nowhere)
     }
 
     /// Loss and gradient `∂L/∂z` in one fused kernel (plus one or two small launches summing the
@@ -114,7 +114,14 @@ impl Context {
         targets: Targets<'_>,
         opts: &CrossEntropyOptions,
     ) -> Result<CrossEntropyOutput> {
-        self.ce(logits, targets, opts, None, GradTo::NewBuffer)
+        self.ce(
+            Encode::Submit,
+            logits,
+            targets,
+            opts,
+            None,
+            GradTo::NewBuffer,
+        )
     }
 
     /// As [`Context::cross_entropy_fwd_bwd`], writing the gradient into an existing `grad` (n × N);
@@ -127,7 +134,14 @@ impl Context {
         grad: &GpuMatrix,
     ) -> Result<CrossEntropyOutput> {
         grad.expect_shape("gradient output", logits.rows(), logits.cols())?;
-        self.ce(logits, targets, opts, None, GradTo::Into(grad))
+        self.ce(
+            Encode::Submit,
+            logits,
+            targets,
+            opts,
+            None,
+            GradTo::Into(grad),
+        )
     }
 
     /// As [`Context::cross_entropy_fwd_bwd`], writing the gradient over the logits to save memory: the
@@ -138,19 +152,9 @@ impl Context {
         targets: Targets<'_>,
         opts: &CrossEntropyOptions,
     ) -> Result<CrossEntropyOutput> {
-        let mut out = self.ce(&logits, targets, opts, None, GradTo::Logits)?;
+        let mut out = self.ce(Encode::Submit, &logits, targets, opts, None, GradTo::Logits)?;
         out.grad = Some(logits);
         Ok(out)
-    }
-
-    /// The in-place variant on a borrowed matrix (the trainer reuses its logits buffer every step).
-    pub(crate) fn cross_entropy_overwrite(
-        &self,
-        logits: &GpuMatrix,
-        targets: Targets<'_>,
-        opts: &CrossEntropyOptions,
-    ) -> Result<CrossEntropyOutput> {
-        self.ce(logits, targets, opts, None, GradTo::Logits)
     }
 
     /// Loss and gradient with a per-row upstream gradient `∂L/∂loss_i` (`n × 1`), for
@@ -168,14 +172,22 @@ impl Context {
             ));
         }
         upstream.expect_shape("per-row upstream gradient", logits.rows(), 1)?;
-        self.ce(logits, targets, opts, Some(upstream), GradTo::NewBuffer)
+        self.ce(
+            Encode::Submit,
+            logits,
+            targets,
+            opts,
+            Some(upstream),
+            GradTo::NewBuffer,
+        )
     }
 
     /// Validates everything (the mean's denominator and the gradient scale are computed here, from
     /// the labels and weights the host has), then encodes ce_fwd_bwd → ce_reduce (loss, accuracy; two
     /// stages past 4,096 rows) in one submission. No readback in between.
-    fn ce(
+    pub(crate) fn ce(
         &self,
+        to: Encode<'_>,
         logits: &GpuMatrix,
         targets: Targets<'_>,
         opts: &CrossEntropyOptions,
@@ -322,7 +334,7 @@ impl Context {
             Arg::Whole(rows.on(self)?),
         ];
         // One submission: the rows, then the batch numbers.
-        self.submit_launches(Kernel::CeFwdBwd.label(), |encoder| {
+        self.launches(Kernel::CeFwdBwd.label(), to, |encoder| {
             self.encode_rows(
                 encoder,
                 RowLaunch {
@@ -368,18 +380,21 @@ impl Context {
             }
             None => Arg::Whole(self.stand_in(0)),
         };
-        self.run_rows(RowLaunch {
-            kernel: Kernel::InfoRows,
-            params,
-            rows: n,
-            cols,
-            passes: 2,
-            args: &[
-                Arg::Rows(logits.on(self)?),
-                targets_arg,
-                Arg::Whole(out.on(self)?),
-            ],
-        })?;
+        self.rows(
+            Encode::Submit,
+            RowLaunch {
+                kernel: Kernel::InfoRows,
+                params,
+                rows: n,
+                cols,
+                passes: 2,
+                args: &[
+                    Arg::Rows(logits.on(self)?),
+                    targets_arg,
+                    Arg::Whole(out.on(self)?),
+                ],
+            },
+        )?;
         Ok(out)
     }
 }

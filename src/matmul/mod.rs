@@ -6,7 +6,7 @@
 
 use crate::context::Context;
 use crate::error::Result;
-use crate::launch::dispatch;
+use crate::launch::{Encode, dispatch};
 use crate::matrix::GpuMatrix;
 use crate::shaders::{Kernel, WG_SIZE};
 
@@ -87,7 +87,7 @@ impl Context {
     }
 
     /// Plans the product (pure: [`plan::Plan`]) and encodes its steps in one submission.
-    fn run_matmul(&self, p: &Product<'_>) -> Result<()> {
+    fn run_matmul(&self, to: Encode<'_>, p: &Product<'_>) -> Result<()> {
         let limits = self.limits();
         let align = limits.min_storage_buffer_offset_alignment as u64;
         let shape = plan::Shape {
@@ -136,7 +136,7 @@ impl Context {
             None => None,
         };
         let stand_in = self.stand_in(0);
-        self.submit_launches("xent.matmul", |encoder| {
+        self.launches("xent.matmul", to, |encoder| {
             for step in &plan.steps {
                 let (r0, rows, m, k, slices) = (step.r0, step.rows, step.m, step.k, step.slices);
                 let whole = |b: &wgpu::Buffer| (0u64, b.size(), 0u32);
@@ -222,6 +222,17 @@ impl Context {
         b: Option<&GpuMatrix>,
         z: &GpuMatrix,
     ) -> Result<()> {
+        self.linear_to(Encode::Submit, x, w, b, z)
+    }
+
+    pub(crate) fn linear_to(
+        &self,
+        to: Encode<'_>,
+        x: &GpuMatrix,
+        w: &GpuMatrix,
+        b: Option<&GpuMatrix>,
+        z: &GpuMatrix,
+    ) -> Result<()> {
         let (n, d) = x.shape();
         let classes = w.cols();
         w.expect_shape("weights W (d × N)", d, classes)?;
@@ -229,20 +240,23 @@ impl Context {
             b.expect_shape("bias b (1 × N)", 1, classes)?;
         }
         z.expect_shape("logits Z (n × N)", n, classes)?;
-        self.run_matmul(&Product {
-            a: Some(x.on(self)?),
-            b: w.on(self)?,
-            bias: b.map(|b| b.on(self)).transpose()?,
-            c: z.on(self)?,
-            m: n,
-            n: classes,
-            k: d,
-            lda: d,
-            ldb: classes,
-            ldc: classes,
-            flags: if b.is_some() { mm_flags::BIAS } else { 0 },
-            batch: Batch::M,
-        })
+        self.run_matmul(
+            to,
+            &Product {
+                a: Some(x.on(self)?),
+                b: w.on(self)?,
+                bias: b.map(|b| b.on(self)).transpose()?,
+                c: z.on(self)?,
+                m: n,
+                n: classes,
+                k: d,
+                lda: d,
+                ldb: classes,
+                ldc: classes,
+                flags: if b.is_some() { mm_flags::BIAS } else { 0 },
+                batch: Batch::M,
+            },
+        )
     }
 
     /// [`Context::linear_into`] into a new matrix.
@@ -255,24 +269,37 @@ impl Context {
     /// The weight gradient `dW = Xᵀ G` (d × N) for X n × d and G n × N; the reduction over the n rows
     /// runs in chunks added in order.
     pub fn weight_grad_into(&self, x: &GpuMatrix, g: &GpuMatrix, dw: &GpuMatrix) -> Result<()> {
+        self.weight_grad_to(Encode::Submit, x, g, dw)
+    }
+
+    pub(crate) fn weight_grad_to(
+        &self,
+        to: Encode<'_>,
+        x: &GpuMatrix,
+        g: &GpuMatrix,
+        dw: &GpuMatrix,
+    ) -> Result<()> {
         let (n, d) = x.shape();
         let classes = g.cols();
         g.expect_shape("gradient G (n × N)", n, classes)?;
         dw.expect_shape("weight gradient (d × N)", d, classes)?;
-        self.run_matmul(&Product {
-            a: Some(x.on(self)?),
-            b: g.on(self)?,
-            bias: None,
-            c: dw.on(self)?,
-            m: d,
-            n: classes,
-            k: n,
-            lda: d,
-            ldb: classes,
-            ldc: classes,
-            flags: mm_flags::TRANS_A,
-            batch: Batch::K,
-        })
+        self.run_matmul(
+            to,
+            &Product {
+                a: Some(x.on(self)?),
+                b: g.on(self)?,
+                bias: None,
+                c: dw.on(self)?,
+                m: d,
+                n: classes,
+                k: n,
+                lda: d,
+                ldb: classes,
+                ldc: classes,
+                flags: mm_flags::TRANS_A,
+                batch: Batch::K,
+            },
+        )
     }
 
     /// [`Context::weight_grad_into`] into a new matrix.
@@ -284,22 +311,29 @@ impl Context {
 
     /// The bias gradient `db = Σ_i G_i` (column sums, 1 × N).
     pub fn bias_grad_into(&self, g: &GpuMatrix, db: &GpuMatrix) -> Result<()> {
+        self.bias_grad_to(Encode::Submit, g, db)
+    }
+
+    pub(crate) fn bias_grad_to(&self, to: Encode<'_>, g: &GpuMatrix, db: &GpuMatrix) -> Result<()> {
         let (n, classes) = g.shape();
         db.expect_shape("bias gradient (1 × N)", 1, classes)?;
-        self.run_matmul(&Product {
-            a: None,
-            b: g.on(self)?,
-            bias: None,
-            c: db.on(self)?,
-            m: 1,
-            n: classes,
-            k: n,
-            lda: 1,
-            ldb: classes,
-            ldc: classes,
-            flags: mm_flags::TRANS_A | mm_flags::A_ONES,
-            batch: Batch::K,
-        })
+        self.run_matmul(
+            to,
+            &Product {
+                a: None,
+                b: g.on(self)?,
+                bias: None,
+                c: db.on(self)?,
+                m: 1,
+                n: classes,
+                k: n,
+                lda: 1,
+                ldb: classes,
+                ldc: classes,
+                flags: mm_flags::TRANS_A | mm_flags::A_ONES,
+                batch: Batch::K,
+            },
+        )
     }
 
     /// [`Context::bias_grad_into`] into a new matrix.
@@ -315,20 +349,23 @@ impl Context {
         let d = w.rows();
         w.expect_shape("weights W (d × N)", d, classes)?;
         let dx = GpuMatrix::zeros(self, n, d)?;
-        self.run_matmul(&Product {
-            a: Some(g.on(self)?),
-            b: w.on(self)?,
-            bias: None,
-            c: dx.on(self)?,
-            m: n,
-            n: d,
-            k: classes,
-            lda: classes,
-            ldb: classes,
-            ldc: d,
-            flags: mm_flags::TRANS_B,
-            batch: Batch::M,
-        })?;
+        self.run_matmul(
+            Encode::Submit,
+            &Product {
+                a: Some(g.on(self)?),
+                b: w.on(self)?,
+                bias: None,
+                c: dx.on(self)?,
+                m: n,
+                n: d,
+                k: classes,
+                lda: classes,
+                ldb: classes,
+                ldc: d,
+                flags: mm_flags::TRANS_B,
+                batch: Batch::M,
+            },
+        )?;
         Ok(dx)
     }
 }

@@ -4,9 +4,10 @@ use std::collections::HashMap;
 
 use super::{EpochStats, TrainConfig, check_data, check_indices, epoch_batches, epoch_stats};
 use crate::context::Context;
-use crate::cross_entropy::{CrossEntropyOptions, Targets};
+use crate::cross_entropy::{CrossEntropyOptions, GradTo, Targets};
 use crate::data::Dataset;
 use crate::error::Result;
+use crate::launch::Encode;
 use crate::matrix::{GpuLabels, GpuMatrix};
 
 /// Device buffers of one minibatch size.
@@ -83,44 +84,76 @@ impl<'c> GpuTrainer<'c> {
         Ok(&self.batches[&rows])
     }
 
-    /// One SGD step on the rows `idx`; returns the loss statistics buffer of the step (1 × 4: loss,
-    /// rows, accuracy, rows), still on the device. An index outside the training set is an error
-    /// (nothing runs).
+    /// One SGD step on the rows `idx`, in one submission; returns the loss statistics buffer of the
+    /// step (1 × 4: loss, rows, accuracy, rows), still on the device. An index outside the training
+    /// set is an error (nothing runs).
     pub fn step(&mut self, idx: &[u32], cfg: &TrainConfig) -> Result<GpuMatrix> {
+        let mut encoder = self.ctx.encoder("xent.train.step");
+        let stats = self.record_step(&mut encoder, idx, cfg)?;
+        self.ctx.submit(encoder)?;
+        Ok(stats)
+    }
+
+    /// Records one step — gather → `X W + b` → fused cross-entropy (in place) → `Xᵀ G` → `1ᵀ G` →
+    /// SGD on W and b — into `encoder`, which must be submitted before the next step is recorded (the
+    /// batch's indices are written through the queue, ahead of the submission).
+    fn record_step(
+        &mut self,
+        encoder: &mut wgpu::CommandEncoder,
+        idx: &[u32],
+        cfg: &TrainConfig,
+    ) -> Result<GpuMatrix> {
         check_indices(idx, self.train.n)?;
         let rows = idx.len();
         let ctx = self.ctx;
         self.buffers(rows)?;
         let bb = &self.batches[&rows];
-        ctx.gather_rows(&self.x_all, &self.y_all, idx, &bb.idx, &bb.x, &bb.labels)?;
+        ctx.gather_rows(
+            Encode::Into(encoder),
+            &self.x_all,
+            &self.y_all,
+            idx,
+            &bb.idx,
+            &bb.x,
+            &bb.labels,
+        )?;
         // Host copy of the batch labels: the cross-entropy call validates them (cheap, batch-sized).
         let host: Vec<i32> = idx
             .iter()
             .map(|&i| self.y_all.as_slice()[i as usize])
             .collect();
         let labels = GpuLabels::from_parts(ctx, bb.labels.clone(), host);
-        ctx.linear_into(&bb.x, &self.w, Some(&self.b), &bb.z)?;
-        let out = ctx.cross_entropy_overwrite(
+        ctx.linear_to(Encode::Into(encoder), &bb.x, &self.w, Some(&self.b), &bb.z)?;
+        let out = ctx.ce(
+            Encode::Into(encoder),
             &bb.z,
             Targets::Labels(&labels),
             &CrossEntropyOptions::default(),
+            None,
+            GradTo::Logits,
         )?;
-        ctx.weight_grad_into(&bb.x, &bb.z, &self.dw)?;
-        ctx.bias_grad_into(&bb.z, &self.db)?;
-        self.sgd(true, cfg)?;
-        self.sgd(false, cfg)?;
+        ctx.weight_grad_to(Encode::Into(encoder), &bb.x, &bb.z, &self.dw)?;
+        ctx.bias_grad_to(Encode::Into(encoder), &bb.z, &self.db)?;
+        let (lr, mu) = (cfg.learning_rate, cfg.momentum);
+        ctx.sgd_update_to(
+            Encode::Into(encoder),
+            &self.w,
+            &self.vw,
+            &self.dw,
+            lr,
+            mu,
+            cfg.l2,
+        )?;
+        ctx.sgd_update_to(
+            Encode::Into(encoder),
+            &self.b,
+            &self.vb,
+            &self.db,
+            lr,
+            mu,
+            0.0,
+        )?;
         Ok(out.stats)
-    }
-
-    /// One SGD update of the weights (with L2) or of the bias (without), in place.
-    fn sgd(&self, weights: bool, cfg: &TrainConfig) -> Result<()> {
-        let (w, g, v, l2) = if weights {
-            (&self.w, &self.dw, &self.vw, cfg.l2)
-        } else {
-            (&self.b, &self.db, &self.vb, 0.0)
-        };
-        self.ctx
-            .sgd_update(w, v, g, cfg.learning_rate, cfg.momentum, l2)
     }
 
     /// Accuracy on the test set with the current model (one readback).
@@ -148,8 +181,12 @@ impl<'c> GpuTrainer<'c> {
         let batches = epoch_batches(self.train.n, cfg.batch_size, cfg.seed, epoch);
         let log = GpuMatrix::zeros(self.ctx, batches.len(), 4)?;
         for (s, idx) in batches.iter().enumerate() {
-            let stats = self.step(idx, cfg)?;
-            self.ctx.copy_row_into(&stats, &log, s)?;
+            // The step and its log entry: one submission.
+            let mut encoder = self.ctx.encoder("xent.train.step");
+            let stats = self.record_step(&mut encoder, idx, cfg)?;
+            self.ctx
+                .copy_row(Encode::Into(&mut encoder), &stats, &log, s)?;
+            self.ctx.submit(encoder)?;
         }
         let log = log.read_blocking(self.ctx)?;
         let per_batch = log

@@ -195,3 +195,55 @@ fn weight_gradient_bits_do_not_depend_on_the_host_cpu_count() {
         );
     }
 }
+
+/// A caller's buffer wrapped as a matrix: without STORAGE usage, or too small, it is refused with the
+/// numbers; a right one is read and written in place.
+#[test]
+fn caller_buffers_are_checked_and_used_in_place() {
+    for ctx in contexts() {
+        let buffer = |bytes: u64, usage| {
+            ctx.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some("caller"),
+                size: bytes,
+                usage,
+                mapped_at_creation: false,
+            })
+        };
+        let all = wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_SRC
+            | wgpu::BufferUsages::COPY_DST;
+        let e = GpuMatrix::from_buffer(ctx, buffer(48, wgpu::BufferUsages::COPY_SRC), 3, 4)
+            .unwrap_err();
+        assert!(e.to_string().contains("STORAGE"), "{e}");
+        let e = GpuMatrix::from_buffer(ctx, buffer(44, all), 3, 4).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                XentError::LengthMismatch {
+                    expected: 48,
+                    got: 44,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        // A larger buffer is fine; the operation writes the caller's buffer in place.
+        let (zb, pb) = (buffer(64, all), buffer(64, all));
+        ctx.queue().write_buffer(
+            &zb,
+            0,
+            bytemuck::cast_slice(&[
+                0.0f32, 1.0, 2.0, 3.0, -1.0, 0.0, 1.0, 0.5, 9.0, 9.0, 9.0, 9.0,
+            ]),
+        );
+        let z = GpuMatrix::from_buffer(ctx, zb, 3, 4).unwrap();
+        let p = GpuMatrix::from_buffer(ctx, pb.clone(), 3, 4).unwrap();
+        ctx.softmax_into(&z, &p).unwrap();
+        let got: Vec<f32> = pollster::block_on(ctx.read_buffer(&pb, 0, 48)).unwrap();
+        let want = xent::reference::softmax(&z.read_blocking(ctx).unwrap(), 4);
+        assert!(
+            got.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-6),
+            "{got:?}"
+        );
+    }
+}

@@ -9,6 +9,7 @@ mod fixtures;
 mod magnitude;
 mod matmul;
 mod misuse;
+mod record;
 mod reference;
 mod shaders;
 mod softmax;

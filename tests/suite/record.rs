@@ -1,0 +1,111 @@
+//! Recording into a caller's encoder (`Context::recorder`): the very bits of the submit-and-return
+//! calls, on every context, with every operation recorded into one encoder and submitted once; and
+//! host-known errors before anything is recorded.
+
+use xent::{CrossEntropyOptions, GpuLabels, GpuMatrix, Targets, XentError};
+
+use super::common::{contexts, describe, random, same_bits};
+
+#[test]
+fn recorded_operations_give_the_bits_of_the_calls() {
+    let mut checked = 0;
+    for ctx in contexts() {
+        // A narrow shape, one not a multiple of 4, and a row wider than a workgroup.
+        for (n, c) in [(1000, 10), (33, 257), (5, 4099)] {
+            let what = format!("{n}x{c} on {}", describe(ctx));
+            let z = GpuMatrix::from_slice(ctx, &random(1, n, c, -6.0, 6.0), n, c).unwrap();
+            let g = GpuMatrix::from_slice(ctx, &random(2, n, c, -1.0, 1.0), n, c).unwrap();
+            let labels: Vec<i64> = (0..n as i64).map(|i| (i * 7) % c as i64).collect();
+            let labels = GpuLabels::from_slice(ctx, &labels).unwrap();
+            let opts = CrossEntropyOptions {
+                label_smoothing: 0.1,
+                ..Default::default()
+            };
+            let d = 12;
+            let x = GpuMatrix::from_slice(ctx, &random(3, n, d, -1.0, 1.0), n, d).unwrap();
+            let w = GpuMatrix::from_slice(ctx, &random(4, d, c, -1.0, 1.0), d, c).unwrap();
+            let read = |m: &GpuMatrix| m.read_blocking(ctx).unwrap();
+            // The calls.
+            let p = ctx.softmax(&z).unwrap();
+            let lp = ctx.log_softmax(&z).unwrap();
+            let lse = ctx.logsumexp(&z).unwrap();
+            let dz = ctx.softmax_backward(&p, &g).unwrap();
+            let ce = ctx
+                .cross_entropy_fwd_bwd(&z, Targets::Labels(&labels), &opts)
+                .unwrap();
+            let zl = ctx.linear(&x, &w, None).unwrap();
+            let dw = ctx.weight_grad(&x, ce.grad.as_ref().unwrap()).unwrap();
+            // The same, recorded into one encoder, submitted once.
+            let out = |r, c| GpuMatrix::zeros(ctx, r, c).unwrap();
+            let (p2, lp2, lse2, dz2, zl2, dw2) = (
+                out(n, c),
+                out(n, c),
+                out(n, 1),
+                out(n, c),
+                out(n, c),
+                out(d, c),
+            );
+            let mut encoder = ctx.device().create_command_encoder(&Default::default());
+            let mut rec = ctx.recorder(&mut encoder);
+            rec.softmax_into(&z, &p2).unwrap();
+            rec.log_softmax_into(&z, &lp2).unwrap();
+            rec.logsumexp_into(&z, &lse2).unwrap();
+            rec.softmax_backward_into(&p2, &g, &dz2).unwrap();
+            let ce2 = rec
+                .cross_entropy_fwd_bwd(&z, Targets::Labels(&labels), &opts)
+                .unwrap();
+            rec.linear_into(&x, &w, None, &zl2).unwrap();
+            rec.weight_grad_into(&x, ce2.grad.as_ref().unwrap(), &dw2)
+                .unwrap();
+            ctx.queue().submit([encoder.finish()]);
+            for (name, a, b) in [
+                ("softmax", &p, &p2),
+                ("log_softmax", &lp, &lp2),
+                ("logsumexp", &lse, &lse2),
+                ("softmax_backward", &dz, &dz2),
+                (
+                    "ce grad",
+                    ce.grad.as_ref().unwrap(),
+                    ce2.grad.as_ref().unwrap(),
+                ),
+                ("ce rows", &ce.rows, &ce2.rows),
+                ("ce stats", &ce.stats, &ce2.stats),
+                ("linear", &zl, &zl2),
+                ("weight_grad", &dw, &dw2),
+            ] {
+                assert!(
+                    same_bits(&read(a), &read(b)),
+                    "{what}: recorded {name} differs"
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 0 || contexts().is_empty());
+}
+
+#[test]
+fn host_known_errors_come_before_anything_is_recorded() {
+    for ctx in contexts() {
+        let z = GpuMatrix::from_slice(ctx, &[1.0; 12], 3, 4).unwrap();
+        let wrong = GpuMatrix::zeros(ctx, 4, 3).unwrap();
+        let labels = GpuLabels::from_slice(ctx, &[0i64, 9, 1]).unwrap();
+        let mut encoder = ctx.device().create_command_encoder(&Default::default());
+        let mut rec = ctx.recorder(&mut encoder);
+        assert!(matches!(
+            rec.softmax_into(&z, &wrong),
+            Err(XentError::ShapeMismatch { .. })
+        ));
+        assert!(matches!(
+            rec.cross_entropy(
+                &z,
+                Targets::Labels(&labels),
+                &CrossEntropyOptions::default()
+            ),
+            Err(XentError::LabelOutOfRange { row: 1, .. })
+        ));
+        // Nothing was recorded: the encoder finishes and submits cleanly, and writes nothing.
+        ctx.queue().submit([encoder.finish()]);
+        assert_eq!(wrong.read_blocking(ctx).unwrap(), vec![0.0; 12]);
+    }
+}
