@@ -151,66 +151,82 @@ fn loss_shape(red: Reduction, n: usize) -> Vec<usize> {
     }
 }
 
+/// What every backend computes, before it is named and shaped into files (one layout for all).
+struct Results {
+    /// The loss as PyTorch shapes it.
+    loss: Vec<f32>,
+    grad: Vec<f32>,
+    softmax: Vec<f32>,
+    log_softmax: Vec<f32>,
+    /// Per row: H(Q), and KL(P‖Q) with probability targets.
+    entropy: Vec<f32>,
+    kl: Option<Vec<f32>>,
+    /// (grad_weight d × N, grad_bias) with `--features`.
+    weight_bias: Option<(Vec<f32>, Vec<f32>)>,
+}
+
+impl Results {
+    fn into_outputs(self, inp: &Inputs) -> Outputs {
+        let (n, c) = (inp.n, inp.cols);
+        let mut out: Outputs = vec![
+            ("loss.npy", loss_shape(inp.opts.reduction, n), self.loss),
+            ("grad.npy", vec![n, c], self.grad),
+            ("softmax.npy", vec![n, c], self.softmax),
+            ("log_softmax.npy", vec![n, c], self.log_softmax),
+            ("entropy.npy", vec![n], self.entropy),
+        ];
+        if let Some(kl) = self.kl {
+            out.push(("kl.npy", vec![n], kl));
+        }
+        if let (Some((dw, db)), Some((d, _))) = (self.weight_bias, &inp.features) {
+            out.push(("grad_weight.npy", vec![*d, c], dw));
+            out.push(("grad_bias.npy", vec![c], db));
+        }
+        out
+    }
+}
+
+/// The reference's per-row information, as (entropy, KL when there are targets).
+fn reference_info(inp: &Inputs) -> (Vec<f32>, Option<Vec<f32>>) {
+    let info = reference::info_rows(&inp.logits, inp.targets.as_deref(), inp.cols);
+    let col = |k: usize| info.iter().map(|v| v[k] as f32).collect();
+    (col(0), inp.targets.is_some().then(|| col(2)))
+}
+
 /// `--backend reference`: the f64 oracle, rounded to f32 once at the end.
-fn eval_reference(inp: &Inputs) -> Outputs {
-    let (n, c) = (inp.n, inp.cols);
+fn eval_reference(inp: &Inputs) -> Results {
+    let c = inp.cols;
     let t = match (&inp.labels, &inp.targets) {
         (Some(l), _) => RefTargets::Labels(l),
         (_, Some(p)) => RefTargets::Probs(p),
         _ => unreachable!("checked in load"),
     };
     let r = reference::cross_entropy(&inp.logits, c, t, &inp.opts);
-    let loss: Vec<f32> = match inp.opts.reduction {
-        Reduction::None => r.row_loss.iter().map(|&v| v as f32).collect(),
-        _ => vec![r.loss as f32],
-    };
-    let grad: Vec<f32> = r.grad.iter().map(|&v| v as f32).collect();
-    let info = reference::info_rows(&inp.logits, inp.targets.as_deref(), c);
-    let mut out: Outputs = vec![
-        ("loss.npy", loss_shape(inp.opts.reduction, n), loss),
-        ("grad.npy", vec![n, c], grad.clone()),
-        (
-            "softmax.npy",
-            vec![n, c],
-            reference::softmax(&inp.logits, c),
-        ),
-        (
-            "log_softmax.npy",
-            vec![n, c],
-            reference::log_softmax(&inp.logits, c),
-        ),
-        (
-            "entropy.npy",
-            vec![n],
-            info.iter().map(|v| v[0] as f32).collect(),
-        ),
-    ];
-    if inp.targets.is_some() {
-        out.push((
-            "kl.npy",
-            vec![n],
-            info.iter().map(|v| v[2] as f32).collect(),
-        ));
+    let to32 = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+    let grad = to32(&r.grad);
+    let (entropy, kl) = reference_info(inp);
+    Results {
+        loss: match inp.opts.reduction {
+            Reduction::None => to32(&r.row_loss),
+            _ => vec![r.loss as f32],
+        },
+        weight_bias: inp.features.as_ref().map(|(d, x)| {
+            (
+                to32(&reference::weight_grad(x, &grad, *d, c)),
+                to32(&reference::bias_grad(&grad, c)),
+            )
+        }),
+        grad,
+        softmax: reference::softmax(&inp.logits, c),
+        log_softmax: reference::log_softmax(&inp.logits, c),
+        entropy,
+        kl,
     }
-    if let Some((d, x)) = &inp.features {
-        let to32 = |v: Vec<f64>| v.into_iter().map(|x| x as f32).collect();
-        out.push((
-            "grad_weight.npy",
-            vec![*d, c],
-            to32(reference::weight_grad(x, &grad, *d, c)),
-        ));
-        out.push((
-            "grad_bias.npy",
-            vec![c],
-            to32(reference::bias_grad(&grad, c)),
-        ));
-    }
-    out
 }
 
 /// `--backend cpu`: the fast CPU path (`xent::cpu`). It has no per-row information kernel, so the
 /// entropy and KL rows come from the reference (rounded to f32), as they are no hot path.
-fn eval_cpu(inp: &Inputs) -> Result<Outputs, XentError> {
+fn eval_cpu(inp: &Inputs) -> Result<Results, XentError> {
     let (n, c) = (inp.n, inp.cols);
     let t = match (&inp.labels, &inp.targets) {
         (Some(l), _) => cpu::CpuTargets::Labels(l),
@@ -219,45 +235,29 @@ fn eval_cpu(inp: &Inputs) -> Result<Outputs, XentError> {
     };
     let mut grad = vec![0f32; inp.logits.len()];
     let r = cpu::cross_entropy(&inp.logits, c, t, &inp.opts, Some(&mut grad))?;
-    let loss = match inp.opts.reduction {
-        Reduction::None => r.row_loss.clone(),
-        _ => vec![r.loss],
-    };
-    let info = reference::info_rows(&inp.logits, inp.targets.as_deref(), c);
-    let mut out: Outputs = vec![
-        ("loss.npy", loss_shape(inp.opts.reduction, n), loss),
-        ("softmax.npy", vec![n, c], cpu::softmax(&inp.logits, c)?),
-        (
-            "log_softmax.npy",
-            vec![n, c],
-            cpu::log_softmax(&inp.logits, c)?,
-        ),
-        (
-            "entropy.npy",
-            vec![n],
-            info.iter().map(|v| v[0] as f32).collect(),
-        ),
-    ];
-    if inp.targets.is_some() {
-        out.push((
-            "kl.npy",
-            vec![n],
-            info.iter().map(|v| v[2] as f32).collect(),
-        ));
-    }
-    if let Some((d, x)) = &inp.features {
-        out.push((
-            "grad_weight.npy",
-            vec![*d, c],
+    let (entropy, kl) = reference_info(inp);
+    let weight_bias = match &inp.features {
+        Some((d, x)) => Some((
             cpu::weight_grad(x, &grad, n, *d, c)?,
-        ));
-        out.push(("grad_bias.npy", vec![c], cpu::bias_grad(&grad, c)?));
-    }
-    out.insert(1, ("grad.npy", vec![n, c], grad));
-    Ok(out)
+            cpu::bias_grad(&grad, c)?,
+        )),
+        None => None,
+    };
+    Ok(Results {
+        loss: match inp.opts.reduction {
+            Reduction::None => r.row_loss,
+            _ => vec![r.loss],
+        },
+        grad,
+        softmax: cpu::softmax(&inp.logits, c)?,
+        log_softmax: cpu::log_softmax(&inp.logits, c)?,
+        entropy,
+        kl,
+        weight_bias,
+    })
 }
 
-fn eval_gpu(ctx: &Context, inp: &Inputs) -> Result<Outputs, XentError> {
+fn eval_gpu(ctx: &Context, inp: &Inputs) -> Result<Results, XentError> {
     let (n, c) = (inp.n, inp.cols);
     let z = GpuMatrix::from_slice(ctx, &inp.logits, n, c)?;
     let labels = inp
@@ -276,59 +276,31 @@ fn eval_gpu(ctx: &Context, inp: &Inputs) -> Result<Outputs, XentError> {
         _ => unreachable!("checked in load"),
     };
     let ce = ctx.cross_entropy_fwd_bwd(&z, targets, &inp.opts)?;
+    let g = ce.grad.as_ref().expect("gradient");
     let info = ctx
         .info_rows(&z, probs.as_ref(), false)?
         .read_blocking(ctx)?;
-    let mut out: Outputs = vec![
-        (
-            "loss.npy",
-            loss_shape(inp.opts.reduction, n),
-            ce.read_loss(ctx)?,
-        ),
-        (
-            "grad.npy",
-            vec![n, c],
-            ce.grad.as_ref().expect("gradient").read_blocking(ctx)?,
-        ),
-        (
-            "softmax.npy",
-            vec![n, c],
-            ctx.softmax(&z)?.read_blocking(ctx)?,
-        ),
-        (
-            "log_softmax.npy",
-            vec![n, c],
-            ctx.log_softmax(&z)?.read_blocking(ctx)?,
-        ),
-        (
-            "entropy.npy",
-            vec![n],
-            info.chunks_exact(4).map(|r| r[0]).collect(),
-        ),
-    ];
-    if probs.is_some() {
-        out.push((
-            "kl.npy",
-            vec![n],
-            info.chunks_exact(4).map(|r| r[2]).collect(),
-        ));
-    }
-    if let Some((d, x)) = &inp.features {
+    let col = |k: usize| info.chunks_exact(4).map(|r| r[k]).collect::<Vec<f32>>();
+    let weight_bias = match &inp.features {
         // The matmul kernels, on the gradient still on the device.
-        let g = ce.grad.as_ref().expect("gradient");
-        let xm = GpuMatrix::from_slice(ctx, x, n, *d)?;
-        out.push((
-            "grad_weight.npy",
-            vec![*d, c],
-            ctx.weight_grad(&xm, g)?.read_blocking(ctx)?,
-        ));
-        out.push((
-            "grad_bias.npy",
-            vec![c],
-            ctx.bias_grad(g)?.read_blocking(ctx)?,
-        ));
-    }
-    Ok(out)
+        Some((d, x)) => {
+            let xm = GpuMatrix::from_slice(ctx, x, n, *d)?;
+            Some((
+                ctx.weight_grad(&xm, g)?.read_blocking(ctx)?,
+                ctx.bias_grad(g)?.read_blocking(ctx)?,
+            ))
+        }
+        None => None,
+    };
+    Ok(Results {
+        loss: ce.read_loss(ctx)?,
+        grad: g.read_blocking(ctx)?,
+        softmax: ctx.softmax(&z)?.read_blocking(ctx)?,
+        log_softmax: ctx.log_softmax(&z)?.read_blocking(ctx)?,
+        entropy: col(0),
+        kl: probs.is_some().then(|| col(2)),
+        weight_bias,
+    })
 }
 
 pub fn run(args: &EvalArgs) -> Result<ExitCode, XentError> {
@@ -338,8 +310,9 @@ pub fn run(args: &EvalArgs) -> Result<ExitCode, XentError> {
             xent::train::CpuPath::Reference => eval_reference(&inp),
             xent::train::CpuPath::Fast => eval_cpu(&inp)?,
         }
+        .into_outputs(&inp)
     } else {
-        eval_gpu(&args.device.context()?, &inp)?
+        eval_gpu(&args.device.context()?, &inp)?.into_outputs(&inp)
     };
     write_all(&args.out, &outputs)?;
     for (name, shape, _) in &outputs {
