@@ -39,12 +39,12 @@ fn main() -> Result<(), XentError> {
         w.iter_mut().zip(&dw).for_each(|(w, g)| *w -= lr * g);
         b.iter_mut().zip(&db).for_each(|(b, g)| *b -= lr * g);
         if epoch % 10 == 9 {
-            let stats = out.stats.read_blocking(&ctx)?;
+            let stats = out.read_stats_blocking(&ctx)?;
             println!(
                 "epoch {:>2}: loss {:.4}, train accuracy {:.3}",
                 epoch + 1,
-                stats[0],
-                stats[2]
+                stats.loss,
+                stats.accuracy
             );
         }
     }
@@ -56,8 +56,8 @@ fn main() -> Result<(), XentError> {
     let zt = ctx.linear(&xt, &wm, Some(&bm))?;
     let acc = ctx
         .cross_entropy(&zt, Targets::Labels(&yt), &opts)?
-        .stats
-        .read_blocking(&ctx)?[2];
+        .read_stats_blocking(&ctx)?
+        .accuracy;
     println!("test accuracy {acc:.4}");
     Ok(())
 }

@@ -44,7 +44,7 @@ pub mod softmax;
 pub mod train;
 
 pub use context::{AdapterSummary, Context, ContextOptions, list_adapters};
-pub use cross_entropy::{CrossEntropyOptions, CrossEntropyOutput, Reduction, Targets};
+pub use cross_entropy::{CeStats, CrossEntropyOptions, CrossEntropyOutput, Reduction, Targets};
 pub use error::{Result, XentError};
 pub use matrix::{GpuLabels, GpuMatrix};
 pub use record::Recorder;

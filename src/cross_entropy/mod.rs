@@ -46,7 +46,36 @@ pub struct CrossEntropyOutput {
     pub reduction: Reduction,
 }
 
+/// The batch numbers of a cross-entropy call, by name ([`CrossEntropyOutput::read_stats`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CeStats {
+    /// The reduced loss (the sum of the row losses for `Reduction::None`).
+    pub loss: f32,
+    /// The mean's denominator: Σ w\[y\] over rows not ignored (labels), n (probability targets).
+    pub denominator: f32,
+    /// Accuracy over the labelled rows not ignored (NaN when there are none, and for probabilities).
+    pub accuracy: f32,
+    /// How many labelled rows were not ignored.
+    pub labelled_rows: f32,
+}
+
 impl CrossEntropyOutput {
+    /// The batch numbers, read back (`stats` on the device, by name).
+    pub async fn read_stats(&self, ctx: &Context) -> Result<CeStats> {
+        let s = self.stats.read(ctx).await?;
+        Ok(CeStats {
+            loss: s[0],
+            denominator: s[1],
+            accuracy: s[2],
+            labelled_rows: s[3],
+        })
+    }
+
+    /// Blocking [`CrossEntropyOutput::read_stats`].
+    pub fn read_stats_blocking(&self, ctx: &Context) -> Result<CeStats> {
+        pollster::block_on(self.read_stats(ctx))
+    }
+
     /// Column `c` of [`CrossEntropyOutput::rows`], read back.
     pub fn read_row_column(&self, ctx: &Context, c: usize) -> Result<Vec<f32>> {
         if c >= 4 {

@@ -165,7 +165,7 @@ impl<'c> GpuTrainer<'c> {
         let out =
             self.ctx
                 .cross_entropy(&z, Targets::Labels(y), &CrossEntropyOptions::default())?;
-        Ok(Some(out.stats.read_blocking(self.ctx)?[2]))
+        Ok(Some(out.read_stats_blocking(self.ctx)?.accuracy))
     }
 
     /// The model, read back: (W d × N, b).

@@ -109,3 +109,27 @@ fn host_known_errors_come_before_anything_is_recorded() {
         assert_eq!(wrong.read_blocking(ctx).unwrap(), vec![0.0; 12]);
     }
 }
+
+#[test]
+fn batch_statistics_by_name() {
+    for ctx in contexts() {
+        let z = GpuMatrix::from_slice(ctx, &[3.0, 1.0, 0.0, 0.0, 2.0, 1.0, 5.0, 0.0, 0.0], 3, 3)
+            .unwrap();
+        let l = GpuLabels::from_slice(ctx, &[0i64, 2, -100]).unwrap();
+        let out = ctx
+            .cross_entropy(&z, Targets::Labels(&l), &CrossEntropyOptions::default())
+            .unwrap();
+        let s = out.read_stats_blocking(ctx).unwrap();
+        let raw = out.stats.read_blocking(ctx).unwrap();
+        assert_eq!(
+            [s.loss, s.denominator, s.accuracy, s.labelled_rows],
+            raw[..]
+        );
+        // Two labelled rows, one right (row 0's argmax is 0; row 1's is 1, not 2).
+        assert_eq!(
+            (s.denominator, s.accuracy, s.labelled_rows),
+            (2.0, 0.5, 2.0)
+        );
+        assert_eq!(pollster::block_on(out.read_stats(ctx)).unwrap(), s);
+    }
+}
