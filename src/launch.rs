@@ -76,8 +76,9 @@ pub(crate) enum Encode<'e> {
 
 /// One binding of a row kernel, in binding order after the uniform at binding 0.
 pub(crate) enum Arg<'a> {
-    /// An n×N matrix, bound chunk by chunk.
-    Rows(&'a wgpu::Buffer),
+    /// An n×N matrix starting at the given byte of the buffer (a multiple of the storage offset
+    /// alignment), bound chunk by chunk.
+    Rows(&'a wgpu::Buffer, u64),
     /// A buffer bound whole (per-row vectors, class weights, scalars).
     Whole(&'a wgpu::Buffer),
 }
@@ -280,9 +281,9 @@ impl Context {
                 let mut resources = vec![uniform.as_entire_binding()];
                 for arg in args {
                     resources.push(match arg {
-                        Arg::Rows(b) => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        Arg::Rows(b, base) => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
                             buffer: b,
-                            offset,
+                            offset: base + offset,
                             size: wgpu::BufferSize::new(size),
                         }),
                         Arg::Whole(b) => b.as_entire_binding(),

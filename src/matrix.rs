@@ -10,6 +10,9 @@ use crate::error::{Result, XentError};
 #[derive(Debug)]
 pub struct GpuMatrix {
     buffer: wgpu::Buffer,
+    /// Byte where the matrix starts in `buffer` (0 but for a caller's buffer; a multiple of the
+    /// device's storage offset alignment).
+    offset: u64,
     rows: usize,
     cols: usize,
     /// The context that made it (see [`Context::id`]).
@@ -29,6 +32,7 @@ impl GpuMatrix {
         let buffer = ctx.create_buffer("xent.matrix", len as u64 * 4, MATRIX_USAGE)?;
         Ok(Self {
             buffer,
+            offset: 0,
             rows,
             cols,
             owner: ctx.id(),
@@ -66,6 +70,27 @@ impl GpuMatrix {
         rows: usize,
         cols: usize,
     ) -> Result<Self> {
+        Self::from_buffer_at(ctx, buffer, 0, rows, cols)
+    }
+
+    /// [`GpuMatrix::from_buffer`] for a matrix starting at byte `offset` of the buffer: a multiple of
+    /// the device's `min_storage_buffer_offset_alignment` (256 on most adapters), which is what wgpu
+    /// asks of any storage binding's offset, so every sub-allocation a program can bind itself is
+    /// accepted. Operands that an operation binds whole (the softmax's log-sum-exp output, a per-row
+    /// upstream gradient, labels) must start at byte 0; the operation says so otherwise. An input and
+    /// an output of one operation must live in different buffers: wgpu refuses one buffer bound
+    /// read-only and read-write in one dispatch (its validation error comes back as
+    /// [`XentError::Gpu`], and nothing of the operation runs).
+    ///
+    /// Errors: as [`GpuMatrix::from_buffer`], plus [`XentError::InvalidArgument`] for an unaligned
+    /// offset, and [`XentError::LengthMismatch`] when offset and matrix pass the buffer's end.
+    pub fn from_buffer_at(
+        ctx: &Context,
+        buffer: wgpu::Buffer,
+        offset: u64,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Self> {
         let len = checked_len(rows, cols)?;
         if !buffer.usage().contains(wgpu::BufferUsages::STORAGE) {
             return Err(XentError::InvalidArgument(format!(
@@ -73,16 +98,26 @@ impl GpuMatrix {
                 buffer.usage()
             )));
         }
-        let bytes = len as u64 * 4;
-        if buffer.size() < bytes {
+        let align = u64::from(ctx.limits().min_storage_buffer_offset_alignment);
+        if !offset.is_multiple_of(align) {
+            return Err(XentError::InvalidArgument(format!(
+                "a matrix's offset must be a multiple of {align} bytes \
+                 (min_storage_buffer_offset_alignment), not {offset}"
+            )));
+        }
+        let end = (len as u64)
+            .checked_mul(4)
+            .and_then(|b| b.checked_add(offset));
+        if end.is_none_or(|end| end > buffer.size()) {
             return Err(XentError::LengthMismatch {
-                what: "caller buffer (bytes) for the matrix",
-                expected: bytes as usize,
+                what: "caller buffer (bytes) for the matrix at its offset",
+                expected: end.map_or(usize::MAX, |e| e as usize),
                 got: buffer.size() as usize,
             });
         }
         Ok(Self {
             buffer,
+            offset,
             rows,
             cols,
             owner: ctx.id(),
@@ -111,8 +146,8 @@ impl GpuMatrix {
 
     /// Copies the matrix back to the host.
     pub async fn read(&self, ctx: &Context) -> Result<Vec<f32>> {
-        ctx.read_buffer(self.on(ctx)?, 0, self.len() as u64 * 4)
-            .await
+        let (buffer, offset) = self.rows_on(ctx)?;
+        ctx.read_buffer(buffer, offset, self.len() as u64 * 4).await
     }
 
     /// Blocking [`GpuMatrix::read`].
@@ -155,7 +190,33 @@ impl GpuMatrix {
     /// id means nothing, or another buffer, on this context's device).
     pub(crate) fn on(&self, ctx: &Context) -> Result<&wgpu::Buffer> {
         ctx.expect_owner("a matrix", self.owner)?;
+        if self.offset != 0 {
+            return Err(XentError::InvalidArgument(format!(
+                "a {}×{} matrix at byte {} of its buffer is bound whole by this operation: it must \
+                 start at byte 0",
+                self.rows, self.cols, self.offset
+            )));
+        }
         Ok(&self.buffer)
+    }
+
+    /// The buffer and the byte the matrix starts at, once `ctx` is known to be its context: for the
+    /// operands that the row launcher and the matmuls bind at an offset (any aligned one).
+    pub(crate) fn rows_on(&self, ctx: &Context) -> Result<(&wgpu::Buffer, u64)> {
+        ctx.expect_owner("a matrix", self.owner)?;
+        Ok((&self.buffer, self.offset))
+    }
+
+    /// [`GpuMatrix::rows_on`] as a row launch's argument.
+    pub(crate) fn rows_arg(&self, ctx: &Context) -> Result<crate::launch::Arg<'_>> {
+        let (b, o) = self.rows_on(ctx)?;
+        Ok(crate::launch::Arg::Rows(b, o))
+    }
+
+    /// Byte where the matrix starts in [`GpuMatrix::buffer`] (0 unless wrapped with
+    /// [`GpuMatrix::from_buffer_at`]).
+    pub fn offset(&self) -> u64 {
+        self.offset
     }
 
     /// `Err` unless the shape is `(rows, cols)`.

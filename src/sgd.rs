@@ -66,11 +66,7 @@ impl Context {
                 rows,
                 cols,
                 passes: 1,
-                args: &[
-                    Arg::Rows(g.on(self)?),
-                    Arg::Rows(w.on(self)?),
-                    Arg::Rows(v.on(self)?),
-                ],
+                args: &[g.rows_arg(self)?, w.rows_arg(self)?, v.rows_arg(self)?],
             },
         )
     }
@@ -116,7 +112,7 @@ impl Context {
                     Arg::Whole(x.on(self)?),
                     Arg::Whole(labels.on(self)?),
                     Arg::Whole(idx_buf),
-                    Arg::Rows(out.on(self)?),
+                    out.rows_arg(self)?,
                     Arg::Whole(out_labels),
                 ],
             },

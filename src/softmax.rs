@@ -39,7 +39,7 @@ impl Context {
         let y_arg = match y {
             Some(y) => {
                 y.expect_shape("output", n, cols)?;
-                Arg::Rows(y.on(self)?)
+                y.rows_arg(self)?
             }
             None => Arg::Whole(self.stand_in(0)),
         };
@@ -51,7 +51,7 @@ impl Context {
                 rows: n,
                 cols,
                 passes: 2,
-                args: &[Arg::Rows(x.on(self)?), y_arg, Arg::Whole(lse.on(self)?)],
+                args: &[x.rows_arg(self)?, y_arg, Arg::Whole(lse.on(self)?)],
             },
         )
     }
@@ -119,11 +119,7 @@ impl Context {
                 rows: n,
                 cols,
                 passes: 2,
-                args: &[
-                    Arg::Rows(y.on(self)?),
-                    Arg::Rows(g.on(self)?),
-                    Arg::Rows(dz.on(self)?),
-                ],
+                args: &[y.rows_arg(self)?, g.rows_arg(self)?, dz.rows_arg(self)?],
             },
         )
     }
@@ -171,7 +167,7 @@ impl Context {
                 rows: n,
                 cols,
                 passes: 1,
-                args: &[Arg::Rows(x.on(self)?), Arg::Rows(out.on(self)?)],
+                args: &[x.rows_arg(self)?, out.rows_arg(self)?],
             },
         )
     }

@@ -226,17 +226,18 @@ impl Context {
         let (n, cols) = logits.shape();
         check_cols(cols)?;
         opts.validate(cols)?;
-        // Every operand on this context, before anything is written (an empty batch writes stats).
-        logits.on(self)?;
+        // Every operand on this context (and, bound whole, at byte 0), before anything is written:
+        // an empty batch writes stats.
+        logits.rows_on(self)?;
         match targets {
             Targets::Labels(l) => l.on(self).map(drop)?,
-            Targets::Probs(t) => t.on(self).map(drop)?,
+            Targets::Probs(t) => t.rows_on(self).map(drop)?,
         }
-        for m in upstream.into_iter().chain(match grad_to {
-            GradTo::Into(g) => Some(g),
-            _ => None,
-        }) {
-            m.on(self)?;
+        if let GradTo::Into(g) = grad_to {
+            g.rows_on(self)?;
+        }
+        if let Some(u) = upstream {
+            u.on(self)?;
         }
         match targets {
             Targets::Labels(labels) => check_labels(labels, n, cols, opts.ignore_index)?,
@@ -285,7 +286,7 @@ impl Context {
         let weight_buf = weight.as_ref().map_or(Ok(no_weight), |w| w.on(self))?;
         let (labels_buf, targets_arg) = match targets {
             Targets::Labels(l) => (l.on(self)?, Arg::Whole(no_targets)),
-            Targets::Probs(t) => (no_labels, Arg::Rows(t.on(self)?)),
+            Targets::Probs(t) => (no_labels, t.rows_arg(self)?),
         };
         let reduction = opts.reduction;
         if n == 0 {
@@ -347,14 +348,14 @@ impl Context {
         params.ignore_index = plan.ignore_index;
         params.f = plan.scalars;
         let grad_arg = match grad.as_ref().or(grad_into) {
-            Some(g) => Arg::Rows(g.on(self)?),
+            Some(g) => g.rows_arg(self)?,
             None => Arg::Whole(no_grad),
         };
         // Read only with per-row upstream gradients (else the scale is f4); a read-only stand-in.
         let scale_buf = upstream.map_or(Ok(no_weight), |u| u.on(self))?;
         let passes = plan.passes;
         let main_args = [
-            Arg::Rows(logits.on(self)?),
+            logits.rows_arg(self)?,
             grad_arg,
             targets_arg,
             Arg::Whole(labels_buf),
@@ -405,7 +406,7 @@ impl Context {
         let targets_arg = match targets {
             Some(t) => {
                 params.flags = flags::INFO_TARGETS;
-                Arg::Rows(t.on(self)?)
+                t.rows_arg(self)?
             }
             None => Arg::Whole(self.stand_in(0)),
         };
@@ -418,7 +419,7 @@ impl Context {
                 cols,
                 passes: 2,
                 args: &[
-                    Arg::Rows(logits.on(self)?),
+                    logits.rows_arg(self)?,
                     targets_arg,
                     Arg::Whole(out.on(self)?),
                 ],

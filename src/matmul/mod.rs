@@ -56,6 +56,8 @@ struct Product<'a> {
     b: &'a wgpu::Buffer,
     bias: Option<&'a wgpu::Buffer>,
     c: &'a wgpu::Buffer,
+    /// Bytes where A, B and C start in their buffers (aligned: see `GpuMatrix::from_buffer_at`).
+    bases: [u64; 3],
     m: usize,
     n: usize,
     k: usize,
@@ -140,16 +142,20 @@ impl Context {
             for step in &plan.steps {
                 let (r0, rows, m, k, slices) = (step.r0, step.rows, step.m, step.k, step.slices);
                 let whole = |b: &wgpu::Buffer| (0u64, b.size(), 0u32);
+                // An operand from its base on: batched rows, or all of it.
+                let [a0, b0, c0] = p.bases;
+                let at = |base: u64, (o, size, shift): (u64, u64, u32)| (base + o, size, shift);
+                let from = |base: u64, b: &wgpu::Buffer| (base, b.size() - base, 0u32);
                 let (a_rng, b_rng, c_rng) = match p.batch {
                     Batch::M => (
-                        p.a.map(|_| row_range(r0, rows, p.lda, align)),
-                        whole(p.b),
-                        row_range(r0, rows, p.ldc, align),
+                        p.a.map(|_| at(a0, row_range(r0, rows, p.lda, align))),
+                        from(b0, p.b),
+                        at(c0, row_range(r0, rows, p.ldc, align)),
                     ),
                     Batch::K => (
-                        p.a.map(|_| row_range(r0, rows, p.lda, align)),
-                        row_range(r0, rows, p.ldb, align),
-                        whole(p.c),
+                        p.a.map(|_| at(a0, row_range(r0, rows, p.lda, align))),
+                        at(b0, row_range(r0, rows, p.ldb, align)),
+                        from(c0, p.c),
                     ),
                 };
                 let a_buf = p.a.unwrap_or(stand_in);
@@ -240,13 +246,17 @@ impl Context {
             b.expect_shape("bias b (1 × N)", 1, classes)?;
         }
         z.expect_shape("logits Z (n × N)", n, classes)?;
+        let (x_buf, x_base) = x.rows_on(self)?;
+        let (w_buf, w_base) = w.rows_on(self)?;
+        let (z_buf, z_base) = z.rows_on(self)?;
         self.run_matmul(
             to,
             &Product {
-                a: Some(x.on(self)?),
-                b: w.on(self)?,
+                a: Some(x_buf),
+                b: w_buf,
                 bias: b.map(|b| b.on(self)).transpose()?,
-                c: z.on(self)?,
+                c: z_buf,
+                bases: [x_base, w_base, z_base],
                 m: n,
                 n: classes,
                 k: d,
@@ -283,13 +293,17 @@ impl Context {
         let classes = g.cols();
         g.expect_shape("gradient G (n × N)", n, classes)?;
         dw.expect_shape("weight gradient (d × N)", d, classes)?;
+        let (x_buf, x_base) = x.rows_on(self)?;
+        let (g_buf, g_base) = g.rows_on(self)?;
+        let (dw_buf, dw_base) = dw.rows_on(self)?;
         self.run_matmul(
             to,
             &Product {
-                a: Some(x.on(self)?),
-                b: g.on(self)?,
+                a: Some(x_buf),
+                b: g_buf,
                 bias: None,
-                c: dw.on(self)?,
+                c: dw_buf,
+                bases: [x_base, g_base, dw_base],
                 m: d,
                 n: classes,
                 k: n,
@@ -317,13 +331,16 @@ impl Context {
     pub(crate) fn bias_grad_to(&self, to: Encode<'_>, g: &GpuMatrix, db: &GpuMatrix) -> Result<()> {
         let (n, classes) = g.shape();
         db.expect_shape("bias gradient (1 × N)", 1, classes)?;
+        let (g_buf, g_base) = g.rows_on(self)?;
+        let (db_buf, db_base) = db.rows_on(self)?;
         self.run_matmul(
             to,
             &Product {
                 a: None,
-                b: g.on(self)?,
+                b: g_buf,
                 bias: None,
-                c: db.on(self)?,
+                c: db_buf,
+                bases: [0, g_base, db_base],
                 m: 1,
                 n: classes,
                 k: n,
@@ -349,13 +366,17 @@ impl Context {
         let d = w.rows();
         w.expect_shape("weights W (d × N)", d, classes)?;
         let dx = GpuMatrix::zeros(self, n, d)?;
+        let (g_buf, g_base) = g.rows_on(self)?;
+        let (w_buf, w_base) = w.rows_on(self)?;
+        let (dx_buf, dx_base) = dx.rows_on(self)?;
         self.run_matmul(
             Encode::Submit,
             &Product {
-                a: Some(g.on(self)?),
-                b: w.on(self)?,
+                a: Some(g_buf),
+                b: w_buf,
                 bias: None,
-                c: dx.on(self)?,
+                c: dx_buf,
+                bases: [g_base, w_base, dx_base],
                 m: n,
                 n: d,
                 k: classes,

@@ -7,7 +7,7 @@ use xent::{
     Context, ContextOptions, CrossEntropyOptions, GpuLabels, GpuMatrix, Targets, XentError, npy,
 };
 
-use super::common::{Rng, contexts, open_contexts};
+use super::common::{Rng, contexts, open_contexts, random};
 
 /// Two contexts on the first adapter (the shared ones are all on different adapters or paths).
 fn two_contexts() -> Option<(Context, Context)> {
@@ -245,5 +245,104 @@ fn caller_buffers_are_checked_and_used_in_place() {
             got.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-6),
             "{got:?}"
         );
+    }
+}
+
+/// Matrices at aligned offsets of caller buffers: the row kernels and the matmuls bind them where
+/// they start and give the bits of the same matrices in buffers of their own; unaligned offsets and
+/// ranges past the end are refused; an operand bound whole at an offset is refused by its operation;
+/// an input and an output of one operation in one buffer is wgpu's validation error, returned as
+/// `Err` (wgpu refuses a buffer bound read-only and read-write in one dispatch).
+#[test]
+fn caller_buffers_at_offsets() {
+    for ctx in contexts() {
+        let align = ctx.limits().min_storage_buffer_offset_alignment as u64;
+        let (n, c, d) = (37, 10, 6);
+        let z = random(11, n, c, -4.0, 4.0);
+        let x = random(12, n, d, -1.0, 1.0);
+        let w = random(13, d, c, -1.0, 1.0);
+        let slot = |bytes: usize| (bytes as u64).next_multiple_of(align);
+        let usage = wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_SRC
+            | wgpu::BufferUsages::COPY_DST;
+        let arena = |label, size| {
+            ctx.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size,
+                usage,
+                mapped_at_creation: false,
+            })
+        };
+        // Inputs in one arena (after a first slot left free), the gradient in a second, the matmuls'
+        // outputs in a third.
+        let (oz, ox) = (align, align + slot(n * c * 4));
+        let ow = ox + slot(n * d * 4);
+        let inputs = arena("inputs", ow + slot(d * c * 4));
+        let grads = arena("gradient", align + slot(n * c * 4));
+        let (ozl, odw) = (2 * align, 2 * align + slot(n * c * 4));
+        let outputs = arena("outputs", odw + slot(d * c * 4));
+        ctx.queue()
+            .write_buffer(&inputs, oz, bytemuck::cast_slice(&z));
+        ctx.queue()
+            .write_buffer(&inputs, ox, bytemuck::cast_slice(&x));
+        ctx.queue()
+            .write_buffer(&inputs, ow, bytemuck::cast_slice(&w));
+        let at =
+            |b: &wgpu::Buffer, o, r, k| GpuMatrix::from_buffer_at(ctx, b.clone(), o, r, k).unwrap();
+        let (zm, xm, wm) = (
+            at(&inputs, oz, n, c),
+            at(&inputs, ox, n, d),
+            at(&inputs, ow, d, c),
+        );
+        let gm = at(&grads, align, n, c);
+        let (zlm, dwm) = (at(&outputs, ozl, n, c), at(&outputs, odw, d, c));
+        let labels: Vec<i64> = (0..n as i64).map(|i| i % c as i64).collect();
+        let labels = GpuLabels::from_slice(ctx, &labels).unwrap();
+        let opts = CrossEntropyOptions::default();
+        ctx.cross_entropy_fwd_bwd_into(&zm, Targets::Labels(&labels), &opts, &gm)
+            .unwrap();
+        ctx.linear_into(&xm, &wm, None, &zlm).unwrap();
+        ctx.weight_grad_into(&xm, &gm, &dwm).unwrap();
+        let p = ctx.softmax(&zm).unwrap();
+        // The same in buffers of their own.
+        let own = |v: &[f32], r, k| GpuMatrix::from_slice(ctx, v, r, k).unwrap();
+        let (z2, x2, w2) = (own(&z, n, c), own(&x, n, d), own(&w, d, c));
+        let g2 = ctx
+            .cross_entropy_fwd_bwd(&z2, Targets::Labels(&labels), &opts)
+            .unwrap()
+            .grad
+            .unwrap();
+        let bits = |m: &GpuMatrix| m.read_blocking(ctx).unwrap();
+        let same = super::common::same_bits;
+        assert!(same(&bits(&gm), &bits(&g2)), "CE gradient at an offset");
+        assert!(
+            same(&bits(&p), &bits(&ctx.softmax(&z2).unwrap())),
+            "softmax at an offset"
+        );
+        assert!(
+            same(&bits(&zlm), &bits(&ctx.linear(&x2, &w2, None).unwrap())),
+            "X W at offsets"
+        );
+        assert!(
+            same(&bits(&dwm), &bits(&ctx.weight_grad(&x2, &g2).unwrap())),
+            "Xᵀ G at offsets"
+        );
+        // Refused: unaligned, past the end, an operand bound whole, an input and output in one buffer.
+        let e = GpuMatrix::from_buffer_at(ctx, inputs.clone(), 4, n, c).unwrap_err();
+        assert!(e.to_string().contains("multiple of"), "{e}");
+        let e = GpuMatrix::from_buffer_at(ctx, inputs.clone(), ow, d + 1000, c).unwrap_err();
+        assert!(matches!(e, XentError::LengthMismatch { .. }), "{e}");
+        let lse = at(&outputs, ozl, n, 1);
+        let mut enc = ctx.device().create_command_encoder(&Default::default());
+        let e = ctx
+            .recorder(&mut enc)
+            .logsumexp_into(&zm, &lse)
+            .unwrap_err();
+        assert!(e.to_string().contains("byte 0"), "{e}");
+        let same_buffer_out = at(&inputs, 0, n, c);
+        let e = ctx
+            .linear_into(&xm, &wm, None, &same_buffer_out)
+            .unwrap_err();
+        assert!(matches!(e, XentError::Gpu(_)), "{e}");
     }
 }
