@@ -42,7 +42,9 @@ impl GpuMatrix {
     /// Wraps a buffer the caller owns as a `rows × cols` matrix starting at its first byte, so xent's
     /// operations read and write it in place (no copy). The buffer must have been made on `ctx`'s
     /// device (wgpu cannot tell xent otherwise: a buffer of another device is the caller's error), be
-    /// usable as a storage binding, and hold at least `rows · cols · 4` bytes; it may be larger.
+    /// usable as a storage binding, and hold at least `rows · cols · 4` bytes; it may be larger (an
+    /// operand that an operation binds whole is then checked against the binding limit by the
+    /// buffer's size, and that size must be a multiple of 4).
     /// Reading it back (`read`) also needs `COPY_SRC`.
     ///
     /// Errors: [`XentError::InvalidArgument`] for a buffer without `STORAGE` usage,

@@ -70,12 +70,15 @@ fn check_shape_product(file: &mut std::fs::File) -> std::result::Result<(), Stri
     let got = file.read(&mut header).map_err(|e| e.to_string())?;
     file.rewind().map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&header[start.min(got)..got]);
-    let Some(at) = text.find("'shape'") else {
+    // The key in either quote style, its value a tuple or a list (npyz's literal parser takes both).
+    let Some(at) = text.find("'shape'").or_else(|| text.find("\"shape\"")) else {
         return Ok(());
     };
-    let tuple = text[at..]
-        .split_once('(')
-        .and_then(|(_, rest)| rest.split_once(')'))
+    let value = &text[at + 7..];
+    let open = value.find(['(', '[']).unwrap_or(value.len());
+    let tuple = value[open..]
+        .get(1..)
+        .and_then(|rest| rest.split_once([')', ']']))
         .map_or("", |(t, _)| t);
     let mut product: Option<u64> = Some(1);
     for dim in tuple.split(',').map(str::trim).filter(|d| !d.is_empty()) {

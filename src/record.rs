@@ -2,7 +2,9 @@
 //! `wgpu::CommandEncoder` that the caller owns and submits, beside its own passes, as wgpu's
 //! ecosystem does it (wgpu_sort, vello). Recording never submits, never blocks and never reads
 //! back; every error that can be known on the host (shapes, options, labels, another context's
-//! matrices, sizes past the limits) comes back before anything is recorded for that operation.
+//! matrices, sizes past the limits) comes back before anything is recorded for that operation. A
+//! device error while recording (a pipeline that fails to build, an error wgpu reported earlier
+//! outside any scope) can leave part of an operation in the encoder: drop the encoder then.
 //!
 //! The submit-and-return calls of [`Context`] are this same recording into an encoder of their own,
 //! so a recorded operation gives the very bits of the call.

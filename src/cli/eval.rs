@@ -1,5 +1,5 @@
-//! `xent eval`: cross-entropy and friends of NumPy inputs, written as NumPy outputs, on the GPU or
-//! the CPU reference. All outputs are written into a temporary folder beside `--out` and renamed into
+//! `xent eval`: cross-entropy and friends of NumPy inputs, written as NumPy outputs, on a GPU
+//! backend, the fast CPU path or the f64 reference. All outputs are written into a temporary folder beside `--out` and renamed into
 //! place at the end, so a failed run leaves no output file at all (see `write_all`).
 
 use std::path::{Path, PathBuf};
@@ -321,8 +321,8 @@ pub fn run(args: &EvalArgs) -> Result<ExitCode, XentError> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Writes every output into a temporary folder beside `out` (in its nearest existing ancestor, so
-/// the rename stays on one file system), then moves them into place: the whole folder in one rename
+/// Writes every output into a temporary folder (inside `out` when it exists, else in its nearest
+/// existing ancestor, so the renames stay on one file system), then moves them into place: the whole folder in one rename
 /// when `out` does not exist yet, else file by file after checking that no target is a folder. On any
 /// failure the temporary folder and whatever was already moved are removed, and `out` (and any
 /// missing parent) is created only once every file is written.
@@ -345,7 +345,13 @@ fn write_all(out: &Path, outputs: &Outputs) -> Result<(), XentError> {
     let leaf = out
         .file_name()
         .map_or("out".into(), |n| n.to_string_lossy());
-    let tmp = base.join(format!(".{leaf}.xent-tmp-{}", std::process::id()));
+    // An existing output folder holds the temporary one itself, so the renames stay inside one file
+    // system (a mount point or a bind mount as DIR) and need no write access to its parent.
+    let tmp = if out.is_dir() {
+        out.join(format!(".xent-tmp-{}", std::process::id()))
+    } else {
+        base.join(format!(".{leaf}.xent-tmp-{}", std::process::id()))
+    };
     let cleanup = |moved: &[PathBuf]| {
         for p in moved {
             let _ = std::fs::remove_file(p);

@@ -45,6 +45,7 @@ impl Isa {
                 && has!("avx512vl")
                 && has!("avx512dq")
                 && has!("fma")
+                && has!("avx2")
             {
                 return Isa::Avx512;
             }

@@ -73,7 +73,8 @@ impl CePlan {
                         .as_ref()
                         .map_or(1.0, |w| f64::from(w[y as usize]))
                 })
-                .sum::<f64>(),
+                // Folded from +0, as the CPU path: an empty `sum` is −0, and PyTorch's is +0.
+                .fold(0.0, |a, w| a + w),
             None => n as f64,
         };
         let grad_scale = match opts.reduction {

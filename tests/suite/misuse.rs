@@ -87,6 +87,15 @@ fn npy_headers_that_lie_are_errors() {
     );
     let e = npy::read_f32(&overflow).unwrap_err();
     assert!(e.to_string().contains("shape"), "{e}");
+    // The same lie with double quotes and a list: npyz parses both.
+    for dict in [
+        "{\"descr\": '<f4', 'fortran_order': False, \"shape\": (9223372036854775808, 2), }",
+        "{'descr': '<f4', 'fortran_order': False, 'shape': [4294967296, 4294967296], }",
+    ] {
+        let p = npy_with_header("quoted", dict, &[]);
+        assert!(npy::read_f32(&p).is_err(), "{dict}");
+        std::fs::remove_file(p).unwrap();
+    }
     let short = npy_with_header(
         "short",
         "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 2), }",
