@@ -15,6 +15,20 @@ fn xent(args: &[&str]) -> std::process::Output {
         .expect("run xent")
 }
 
+/// `xent eval` of a fixture's logits and labels with `extra` flags on `backend`, into `out`.
+fn eval_fixture(case: &Path, extra: &[&str], backend: &str, out: &Path) -> std::process::Output {
+    let s = |p: PathBuf| p.to_str().unwrap().to_string();
+    let (logits, labels, out) = (
+        s(case.join("logits.npy")),
+        s(case.join("labels.npy")),
+        s(out.to_path_buf()),
+    );
+    let mut args = vec!["eval", "--logits", &logits, "--labels", &labels];
+    args.extend_from_slice(extra);
+    args.extend(["--backend", backend, "--out", &out]);
+    xent(&args)
+}
+
 fn fixture(case: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/torch")
@@ -231,18 +245,7 @@ fn eval_leaves_no_partial_output_when_a_target_is_a_folder() {
     let root = temp_dir("partial");
     let out = root.join("out");
     std::fs::create_dir_all(out.join("softmax.npy")).unwrap();
-    let s = |p: &Path| p.to_str().unwrap().to_string();
-    let r = xent(&[
-        "eval",
-        "--logits",
-        &s(&case.join("logits.npy")),
-        "--labels",
-        &s(&case.join("labels.npy")),
-        "--backend",
-        "cpu",
-        "--out",
-        &s(&out),
-    ]);
+    let r = eval_fixture(&case, &[], "cpu", &out);
     assert!(!r.status.success());
     assert!(String::from_utf8_lossy(&r.stderr).contains("softmax.npy"));
     let names = |d: &Path| {
@@ -261,17 +264,7 @@ fn eval_leaves_no_partial_output_when_a_target_is_a_folder() {
     assert_eq!(names(&root), vec!["out"], "temporary folder left behind");
     // A folder that does not exist yet (nor its parent) appears whole, at the end.
     let fresh = root.join("a/b");
-    let r = xent(&[
-        "eval",
-        "--logits",
-        &s(&case.join("logits.npy")),
-        "--labels",
-        &s(&case.join("labels.npy")),
-        "--backend",
-        "cpu",
-        "--out",
-        &s(&fresh),
-    ]);
+    let r = eval_fixture(&case, &[], "cpu", &fresh);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     assert!(names(&fresh).contains(&"loss.npy".to_string()));
     assert_eq!(names(&root), vec!["a", "out"]);
@@ -390,20 +383,12 @@ fn a_closed_pipe_ends_quietly() {
 #[test]
 fn negative_numbers_get_range_errors() {
     let case = fixture("01_basic_4x5_mean");
-    let s = |p: &Path| p.to_str().unwrap().to_string();
-    let r = xent(&[
-        "eval",
-        "--logits",
-        &s(&case.join("logits.npy")),
-        "--labels",
-        &s(&case.join("labels.npy")),
-        "--label-smoothing",
-        "-0.1",
-        "--backend",
+    let r = eval_fixture(
+        &case,
+        &["--label-smoothing", "-0.1"],
         "cpu",
-        "--out",
-        &s(&temp_dir("neg")),
-    ]);
+        &temp_dir("neg"),
+    );
     let err = String::from_utf8_lossy(&r.stderr);
     assert_eq!(r.status.code(), Some(1), "{err}");
     assert!(err.contains("outside [0, 1]"), "{err}");
