@@ -33,23 +33,23 @@ fn pack_main(row: u32, base: u32) {
         cap_inv = 1.0 / p.f2;
     }
     //#vec4s
-        var v$k = capped(z[base + $ku]);
+        var v_K = capped(z[base + K_u]);
     //#end
     //#vec4s
-        var t$k = vec4<f32>(0.0);
+        var t_K = vec4<f32>(0.0);
     //#end
     //#vec4s
-        if (!labels_mode) { t$k = targets[base + $ku]; }
+        if (!labels_mode) { t_K = targets[base + K_u]; }
     //#end
     //#vec4s
-        var g$k = vec4<f32>(0.0);
+        var g_K = vec4<f32>(0.0);
     //#end
     //#columns
-        let w$c = w_c($cu);
+        let w_C = w_c(C_u);
     //#end
     //#rows
     {
-        let grow = p.row0 + row + $iu;
+        let grow = p.row0 + row + I_u;
         var label = 0u;
         var ignored = false;
         if (labels_mode) {
@@ -61,19 +61,19 @@ fn pack_main(row: u32, base: u32) {
         // Max, first maximal column, Σexp and Σ w·t, as ce_fwd_bwd's pass 1.
         var m = p.ninf;
         //#columns
-            m = max(m, v$e);
+            m = max(m, v_E);
         //#end
         var best = p.ninf;
         var best_c = 0xffffffffu;
         //#columns
-            best_c = select(best_c, $cu, v$e > best);
-            best = select(best, v$e, v$e > best);
+            best_c = select(best_c, C_u, v_E > best);
+            best = select(best, v_E, v_E > best);
         //#end
         // No candidate (an all −inf row, or a NaN maximum): class 0, as ce_fwd_bwd.
         let first = select(0u, best_c, best == m && best_c != 0xffffffffu);
         var s = 0.0;
         //#columns
-            s += exp_rel(v$e, m);
+            s += exp_rel(v_E, m);
         //#end
         let log_s = log(s);
         let lse = m + log_s;
@@ -82,10 +82,10 @@ fn pack_main(row: u32, base: u32) {
         var z_y = 0.0;
         if (keep && labels_mode) {
             //#columns
-                w_y = select(w_y, w$c, label == $cu);
+                w_y = select(w_y, w_C, label == C_u);
             //#end
             //#columns
-                z_y = select(z_y, v$e, label == $cu);
+                z_y = select(z_y, v_E, label == C_u);
             //#end
         }
         var coef = 0.0;
@@ -93,7 +93,7 @@ fn pack_main(row: u32, base: u32) {
             coef = (1.0 - eps) * w_y + eps_n * p.f3; // f3 = Σ_j w_j
         } else {
             //#columns
-                coef += w$c * ((1.0 - eps) * t$e + eps_n);
+                coef += w_C * ((1.0 - eps) * t_E + eps_n);
             //#end
         }
         coef += 2.0 * p.f1 * lse;
@@ -102,39 +102,39 @@ fn pack_main(row: u32, base: u32) {
         var loss_acc = 0.0;
         if (has(CE_PASS2)) {
             //#columns
-                let lp$c = (v$e - m_norm) - log_s;
+                let lp_C = (v_E - m_norm) - log_s;
             //#end
             //#columns
-                var d$c = 0.0;
+                var d_C = 0.0;
             //#end
             if (labels_mode) {
                 //#columns
-                    d$c = eps_n * w$c + select(0.0, (1.0 - eps) * w_y, label == $cu);
+                    d_C = eps_n * w_C + select(0.0, (1.0 - eps) * w_y, label == C_u);
                 //#end
                 if (eps > 0.0) {
                     //#columns
-                        loss_acc += select(0.0, w$c * (-lp$c), w$c != 0.0);
+                        loss_acc += select(0.0, w_C * (-lp_C), w_C != 0.0);
                     //#end
                 }
             } else {
                 //#columns
-                    d$c = w$c * ((1.0 - eps) * t$e + eps_n);
+                    d_C = w_C * ((1.0 - eps) * t_E + eps_n);
                 //#end
                 //#columns
-                    loss_acc += select(0.0, d$c * (-lp$c), d$c != 0.0);
+                    loss_acc += select(0.0, d_C * (-lp_C), d_C != 0.0);
                 //#end
             }
             if (has(CE_GRAD)) {
                 //#columns
-                    var gj$c = (coef * exp(lp$c) - d$c) * up;
+                    var gj_C = (coef * exp(lp_C) - d_C) * up;
                 //#end
                 if (has(CE_SOFTCAP)) {
                     //#columns
-                        gj$c *= 1.0 - (v$e * cap_inv) * (v$e * cap_inv);
+                        gj_C *= 1.0 - (v_E * cap_inv) * (v_E * cap_inv);
                     //#end
                 }
                 //#columns
-                    g$e = select(0.0, gj$c, keep);
+                    g_E = select(0.0, gj_C, keep);
                 //#end
             }
         }
@@ -151,11 +151,11 @@ fn pack_main(row: u32, base: u32) {
     if (has(CE_GRAD)) {
         if (has(CE_IN_PLACE)) {
             //#vec4s
-                z[base + $ku] = g$k;
+                z[base + K_u] = g_K;
             //#end
         } else {
             //#vec4s
-                grad[base + $ku] = g$k;
+                grad[base + K_u] = g_K;
             //#end
         }
     }

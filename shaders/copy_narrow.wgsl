@@ -9,6 +9,6 @@
 
 fn pack_main(row: u32, base: u32) {
     //#vec4s
-        y[base + $ku] = x[base + $ku];
+        y[base + K_u] = x[base + K_u];
     //#end
 }

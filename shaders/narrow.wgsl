@@ -7,13 +7,15 @@
 //
 // The kernels are written as straight-line code for one N (a driver's compiler does not reliably
 // unroll loops, and a loop over a private array costs it a memory access per element): per-element
-// blocks, each line of a block being ordinary WGSL, that `shaders::narrow` writes out once per value:
-// - `//#vec4s` … `//#end`: once per vec4 of the pack, with `$k` = 0 … NV−1;
-// - `//#rows` … `//#end`: once per row of the pack, with `$i` = 0 … PR−1;
-// - `//#columns` … `//#end`: once per column, with `$c` = 0 … N−1 (`lp$c` names a per-element value)
-//   and, inside a rows block, `$e` the element's place in the pack (`v$e` becomes e.g. `v2.z`).
-// A block is written out whole for one value before the next, so its lines may be split and joined
-// freely; a placeholder outside its block is an error naming this file's line.
+// blocks of ordinary WGSL that `shaders::narrow` writes out once per value:
+// - `//#vec4s` … `//#end`: once per vec4 of the pack (k = 0 … NV−1);
+// - `//#rows` … `//#end`: once per row of the pack (i = 0 … PR−1);
+// - `//#columns` … `//#end`: once per column (c = 0 … N−1), inside a rows block also per element
+//   e = i·N + c of the pack.
+// Placeholders are identifiers: `K_`, `I_`, `C_` the index (`K_u` … as a u32 literal), `name_K`,
+// `name_I`, `name_C` the name with the index (`lp_C` → `lp3`), `name_E` the name with the element's
+// register (`v_E` → `v2.z`). A block is written out whole for one value before the next, so its lines
+// may be split and joined freely; a placeholder outside its block is an error naming this file's line.
 // NC (= N), PR and NV come from the generated module `narrow_shape`.
 
 #import prelude: WG

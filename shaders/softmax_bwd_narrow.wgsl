@@ -12,23 +12,23 @@
 
 fn pack_main(row: u32, base: u32) {
     //#vec4s
-        var v$k = y[base + $ku];
+        var v_K = y[base + K_u];
     //#end
     //#vec4s
-        let g$k = g[base + $ku];
+        let g_K = g[base + K_u];
     //#end
     //#rows
     {
         var d = 0.0;
         //#columns
-            d += select(g$e * v$e, g$e, MODE == MODE_BWD_LOG_SOFTMAX);
+            d += select(g_E * v_E, g_E, MODE == MODE_BWD_LOG_SOFTMAX);
         //#end
         //#columns
-            v$e = select(v$e * (g$e - d), g$e - exp(v$e) * d, MODE == MODE_BWD_LOG_SOFTMAX);
+            v_E = select(v_E * (g_E - d), g_E - exp(v_E) * d, MODE == MODE_BWD_LOG_SOFTMAX);
         //#end
     }
     //#end
     //#vec4s
-        dz[base + $ku] = v$k;
+        dz[base + K_u] = v_K;
     //#end
 }

@@ -11,23 +11,23 @@
 
 fn pack_main(row: u32, base: u32) {
     //#vec4s
-        var v$k = x[base + $ku];
+        var v_K = x[base + K_u];
     //#end
     //#rows
     {
         var m = p.ninf;
         //#columns
-            m = max(m, v$e);
+            m = max(m, v_E);
         //#end
         var s = 0.0;
         //#columns
-            s += exp_rel(v$e, m);
+            s += exp_rel(v_E, m);
         //#end
         let log_s = log(s);
-        lse[p.row0 + row + $iu] = m + log_s;
+        lse[p.row0 + row + I_u] = m + log_s;
         let mn = select(m, p.nan, is_inf(m));
         //#columns
-            v$e = select(exp((v$e - mn) - log_s), (v$e - mn) - log_s, MODE == MODE_LOG_SOFTMAX);
+            v_E = select(exp((v_E - mn) - log_s), (v_E - mn) - log_s, MODE == MODE_LOG_SOFTMAX);
         //#end
     }
     //#end
@@ -35,6 +35,6 @@ fn pack_main(row: u32, base: u32) {
         return;
     }
     //#vec4s
-        y[base + $ku] = v$k;
+        y[base + K_u] = v_K;
     //#end
 }

@@ -1,13 +1,17 @@
 //! The narrow kernels' per-element blocks (layout in `shaders/narrow.wgsl`): straight-line code for
 //! one row length, written once in WGSL with three block directives, each on a line of its own:
 //!
-//! - `//#vec4s` … `//#end`: the block once per vec4 of a lane's pack, `$k` = 0 … NV−1;
-//! - `//#rows` … `//#end`: the block once per row of the pack, `$i` = 0 … PR−1;
-//! - `//#columns` … `//#end`: the block once per column, `$c` = 0 … N−1, and inside a rows block `$e`
-//!   names the element's place in the pack's registers (`v$e` becomes e.g. `v2.z`).
+//! - `//#vec4s` … `//#end`: the block once per vec4 of a lane's pack, with k = 0 … NV−1;
+//! - `//#rows` … `//#end`: the block once per row of the pack, with i = 0 … PR−1;
+//! - `//#columns` … `//#end`: the block once per column, with c = 0 … N−1, and inside a rows block
+//!   the element's place e = i·N + c in the pack's registers.
 //!
-//! A whole block is written out for one value before the next, so a block may span any number of
-//! lines; a placeholder outside the block that defines it is an error naming the file and line.
+//! The placeholders are ordinary WGSL identifiers, so a block's lines are WGSL: `K_`, `I_`, `C_` are
+//! the index (`K_u`, `I_u`, `C_u` the same as a u32 literal), a name ending in `_K`, `_I` or `_C` is
+//! that name with the index (`lp_C` → `lp3`), and a name ending in `_E` is that name with the
+//! element's register (`v_E` → `v2.z`). A whole block is written out for one value before the next,
+//! so a block may span any number of lines; a placeholder outside the block that defines it is an
+//! error naming the file and line.
 
 use super::compose::{Composed, Origin};
 
@@ -120,33 +124,74 @@ fn expand(nodes: &[Node], shape: Shape, scope: Scope, out: &mut Composed) -> Res
     Ok(())
 }
 
+/// What one identifier of a block line stands for, if it is a placeholder: `K_`, `I_`, `C_` (the
+/// index, `K_u` etc. as a u32 literal), or a name ending in `_K`, `_I`, `_C` (the name with the index)
+/// or `_E` (the name with the element's register, `v_E` → `v2.z`). Plain WGSL identifiers all.
+fn placeholder(word: &str, shape: Shape, scope: Scope) -> Option<Result<String, &'static str>> {
+    let index = |v: Option<u32>, block| v.ok_or(block);
+    let (stem, mark) = match word.len() {
+        2 | 3 if word.as_bytes()[1] == b'_' && (word.len() == 2 || word.ends_with('u')) => {
+            let v = match word.as_bytes()[0] {
+                b'K' => index(scope.k, "vec4s"),
+                b'I' => index(scope.i, "rows"),
+                b'C' => index(scope.c, "columns"),
+                _ => return None,
+            };
+            let unit = if word.len() == 3 { "u" } else { "" };
+            return Some(v.map(|v| format!("{v}{unit}")));
+        }
+        n if n > 2 && word.as_bytes()[n - 2] == b'_' => (&word[..n - 2], word.as_bytes()[n - 1]),
+        _ => return None,
+    };
+    let v = match mark {
+        b'K' => index(scope.k, "vec4s").map(|k| k.to_string()),
+        b'I' => index(scope.i, "rows").map(|i| i.to_string()),
+        b'C' => index(scope.c, "columns").map(|c| c.to_string()),
+        b'E' => match (scope.i, scope.c) {
+            (Some(i), Some(c)) => {
+                let e = i * shape.cols + c;
+                Ok(format!(
+                    "{}.{}",
+                    e / 4,
+                    ["x", "y", "z", "w"][e as usize % 4]
+                ))
+            }
+            _ => Err("columns block inside a //#rows"),
+        },
+        _ => return None,
+    };
+    Some(v.map(|v| format!("{stem}{v}")))
+}
+
+/// A block line with its placeholders replaced (identifiers only: comments are left alone).
 fn substitute(line: &str, shape: Shape, scope: Scope, origin: &Origin) -> Result<String, String> {
-    let mut out = line.to_string();
-    let missing = |p: &str, block: &str| format!("{origin}: `{p}` outside a //#{block} block");
-    // Placeholders count in code, not in comments (which may describe them).
-    let code = line.split("//").next().unwrap_or("");
-    if !code.contains('$') {
-        return Ok(out);
-    }
-    if out.contains("$e") {
-        let (Some(i), Some(c)) = (scope.i, scope.c) else {
-            return Err(missing("$e", "columns block inside a //#rows"));
-        };
-        let e = i * shape.cols + c;
-        out = out.replace(
-            "$e",
-            &format!("{}.{}", e / 4, ["x", "y", "z", "w"][e as usize % 4]),
-        );
-    }
-    for (p, v, block) in [
-        ("$c", scope.c, "columns"),
-        ("$i", scope.i, "rows"),
-        ("$k", scope.k, "vec4s"),
-    ] {
-        if out.contains(p) {
-            out = out.replace(p, &v.ok_or_else(|| missing(p, block))?.to_string());
+    let (code, comment) = match line.find("//") {
+        Some(at) => line.split_at(at),
+        None => (line, ""),
+    };
+    let mut out = String::with_capacity(line.len());
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| -> Result<(), String> {
+        match placeholder(word, shape, scope) {
+            Some(Ok(v)) => out.push_str(&v),
+            Some(Err(block)) => {
+                return Err(format!("{origin}: `{word}` outside a //#{block} block"));
+            }
+            None => out.push_str(word),
+        }
+        word.clear();
+        Ok(())
+    };
+    for ch in code.chars() {
+        if ch.is_ascii_alphanumeric() || ch == '_' {
+            word.push(ch);
+        } else {
+            flush(&mut word, &mut out)?;
+            out.push(ch);
         }
     }
+    flush(&mut word, &mut out)?;
+    out.push_str(comment);
     Ok(out)
 }
 
@@ -188,23 +233,29 @@ mod tests {
         // N = 3: PR = 4 rows per lane, NV = 3 vec4s.
         let shape = Shape::of(3);
         let out = expand_blocks(
-            composed("//#vec4s\nv$k;\n//#end\n//#rows\n//#columns\na $c\nb $e\n//#end\n//#end"),
+            composed(
+                "//#vec4s\nv_K;\n//#end\n//#rows\n//#columns\na C_ w_c(C_u)\nb v_E\n//#end\n//#end",
+            ),
             shape,
         )
         .unwrap();
         let lines: Vec<&str> = out.source.lines().collect();
         assert_eq!(&lines[..3], ["v0;", "v1;", "v2;"]);
-        // Each column's two lines together, in column order; row 1 starts at pack element 3 (0.w).
-        assert_eq!(&lines[3..7], ["a 0", "b 0.x", "a 1", "b 0.y"]);
-        assert_eq!(&lines[9..11], ["a 0", "b 0.w"]);
+        // Each column's two lines together, in column order; row 1 starts at pack element 3 (v0.w);
+        // a lowercase `_c` is no placeholder.
+        assert_eq!(
+            &lines[3..7],
+            ["a 0 w_c(0u)", "b v0.x", "a 1 w_c(1u)", "b v0.y"]
+        );
+        assert_eq!(&lines[9..11], ["a 0 w_c(0u)", "b v0.w"]);
         assert_eq!(lines.len(), 3 + 4 * 3 * 2);
         assert_eq!(out.origins[4].line, 7);
-        let e = expand_blocks(composed("x\ny $c"), shape).unwrap_err();
-        assert!(e.contains("t (generated):2") && e.contains("$c"), "{e}");
-        let e = expand_blocks(composed("//#columns\nb $e\n//#end"), shape).unwrap_err();
-        assert!(e.contains("$e"), "{e}");
+        let e = expand_blocks(composed("x\ny C_"), shape).unwrap_err();
+        assert!(e.contains("t (generated):2") && e.contains("C_"), "{e}");
+        let e = expand_blocks(composed("//#columns\nb v_E\n//#end"), shape).unwrap_err();
+        assert!(e.contains("v_E"), "{e}");
         assert!(expand_blocks(composed("//#rows\nx"), shape).is_err());
         // A placeholder in a comment is not code.
-        assert!(expand_blocks(composed("// about $k"), shape).is_ok());
+        assert!(expand_blocks(composed("x // about K_"), shape).is_ok());
     }
 }
