@@ -129,7 +129,6 @@ impl Recorder<'_> {
         opts: &CrossEntropyOptions,
         grad: &GpuMatrix,
     ) -> Result<CrossEntropyOutput> {
-        grad.expect_shape("gradient output", logits.rows(), logits.cols())?;
         let ctx = self.ctx;
         ctx.ce(self.to(), logits, targets, opts, None, GradTo::Into(grad))
     }

@@ -162,7 +162,6 @@ impl Context {
         opts: &CrossEntropyOptions,
         grad: &GpuMatrix,
     ) -> Result<CrossEntropyOutput> {
-        grad.expect_shape("gradient output", logits.rows(), logits.cols())?;
         self.ce(
             Encode::Submit,
             logits,
@@ -235,6 +234,7 @@ impl Context {
         }
         if let GradTo::Into(g) = grad_to {
             g.rows_on(self)?;
+            g.expect_shape("gradient output", n, cols)?;
         }
         if let Some(u) = upstream {
             u.on(self)?;

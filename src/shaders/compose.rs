@@ -75,11 +75,6 @@ pub fn file(name: &str) -> Option<&'static str> {
     FILES.iter().find(|(n, _)| *n == name).map(|(_, t)| *t)
 }
 
-/// Every file module's name (the validation test and the docs list them).
-pub fn file_names() -> impl Iterator<Item = &'static str> {
-    FILES.iter().map(|(n, _)| *n)
-}
-
 /// Where a line of a composed module came from: the module (`softmax_fwd` for shaders/softmax_fwd.wgsl,
 /// `prelude` for a generated one) and its 1-based line there.
 #[derive(Clone, Debug, PartialEq, Eq)]
