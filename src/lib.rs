@@ -32,6 +32,7 @@ pub mod data;
 pub mod error;
 mod geometry;
 mod launch;
+pub mod linear_ce;
 pub mod matmul;
 pub mod matrix;
 pub mod npy;

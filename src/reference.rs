@@ -130,6 +130,16 @@ pub fn cross_entropy(
     targets: RefTargets<'_>,
     opts: &CrossEntropyOptions,
 ) -> RefCrossEntropy {
+    cross_entropy_wide(&widen(logits), cols, targets, opts)
+}
+
+/// [`cross_entropy`] of f64 logits (the exact logits of [`linear_cross_entropy`]).
+pub fn cross_entropy_wide(
+    logits: &[f64],
+    cols: usize,
+    targets: RefTargets<'_>,
+    opts: &CrossEntropyOptions,
+) -> RefCrossEntropy {
     let n = logits.len() / cols;
     let w = |j: usize| opts.weight.as_ref().map_or(1.0, |w| w[j] as f64);
     let w_sum: f64 = (0..cols).map(w).sum();
@@ -150,8 +160,8 @@ pub fn cross_entropy(
         let v: Vec<f64> = z
             .iter()
             .map(|&x| match opts.softcap {
-                Some(c) => c as f64 * (x as f64 / c as f64).tanh(),
-                None => x as f64,
+                Some(c) => c as f64 * (x / c as f64).tanh(),
+                None => x,
             })
             .collect();
         let v32: Vec<f32> = v.iter().map(|&x| x as f32).collect();
@@ -315,4 +325,78 @@ pub fn input_grad(g: &[f32], w: &[f32], d: usize, classes: usize) -> Vec<f64> {
         }
     }
     out
+}
+
+/// What [`linear_cross_entropy`] computes, in f64.
+#[derive(Clone, Debug)]
+pub struct RefLinearCe {
+    /// The cross-entropy of the exact logits (loss, row losses, denominator, `∂L/∂Z`).
+    pub ce: RefCrossEntropy,
+    /// `∂L/∂X = G W` (n × d).
+    pub grad_input: Vec<f64>,
+    /// `∂L/∂W = Gᵀ X` (V × d).
+    pub grad_weight: Vec<f64>,
+    /// `∂L/∂b = 1ᵀ G` (V).
+    pub grad_bias: Vec<f64>,
+}
+
+/// Linear cross-entropy materialised in f64: `Z = X Wᵀ + b` (X n × d, W V × d as PyTorch's
+/// `linear_weight`, b of length V), [`cross_entropy_wide`] of Z, then the three gradients, each row
+/// of `∂L/∂Z` first scaled by `row_upstream` when given (reduction none).
+pub fn linear_cross_entropy(
+    x: &[f32],
+    w: &[f32],
+    b: Option<&[f32]>,
+    d: usize,
+    targets: RefTargets<'_>,
+    opts: &CrossEntropyOptions,
+    row_upstream: Option<&[f32]>,
+) -> RefLinearCe {
+    let n = x.len() / d;
+    let classes = w.len() / d;
+    let mut z = vec![0.0; n * classes];
+    for i in 0..n {
+        for j in 0..classes {
+            let dot: f64 = (0..d)
+                .map(|k| x[i * d + k] as f64 * w[j * d + k] as f64)
+                .sum();
+            z[i * classes + j] = dot + b.map_or(0.0, |b| b[j] as f64);
+        }
+    }
+    let mut ce = match row_upstream {
+        // The upstream replaces grad_output.
+        Some(_) => {
+            let unit = CrossEntropyOptions {
+                grad_output: 1.0,
+                ..opts.clone()
+            };
+            cross_entropy_wide(&z, classes, targets, &unit)
+        }
+        None => cross_entropy_wide(&z, classes, targets, opts),
+    };
+    if let Some(u) = row_upstream {
+        for (g, &u) in ce.grad.chunks_exact_mut(classes).zip(u) {
+            g.iter_mut().for_each(|v| *v *= u as f64);
+        }
+    }
+    let g = &ce.grad;
+    let mut grad_input = vec![0.0; n * d];
+    let mut grad_weight = vec![0.0; classes * d];
+    let mut grad_bias = vec![0.0; classes];
+    for i in 0..n {
+        for j in 0..classes {
+            let gij = g[i * classes + j];
+            grad_bias[j] += gij;
+            for k in 0..d {
+                grad_input[i * d + k] += gij * w[j * d + k] as f64;
+                grad_weight[j * d + k] += gij * x[i * d + k] as f64;
+            }
+        }
+    }
+    RefLinearCe {
+        ce,
+        grad_input,
+        grad_weight,
+        grad_bias,
+    }
 }

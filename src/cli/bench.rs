@@ -24,7 +24,8 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',', value_parser = parse_shape,
           default_value = "4096x1000,1024x32000,256x128256,65536x10")]
     pub shapes: Vec<(usize, usize)>,
-    /// Operations: softmax, ce (cross-entropy forward+backward, labels, mean), softmax_bwd, copy.
+    /// Operations: softmax, ce (cross-entropy forward+backward, labels, mean), softmax_bwd, copy;
+    /// linear_ce (fused linear cross-entropy against the materialised chain, on `--linear-shapes`).
     #[arg(
         long,
         value_delimiter = ',',
@@ -54,6 +55,13 @@ pub struct BenchArgs {
     /// in GFLOP/s (2·N·D·C operations). `none` to skip.
     #[arg(long, value_delimiter = ',', value_parser = parse_mm_shape, default_value = "4096x784x10,2048x2048x2048")]
     pub matmul_shapes: Vec<Option<(usize, usize, usize)>>,
+    /// Shapes NxDxV of `linear_ce` (X N×D, W V×D), comma-separated. Software adapters' matmuls are
+    /// slow: pass smaller shapes there (e.g. 512x64x4096).
+    #[arg(long, value_delimiter = ',', value_parser = parse_linear_shape, default_value = "4096x512x32000,1024x1024x128256")]
+    pub linear_shapes: Vec<(usize, usize, usize)>,
+    /// `linear_ce`'s memory budget for one chunk's logits, bytes (default: about the size of X).
+    #[arg(long)]
+    pub linear_budget: Option<u64>,
     /// Draw GB/s against shape (memory-bound ops), as SVG.
     #[arg(long)]
     pub plot: Option<PathBuf>,
@@ -80,6 +88,10 @@ fn parse_mm_shape(s: &str) -> Result<Option<(usize, usize, usize)>, String> {
             "matmul shape `{s}`: expected NxDxC, e.g. 4096x784x10"
         )),
     }
+}
+
+fn parse_linear_shape(s: &str) -> Result<(usize, usize, usize), String> {
+    parse_mm_shape(s)?.ok_or_else(|| format!("linear shape `{s}`: expected NxDxV"))
 }
 
 /// Xᵀ G on the GPU, on the fast CPU path and (with `--with-reference`, small shapes) the reference.
@@ -278,7 +290,7 @@ pub fn measure(args: &BenchArgs, ctx: Option<&Context>) -> Result<Vec<Measuremen
     let mut out = Vec::new();
     for &(n, k) in &args.shapes {
         let d = data(n, k);
-        for op in &args.ops {
+        for op in args.ops.iter().filter(|op| *op != "linear_ce") {
             let bytes = bytes_of(op, n, k);
             if let Some(ctx) = ctx {
                 bar.set_message(format!("{op} {n}x{k} gpu"));
@@ -345,7 +357,17 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, XentError> {
     let ctx = (!args.cpu_only)
         .then(|| args.device.context())
         .transpose()?;
-    let results = measure(args, ctx.as_ref())?;
+    let linear_only = args.ops.iter().all(|op| op == "linear_ce");
+    let results = if linear_only {
+        Vec::new()
+    } else {
+        measure(args, ctx.as_ref())?
+    };
+    let linear = if args.ops.iter().any(|op| op == "linear_ce") {
+        super::bench_linear::measure(args, ctx.as_ref())?
+    } else {
+        Vec::new()
+    };
     let adapter = ctx.as_ref().map_or("none (--cpu-only)".into(), |ctx| {
         format!("{} ({:?})", ctx.adapter().name, ctx.adapter().backend)
     });
@@ -435,25 +457,30 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, XentError> {
                 ]
             })
             .collect();
-        print_table(
-            &[
-                "op",
-                "shape",
-                "backend",
-                "median ms",
-                "GPU ms",
-                "GB/s",
-                "GPU GB/s",
-                "GFLOP/s",
-                "% of copy",
-                "GPU % of copy",
-                "GPU÷CPU",
-            ],
-            &rows,
-        );
-        println!(
-            "GB/s and GFLOP/s from wall time (launch + wait); GPU ms and GPU GB/s from timestamp queries; % of copy = GB/s over the copy of the same shape on the same backend (the GPU's copy kernel; the CPU path's multithreaded copy; GPU % of copy: both from timestamps); GPU÷CPU against the fast CPU path"
-        );
+        if !results.is_empty() {
+            print_table(
+                &[
+                    "op",
+                    "shape",
+                    "backend",
+                    "median ms",
+                    "GPU ms",
+                    "GB/s",
+                    "GPU GB/s",
+                    "GFLOP/s",
+                    "% of copy",
+                    "GPU % of copy",
+                    "GPU÷CPU",
+                ],
+                &rows,
+            );
+            println!(
+                "GB/s and GFLOP/s from wall time (launch + wait); GPU ms and GPU GB/s from timestamp queries; % of copy = GB/s over the copy of the same shape on the same backend (the GPU's copy kernel; the CPU path's multithreaded copy; GPU % of copy: both from timestamps); GPU÷CPU against the fast CPU path"
+            );
+        }
+    }
+    if !linear.is_empty() {
+        super::bench_linear::print(&linear, args.json);
     }
     if let Some(path) = &args.plot {
         let memory_bound: Vec<Measurement> = results

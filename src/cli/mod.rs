@@ -1,6 +1,7 @@
 //! Command-line plumbing shared by the subcommands: device selection, shapes, tables, progress bars.
 
 pub mod bench;
+pub mod bench_linear;
 pub mod bench_plot;
 pub mod check;
 pub mod eval;

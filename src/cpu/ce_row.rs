@@ -78,6 +78,30 @@ pub(super) fn ce_rows<const F: bool>(
     }
 }
 
+/// [`ce_rows`] with each gradient row written over its logits: the row is copied aside first, so
+/// [`ce_row`] reads exactly the values the separate form reads (the same bits; the narrow path's
+/// blocks give the same bits as the row path).
+#[inline(always)]
+pub(super) fn ce_rows_in_place<const F: bool>(
+    cfg: &CeCfg<'_>,
+    row0: usize,
+    zg: &mut [f32],
+    out: &mut [RowOut],
+) {
+    let cols = cfg.cols;
+    let s = &mut Scratch::new();
+    let mut capped = if cfg.softcap.is_some() {
+        vec![0f32; cols]
+    } else {
+        Vec::new()
+    };
+    let mut z = vec![0f32; cols];
+    for (r, (row, o)) in zg.chunks_exact_mut(cols).zip(out.iter_mut()).enumerate() {
+        z.copy_from_slice(row);
+        *o = ce_row::<F>(cfg, row0 + r, &z, Some(row), Exps::Compute, &mut capped, s);
+    }
+}
+
 /// Where a cross-entropy row's maximum and `e_j = exp(v_j − max)` come from.
 #[derive(Clone, Copy)]
 pub(super) enum Exps<'e> {

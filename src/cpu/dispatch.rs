@@ -138,6 +138,10 @@ dispatched!(
     /// Cross-entropy of whole rows.
     fn ce_block<'a>(cfg: &CeCfg<'a>, row0: usize, z: &[f32], out: &mut [RowOut], grad: Option<&mut [f32]>) => ce_rows
 );
+dispatched!(
+    /// Cross-entropy of whole rows, the gradient over the logits.
+    fn ce_block_in_place<'a>(cfg: &CeCfg<'a>, row0: usize, zg: &mut [f32], out: &mut [RowOut]) => ce_rows_in_place
+);
 
 /// Rows per rayon task, or `None` to run on the calling thread (small problems, one thread).
 pub(super) fn rows_per_task(n: usize, cols: usize) -> Option<usize> {

@@ -17,9 +17,25 @@ pub(super) fn sgemm(
     b: (&[f32], isize, isize),
     c: &mut [f32],
 ) {
+    sgemm_beta(m, k, n, a, b, 0.0, c);
+}
+
+/// `C ← A·B + β C` (C row-major, m × n). With β = 1 and `k` at most matrixmultiply's reduction
+/// block (256), every element becomes `c + Σ_k a·b` with the sum taken from zero: the step of
+/// [`crate::linear_ce`]'s summation tree.
+pub(super) fn sgemm_beta(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: (&[f32], isize, isize),
+    b: (&[f32], isize, isize),
+    beta: f32,
+    c: &mut [f32],
+) {
     if m == 0 || n == 0 {
         return;
     }
+    debug_assert!(c.len() >= m * n);
     // SAFETY: the callers check every slice's length against the shape and strides, so each strided
     // access of sgemm stays inside its slice; c is m × n row-major and exclusively borrowed.
     unsafe {
@@ -34,7 +50,7 @@ pub(super) fn sgemm(
             b.0.as_ptr(),
             b.1,
             b.2,
-            0.0,
+            beta,
             c.as_mut_ptr(),
             n as isize,
             1,

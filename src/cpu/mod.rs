@@ -48,6 +48,7 @@ const ROW_COST: usize = 32;
 
 mod ce_row;
 mod dispatch;
+mod linear_ce;
 mod matmul;
 mod passes;
 mod rows;
@@ -56,6 +57,7 @@ mod scalar;
 use ce_row::*;
 use dispatch::*;
 pub use dispatch::{ISA_ENV, Isa, PORTABLE_ENV, isa, uses_avx2_fma};
+pub use linear_ce::{CpuLinear, CpuLinearGrads, linear_cross_entropy};
 pub use matmul::{bias_grad, linear, weight_grad};
 use passes::*;
 use rows::*;
@@ -282,7 +284,40 @@ pub fn cross_entropy(
     opts: &CrossEntropyOptions,
     grad: Option<&mut [f32]>,
 ) -> Result<CpuCrossEntropy> {
-    let n = check_rows("logits (rows of cols elements)", logits.len(), cols)?;
+    ce_impl(CeData::Separate(logits, grad), cols, targets, opts)
+}
+
+/// [`cross_entropy`] with its gradient written over the logits (no second n × N buffer): `logits`
+/// comes back holding ∂L/∂logits. The same results, bit for bit, as the separate form (each row is
+/// copied aside before its gradient overwrites it). Same errors, raised before anything is written.
+pub fn cross_entropy_in_place(
+    logits: &mut [f32],
+    cols: usize,
+    targets: CpuTargets<'_>,
+    opts: &CrossEntropyOptions,
+) -> Result<CpuCrossEntropy> {
+    ce_impl(CeData::InPlace(logits), cols, targets, opts)
+}
+
+/// The logits of a cross-entropy call, and where its gradient goes.
+enum CeData<'a> {
+    /// Read-only logits, and the gradient (if any) in its own buffer.
+    Separate(&'a [f32], Option<&'a mut [f32]>),
+    /// The gradient over the logits.
+    InPlace(&'a mut [f32]),
+}
+
+fn ce_impl(
+    data: CeData<'_>,
+    cols: usize,
+    targets: CpuTargets<'_>,
+    opts: &CrossEntropyOptions,
+) -> Result<CpuCrossEntropy> {
+    let len = match &data {
+        CeData::Separate(z, _) => z.len(),
+        CeData::InPlace(z) => z.len(),
+    };
+    let n = check_rows("logits (rows of cols elements)", len, cols)?;
     opts.validate(cols)?;
     let (labels, probs) = match targets {
         CpuTargets::Labels(l) => {
@@ -290,13 +325,13 @@ pub fn cross_entropy(
             (Some(l), None)
         }
         CpuTargets::Probs(p) => {
-            check_len("probability targets", logits.len(), p.len())?;
+            check_len("probability targets", len, p.len())?;
             opts.validate_for_probs()?;
             (None, Some(p))
         }
     };
-    if let Some(g) = &grad {
-        check_len("gradient", logits.len(), g.len())?;
+    if let CeData::Separate(_, Some(g)) = &data {
+        check_len("gradient", len, g.len())?;
     }
 
     let weight = opts.weight.as_deref();
@@ -339,13 +374,15 @@ pub fn cross_entropy(
     };
 
     let mut rows = vec![RowOut::default(); n];
-    match (grad, rows_per_task(n, cols)) {
-        (grad, None) => ce_block(&cfg, 0, logits, &mut rows, grad),
-        (None, Some(per)) => rows.par_chunks_mut(per).enumerate().for_each(|(t, o)| {
-            let r0 = t * per;
-            ce_block(&cfg, r0, &logits[r0 * cols..(r0 + o.len()) * cols], o, None);
-        }),
-        (Some(grad), Some(per)) => rows
+    match (data, rows_per_task(n, cols)) {
+        (CeData::Separate(logits, grad), None) => ce_block(&cfg, 0, logits, &mut rows, grad),
+        (CeData::Separate(logits, None), Some(per)) => {
+            rows.par_chunks_mut(per).enumerate().for_each(|(t, o)| {
+                let r0 = t * per;
+                ce_block(&cfg, r0, &logits[r0 * cols..(r0 + o.len()) * cols], o, None);
+            })
+        }
+        (CeData::Separate(logits, Some(grad)), Some(per)) => rows
             .par_chunks_mut(per)
             .zip(grad.par_chunks_mut(per * cols))
             .enumerate()
@@ -359,6 +396,12 @@ pub fn cross_entropy(
                     Some(g),
                 );
             }),
+        (CeData::InPlace(zg), None) => ce_block_in_place(&cfg, 0, zg, &mut rows),
+        (CeData::InPlace(zg), Some(per)) => rows
+            .par_chunks_mut(per)
+            .zip(zg.par_chunks_mut(per * cols))
+            .enumerate()
+            .for_each(|(t, (o, zg))| ce_block_in_place(&cfg, t * per, zg, o)),
     }
 
     let total = rows.iter().fold(0.0, |a, r| a + f64::from(r.loss));

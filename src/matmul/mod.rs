@@ -66,6 +66,10 @@ struct Product<'a> {
     ldc: usize,
     flags: u32,
     batch: Batch,
+    /// First row of the reduction's operands (`Batch::K`; 0 elsewhere): a block of rows of A and B.
+    k0: usize,
+    /// Whether split-K may be used (see `plan::Shape::split`).
+    split: bool,
 }
 
 fn bind(buf: &wgpu::Buffer, (offset, size, _): (u64, u64, u32)) -> wgpu::BindingResource<'_> {
@@ -105,6 +109,7 @@ impl Context {
                 Batch::M => [p.b.size(), p.bias.map_or(0, wgpu::Buffer::size)],
                 Batch::K => [p.c.size(), p.bias.map_or(0, wgpu::Buffer::size)],
             },
+            split: p.split,
         };
         let tile = Tile::for_cols(p.n);
         let device = plan::Device {
@@ -153,8 +158,8 @@ impl Context {
                         at(c0, row_range(r0, rows, p.ldc, align)),
                     ),
                     Batch::K => (
-                        p.a.map(|_| at(a0, row_range(r0, rows, p.lda, align))),
-                        at(b0, row_range(r0, rows, p.ldb, align)),
+                        p.a.map(|_| at(a0, row_range(p.k0 + r0, rows, p.lda, align))),
+                        at(b0, row_range(p.k0 + r0, rows, p.ldb, align)),
                         from(c0, p.c),
                     ),
                 };
@@ -265,6 +270,8 @@ impl Context {
                 ldc: classes,
                 flags: if b.is_some() { mm_flags::BIAS } else { 0 },
                 batch: Batch::M,
+                k0: 0,
+                split: true,
             },
         )
     }
@@ -312,6 +319,8 @@ impl Context {
                 ldc: classes,
                 flags: mm_flags::TRANS_A,
                 batch: Batch::K,
+                k0: 0,
+                split: true,
             },
         )
     }
@@ -349,6 +358,8 @@ impl Context {
                 ldc: classes,
                 flags: mm_flags::TRANS_A | mm_flags::A_ONES,
                 batch: Batch::K,
+                k0: 0,
+                split: true,
             },
         )
     }
@@ -385,8 +396,147 @@ impl Context {
                 ldc: d,
                 flags: mm_flags::TRANS_B,
                 batch: Batch::M,
+                k0: 0,
+                split: true,
             },
         )?;
         Ok(dx)
+    }
+}
+
+/// The products of fused linear cross-entropy ([`crate::linear_ce`]), with `W` in PyTorch's `V × d`
+/// layout and no split-K, so that each output element's summation order depends only on the
+/// shape of the product (never on the chunk's size or the device's occupancy).
+impl Context {
+    /// `Z = X Wᵀ + b` for X c × d, W V × d, b 1 × V.
+    pub(crate) fn lce_logits(
+        &self,
+        to: Encode<'_>,
+        x: &GpuMatrix,
+        w: &GpuMatrix,
+        b: Option<&GpuMatrix>,
+        z: &GpuMatrix,
+    ) -> Result<()> {
+        let ((c, d), classes) = (x.shape(), w.rows());
+        let (x_buf, x_base) = x.rows_on(self)?;
+        let (w_buf, w_base) = w.rows_on(self)?;
+        let (z_buf, z_base) = z.rows_on(self)?;
+        self.run_matmul(
+            to,
+            &Product {
+                a: Some(x_buf),
+                b: w_buf,
+                bias: b.map(|b| b.on(self)).transpose()?,
+                c: z_buf,
+                bases: [x_base, w_base, z_base],
+                m: c,
+                n: classes,
+                k: d,
+                lda: d,
+                ldb: d,
+                ldc: classes,
+                flags: mm_flags::TRANS_B | if b.is_some() { mm_flags::BIAS } else { 0 },
+                batch: Batch::M,
+                k0: 0,
+                split: false,
+            },
+        )
+    }
+
+    /// `dX = G W` for G c × V, W V × d.
+    pub(crate) fn lce_input_grad(
+        &self,
+        to: Encode<'_>,
+        g: &GpuMatrix,
+        w: &GpuMatrix,
+        dx: &GpuMatrix,
+    ) -> Result<()> {
+        let ((c, classes), d) = (g.shape(), w.cols());
+        let (g_buf, g_base) = g.rows_on(self)?;
+        let (w_buf, w_base) = w.rows_on(self)?;
+        let (dx_buf, dx_base) = dx.rows_on(self)?;
+        self.run_matmul(
+            to,
+            &Product {
+                a: Some(g_buf),
+                b: w_buf,
+                bias: None,
+                c: dx_buf,
+                bases: [g_base, w_base, dx_base],
+                m: c,
+                n: d,
+                k: classes,
+                lda: classes,
+                ldb: d,
+                ldc: d,
+                flags: 0,
+                batch: Batch::M,
+                k0: 0,
+                split: false,
+            },
+        )
+    }
+
+    /// `dW += G[rows]ᵀ X[rows]` (dW V × d) and, with `db`, `db += 1ᵀ G[rows]`: one row block of the
+    /// fixed summation tree, each element `c + Σ_rows` with the sum taken from zero.
+    pub(crate) fn lce_block_grads(
+        &self,
+        to: &mut wgpu::CommandEncoder,
+        g: &GpuMatrix,
+        x: &GpuMatrix,
+        rows: std::ops::Range<usize>,
+        dw: Option<&GpuMatrix>,
+        db: Option<&GpuMatrix>,
+    ) -> Result<()> {
+        let ((_, classes), d) = (g.shape(), x.cols());
+        let (g_buf, g_base) = g.rows_on(self)?;
+        if let Some(dw) = dw {
+            let (x_buf, x_base) = x.rows_on(self)?;
+            let (dw_buf, dw_base) = dw.rows_on(self)?;
+            self.run_matmul(
+                Encode::Into(to),
+                &Product {
+                    a: Some(g_buf),
+                    b: x_buf,
+                    bias: None,
+                    c: dw_buf,
+                    bases: [g_base, x_base, dw_base],
+                    m: classes,
+                    n: d,
+                    k: rows.len(),
+                    lda: classes,
+                    ldb: d,
+                    ldc: d,
+                    flags: mm_flags::TRANS_A | mm_flags::ACCUM,
+                    batch: Batch::K,
+                    k0: rows.start,
+                    split: false,
+                },
+            )?;
+        }
+        if let Some(db) = db {
+            let (db_buf, db_base) = db.rows_on(self)?;
+            self.run_matmul(
+                Encode::Into(to),
+                &Product {
+                    a: None,
+                    b: g_buf,
+                    bias: None,
+                    c: db_buf,
+                    bases: [0, g_base, db_base],
+                    m: 1,
+                    n: classes,
+                    k: rows.len(),
+                    lda: 1,
+                    ldb: classes,
+                    ldc: classes,
+                    flags: mm_flags::TRANS_A | mm_flags::A_ONES | mm_flags::ACCUM,
+                    batch: Batch::K,
+                    k0: rows.start,
+                    split: false,
+                },
+            )?;
+        }
+        Ok(())
     }
 }

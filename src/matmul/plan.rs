@@ -96,6 +96,9 @@ pub(super) struct Shape {
     pub batch: Batch,
     /// Bytes of the operands bound whole (W and the bias, or dW and the bias).
     pub whole_bytes: [u64; 2],
+    /// Whether split-K may be used (off where the summation order must not depend on the device's
+    /// occupancy, as linear cross-entropy's fixed tree).
+    pub split: bool,
 }
 
 /// What the plan needs of the device.
@@ -221,7 +224,7 @@ impl Plan {
         let c_len = p.m * p.n;
         let tiles = p.m.div_ceil(tile.tm) * p.n.div_ceil(tile.tn);
         let slices_of = |rows: usize| match p.batch {
-            Batch::K if p.ldc == p.n => k_slices(
+            Batch::K if p.ldc == p.n && p.split => k_slices(
                 d.busy_workgroups,
                 tiles,
                 rows,
@@ -314,6 +317,7 @@ mod tests {
             has_a: true,
             batch: Batch::K,
             whole_bytes: [(d * c * 4) as u64, 0],
+            split: true,
         }
     }
 
@@ -385,6 +389,7 @@ mod tests {
             has_a: true,
             batch: Batch::M,
             whole_bytes: [1_600_000, 40],
+            split: true,
         };
         let e = Plan::new(&xw, &lavapipe(16)).unwrap_err();
         assert!(e.to_string().contains("loop cap"), "{e}");

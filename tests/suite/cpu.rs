@@ -783,3 +783,44 @@ fn every_lower_instruction_set_passes_the_same_tests() {
         );
     }
 }
+
+/// The in-place cross-entropy gives the very bits of the separate one (narrow rows, the row path,
+/// soft-capping, probabilities), since linear cross-entropy relies on it.
+#[test]
+fn in_place_cross_entropy_matches_the_separate_form_bit_for_bit() {
+    for cols in [1, 10, 16, 17, 1000] {
+        let n = 37;
+        let z = random(cols as u64, n, cols, -6.0, 6.0);
+        let labels: Vec<i64> = (0..n).map(|i| ((i * 7) % cols) as i64).collect();
+        let probs = cpu::softmax(&random(99, n, cols, -1.0, 1.0), cols).unwrap();
+        for (smoothing, softcap, soft) in [
+            (0.0, None, false),
+            (0.1, Some(4.0), false),
+            (0.2, None, true),
+        ] {
+            let opts = CrossEntropyOptions {
+                label_smoothing: smoothing,
+                softcap,
+                z_loss: 1e-3,
+                ..Default::default()
+            };
+            let t = if soft {
+                CpuTargets::Probs(&probs)
+            } else {
+                CpuTargets::Labels(&labels)
+            };
+            let mut g = vec![0.0; z.len()];
+            let sep = cpu::cross_entropy(&z, cols, t, &opts, Some(&mut g)).unwrap();
+            let mut zg = z.clone();
+            let inp = cpu::cross_entropy_in_place(&mut zg, cols, t, &opts).unwrap();
+            let what = format!("N={cols}, smoothing {smoothing}, softcap {softcap:?}, soft {soft}");
+            assert!(same_bits(&zg, &g), "{what}: gradient");
+            assert!(
+                same_bits(&inp.row_loss, &sep.row_loss),
+                "{what}: row losses"
+            );
+            assert!(same_bits(&inp.lse, &sep.lse), "{what}: lse");
+            assert_eq!(inp.argmax, sep.argmax, "{what}");
+        }
+    }
+}

@@ -6,6 +6,8 @@ mod cpu;
 pub mod cross_entropy;
 mod edge_cases;
 mod fixtures;
+mod linear_ce;
+mod linear_ce_gpu;
 mod magnitude;
 mod matmul;
 mod misuse;

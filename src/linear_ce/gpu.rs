@@ -1,0 +1,249 @@
+//! Fused linear cross-entropy on the device: the plan of [`super`] recorded into one command
+//! encoder and submitted once; the per-row outputs are read back once, at the end.
+
+use crate::context::Context;
+use crate::cross_entropy::{GradTo, Targets};
+use crate::error::Result;
+use crate::launch::Encode;
+use crate::matrix::{GpuLabels, GpuMatrix};
+
+use super::{LinearCeOptions, LinearCeResult, LinearShape, Plan};
+
+/// The targets of [`Context::linear_cross_entropy`].
+#[derive(Clone, Copy, Debug)]
+pub enum GpuTargets<'a> {
+    /// One class index per row (the host copy lists the rows that count).
+    Labels(&'a GpuLabels),
+    /// One probability row per row, `n × V`.
+    Probs(&'a GpuMatrix),
+}
+
+/// Where [`Context::linear_cross_entropy`] writes the gradients it is asked for (each optional).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GpuLinearGrads<'a> {
+    /// `∂L/∂X`, `n × d` (overwritten; 0 on ignored rows).
+    pub input: Option<&'a GpuMatrix>,
+    /// `∂L/∂W`, `V × d` (overwritten, or added to with [`LinearCeOptions::accumulate`]).
+    pub weight: Option<&'a GpuMatrix>,
+    /// `∂L/∂b`, `1 × V` (overwritten, or added to).
+    pub bias: Option<&'a GpuMatrix>,
+}
+
+impl Context {
+    /// Fused linear cross-entropy on the device: the loss of `softmax(X Wᵀ + b)` (X `n × d`, W
+    /// `V × d` as PyTorch's `linear_weight`, b `1 × V`) with every option of cross-entropy, and the
+    /// gradients asked for, without the `n × V` logits ([`crate::linear_ce`] has the plan; its
+    /// results are bit-identical whatever the budget). Everything is recorded into one command
+    /// encoder and submitted once; the per-row outputs are then read back (one wait).
+    ///
+    /// Errors, raised before anything is submitted: those of [`crate::cpu::linear_cross_entropy`],
+    /// [`crate::XentError::WrongContext`] for an operand of another context, and [`crate::XentError::TooLarge`]
+    /// when a product does not fit the adapter (on adapters with a loop cap, `V` bounds the
+    /// reduction of `dX = G W`).
+    ///
+    /// ```no_run
+    /// use xent::linear_ce::{GpuLinearGrads, GpuTargets, LinearCeOptions};
+    /// use xent::{Context, ContextOptions, GpuLabels, GpuMatrix};
+    ///
+    /// # fn main() -> Result<(), xent::XentError> {
+    /// let ctx = Context::new_blocking(ContextOptions::from_env())?;
+    /// let x = GpuMatrix::from_slice(&ctx, &[0.5, -1.0, 2.0, 1.5, 0.0, -0.5], 2, 3)?;
+    /// let w = GpuMatrix::from_slice(&ctx, &[0.1; 12], 4, 3)?; // nn.Linear(3, 4).weight
+    /// let labels = GpuLabels::from_slice(&ctx, &[3i64, 1])?;
+    /// let dw = GpuMatrix::zeros(&ctx, 4, 3)?;
+    /// let out = ctx.linear_cross_entropy(
+    ///     &x,
+    ///     &w,
+    ///     None,
+    ///     GpuTargets::Labels(&labels),
+    ///     &LinearCeOptions::default(),
+    ///     GpuLinearGrads { weight: Some(&dw), ..Default::default() },
+    /// )?;
+    /// assert!((out.loss - 4f32.ln()).abs() < 1e-6);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn linear_cross_entropy(
+        &self,
+        x: &GpuMatrix,
+        w: &GpuMatrix,
+        bias: Option<&GpuMatrix>,
+        targets: GpuTargets<'_>,
+        opts: &LinearCeOptions,
+        grads: GpuLinearGrads<'_>,
+    ) -> Result<LinearCeResult> {
+        let (n, d) = x.shape();
+        let classes = w.rows();
+        let shape = LinearShape { n, d, classes };
+        Plan::check_shape(shape)?;
+        w.expect_shape("linear weight W (V × d)", classes, d)?;
+        x.rows_on(self)?;
+        w.rows_on(self)?;
+        if let Some(b) = bias {
+            b.expect_shape("linear bias b (1 × V)", 1, classes)?;
+            b.on(self)?;
+        }
+        let labels_host: Option<Vec<i64>> = match targets {
+            GpuTargets::Labels(l) => {
+                l.on(self)?;
+                crate::options::check_labels(l.as_slice(), n, classes, opts.ce.ignore_index)?;
+                Some(l.as_slice().iter().map(|&v| i64::from(v)).collect())
+            }
+            GpuTargets::Probs(p) => {
+                p.expect_shape("probability targets (n × V)", n, classes)?;
+                p.rows_on(self)?;
+                opts.ce.validate_for_probs()?;
+                None
+            }
+        };
+        let outs = [
+            (grads.input, "input gradient (n × d)", n, d),
+            (grads.weight, "weight gradient (V × d)", classes, d),
+            (grads.bias, "bias gradient (1 × V)", 1, classes),
+        ];
+        for (g, what, r, c) in outs {
+            if let Some(g) = g {
+                g.expect_shape(what, r, c)?;
+                g.rows_on(self)?;
+            }
+        }
+        let plan = Plan::new(shape, labels_host.as_deref(), opts)?;
+        let want_grad = grads.input.is_some() || grads.weight.is_some() || grads.bias.is_some();
+        let c_max = plan.chunk_rows;
+        let matrix = |rows: usize, cols: usize| GpuMatrix::zeros(self, rows.max(1), cols);
+        let (xc, z) = (matrix(c_max, d)?, matrix(c_max, classes)?);
+        let dxc = grads.input.map(|_| matrix(c_max, d)).transpose()?;
+        let pc = match targets {
+            GpuTargets::Probs(_) => Some(matrix(c_max, classes)?),
+            GpuTargets::Labels(_) => None,
+        };
+        let rows_out = matrix(plan.count, 4)?;
+        let transient = 4
+            * (xc.len()
+                + z.len()
+                + dxc.as_ref().map_or(0, GpuMatrix::len)
+                + pc.as_ref().map_or(0, GpuMatrix::len)
+                + rows_out.len()) as u64;
+        // Views of the scratch with the chunk's row count (the last chunk may be shorter).
+        let view = |m: &GpuMatrix, rows: usize| {
+            GpuMatrix::from_buffer(self, m.buffer().clone(), rows, m.cols())
+        };
+        let row_bytes = |cols: usize| cols as u64 * 4;
+        let mut enc = self.encoder("xent.linear_ce");
+        if !opts.accumulate {
+            for g in [grads.weight, grads.bias].into_iter().flatten() {
+                enc.clear_buffer(g.buffer(), g.offset(), Some(g.len() as u64 * 4));
+            }
+        }
+        if let Some(g) = grads.input {
+            enc.clear_buffer(g.buffer(), g.offset(), Some(g.len() as u64 * 4));
+        }
+        // Per-chunk uploads (labels, upstream) live until the submission.
+        let mut keep: Vec<GpuMatrix> = Vec::new();
+        let mut keep_labels: Vec<GpuLabels> = Vec::new();
+        for chunk in plan.chunks() {
+            let c = chunk.len();
+            let runs = plan.runs(&chunk);
+            // X_c, and the probabilities' rows, gathered run by run.
+            for (r0, pos, len) in &runs {
+                let (bytes, src, dst) = (row_bytes(d), *r0 as u64, *pos as u64);
+                enc.copy_buffer_to_buffer(
+                    x.buffer(),
+                    x.offset() + src * bytes,
+                    xc.buffer(),
+                    dst * bytes,
+                    *len as u64 * bytes,
+                );
+                if let (Some(pc), GpuTargets::Probs(p)) = (&pc, targets) {
+                    let bytes = row_bytes(classes);
+                    enc.copy_buffer_to_buffer(
+                        p.buffer(),
+                        p.offset() + src * bytes,
+                        pc.buffer(),
+                        dst * bytes,
+                        *len as u64 * bytes,
+                    );
+                }
+            }
+            let (x_c, z_c) = (view(&xc, c)?, view(&z, c)?);
+            self.lce_logits(Encode::Into(&mut enc), &x_c, w, bias, &z_c)?;
+            let labels_c = labels_host
+                .as_ref()
+                .map(|l| {
+                    let listed: Vec<i64> = chunk.clone().map(|k| l[plan.row(k)]).collect();
+                    GpuLabels::from_slice(self, &listed)
+                })
+                .transpose()?;
+            let probs_c = match &labels_c {
+                None => Some(view(pc.as_ref().expect("probability scratch"), c)?),
+                Some(_) => None,
+            };
+            let t = match (&labels_c, &probs_c) {
+                (Some(l), _) => Targets::Labels(l),
+                (None, Some(p)) => Targets::Probs(p),
+                (None, None) => unreachable!("labels or probabilities"),
+            };
+            let upstream = opts
+                .row_upstream
+                .as_ref()
+                .map(|u| {
+                    let listed: Vec<f32> = chunk.clone().map(|k| u[plan.row(k)]).collect();
+                    GpuMatrix::from_slice(self, &listed, c, 1)
+                })
+                .transpose()?;
+            let grad_to = if want_grad {
+                GradTo::Logits
+            } else {
+                GradTo::Nowhere
+            };
+            let out = self.ce(
+                Encode::Into(&mut enc),
+                &z_c,
+                t,
+                &plan.chunk_ce,
+                upstream.as_ref(),
+                grad_to,
+            )?;
+            enc.copy_buffer_to_buffer(
+                out.rows.buffer(),
+                0,
+                rows_out.buffer(),
+                chunk.start as u64 * 16,
+                c as u64 * 16,
+            );
+            keep.extend([out.rows, out.stats]);
+            keep.extend(upstream);
+            keep_labels.extend(labels_c);
+            if !want_grad {
+                continue;
+            }
+            if let (Some(dx), Some(dxc)) = (grads.input, &dxc) {
+                let dx_c = view(dxc, c)?;
+                self.lce_input_grad(Encode::Into(&mut enc), &z_c, w, &dx_c)?;
+                let bytes = row_bytes(d);
+                for (r0, pos, len) in &runs {
+                    enc.copy_buffer_to_buffer(
+                        dxc.buffer(),
+                        *pos as u64 * bytes,
+                        dx.buffer(),
+                        dx.offset() + *r0 as u64 * bytes,
+                        *len as u64 * bytes,
+                    );
+                }
+            }
+            for block in plan.blocks(&chunk) {
+                self.lce_block_grads(&mut enc, &z_c, &x_c, block, grads.weight, grads.bias)?;
+            }
+        }
+        self.submit(enc)?;
+        drop((keep, keep_labels));
+        let rows = if plan.count > 0 {
+            rows_out.read_blocking(self)?
+        } else {
+            Vec::new()
+        };
+        let col = |c: usize| rows.chunks_exact(4).map(|r| r[c]).collect::<Vec<f32>>();
+        let argmax: Vec<u32> = col(2).iter().map(|&a| a as u32).collect();
+        Ok(plan.finish(labels_host.as_deref(), &col(0), &col(1), &argmax, transient))
+    }
+}
