@@ -151,6 +151,15 @@ pub fn read_labels(path: &Path) -> Result<(Vec<usize>, Vec<i64>)> {
 
 /// Writes an f32 array of the given shape (`&[]` for a scalar).
 pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
+    write(path, shape, data)
+}
+
+/// Writes an int64 array (labels) of the given shape.
+pub fn write_i64(path: &Path, shape: &[usize], data: &[i64]) -> Result<()> {
+    write(path, shape, data)
+}
+
+fn write<T: npyz::AutoSerialize + Copy>(path: &Path, shape: &[usize], data: &[T]) -> Result<()> {
     use npyz::WriterBuilder;
     let expected = shape
         .iter()

@@ -16,9 +16,13 @@ use super::DeviceArgs;
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
-    /// Logits, float32 [n, N].
-    #[arg(long)]
-    pub logits: PathBuf,
+    /// Logits, float32 [n, N] (or, with --linear-weight, none: the logits are X Wᵀ + b).
+    #[arg(
+        long,
+        required_unless_present = "linear_weight",
+        conflicts_with = "linear_weight"
+    )]
+    pub logits: Option<PathBuf>,
     /// Class labels, int64 or int32 [n].
     #[arg(long, conflicts_with = "targets")]
     pub labels: Option<PathBuf>,
@@ -37,9 +41,18 @@ pub struct EvalArgs {
     /// mean, sum or none.
     #[arg(long, default_value = "mean")]
     pub reduction: String,
-    /// Features X, float32 [n, d]: also writes grad_weight = Xᵀ·grad and grad_bias.
+    /// Features X, float32 [n, d]: with --logits, also writes grad_weight = Xᵀ·grad and grad_bias;
+    /// with --linear-weight, the input of the fused linear cross-entropy.
     #[arg(long)]
     pub features: Option<PathBuf>,
+    /// Fused linear cross-entropy: the linear layer's weight W, float32 [V, d] (PyTorch's
+    /// `linear_weight`); the logits X Wᵀ + b are never materialised. Writes loss.npy,
+    /// grad_input.npy [n, d], grad_linear_weight.npy [V, d] (and grad_linear_bias.npy [V]).
+    #[arg(long, requires = "features")]
+    pub linear_weight: Option<PathBuf>,
+    /// The linear layer's bias b, float32 [V] (with --linear-weight).
+    #[arg(long, requires = "linear_weight")]
+    pub linear_bias: Option<PathBuf>,
     #[command(flatten)]
     pub device: DeviceArgs,
     /// Output folder (created once every output is written; existing files of the same names are
@@ -49,7 +62,7 @@ pub struct EvalArgs {
 }
 
 /// Everything eval writes, as (file name, shape, data).
-type Outputs = Vec<(&'static str, Vec<usize>, Vec<f32>)>;
+pub(super) type Outputs = Vec<(&'static str, Vec<usize>, Vec<f32>)>;
 
 struct Inputs {
     logits: Vec<f32>,
@@ -62,24 +75,70 @@ struct Inputs {
 }
 
 fn load(args: &EvalArgs) -> Result<Inputs, XentError> {
-    let (shape, logits) = npy::read_f32(&args.logits)?;
-    let shape = npy::expect_rank(&args.logits, &shape, 2)?;
+    let path = args
+        .logits
+        .as_ref()
+        .expect("clap: --logits or --linear-weight");
+    let (shape, logits) = npy::read_f32(path)?;
+    let shape = npy::expect_rank(path, &shape, 2)?;
     let (n, cols) = (shape[0], shape[1]);
     if cols == 0 {
         return Err(XentError::InvalidShape(format!(
             "{}: rows of 0 classes (shape [{n}, 0])",
-            args.logits.display()
+            path.display()
         )));
     }
-    let mismatch = |path: &Path, expected: Vec<usize>, got: &[usize]| XentError::Io {
-        path: path.display().to_string(),
-        reason: format!("shape {got:?} does not match the logits: expected {expected:?}"),
+    let (labels, targets, opts) = load_targets(args, n, cols, "the logits")?;
+    let features = match &args.features {
+        Some(p) => {
+            let (s, x) = npy::read_f32(p)?;
+            if s.len() != 2 || s[0] != n {
+                return Err(mismatch(
+                    p,
+                    "the logits",
+                    vec![n, s.get(1).copied().unwrap_or(0)],
+                    &s,
+                ));
+            }
+            Some((s[1], x))
+        }
+        None => None,
     };
+    Ok(Inputs {
+        logits,
+        n,
+        cols,
+        labels,
+        targets,
+        features,
+        opts,
+    })
+}
+
+/// A file whose shape does not fit the rest.
+pub(super) fn mismatch(path: &Path, other: &str, expected: Vec<usize>, got: &[usize]) -> XentError {
+    XentError::Io {
+        path: path.display().to_string(),
+        reason: format!("shape {got:?} does not match {other}: expected {expected:?}"),
+    }
+}
+
+/// Labels or probability targets, and the options.
+pub(super) type Loaded = (Option<Vec<i64>>, Option<Vec<f32>>, CrossEntropyOptions);
+
+/// The labels or probability targets, the class weights and the options of `n` rows of `cols`
+/// classes, validated as every backend validates them. `other` names what set the shape.
+pub(super) fn load_targets(
+    args: &EvalArgs,
+    n: usize,
+    cols: usize,
+    other: &str,
+) -> Result<Loaded, XentError> {
     let labels = match &args.labels {
         Some(p) => {
             let (s, l) = npy::read_labels(p)?;
             if s != [n] {
-                return Err(mismatch(p, vec![n], &s));
+                return Err(mismatch(p, other, vec![n], &s));
             }
             Some(l)
         }
@@ -89,7 +148,7 @@ fn load(args: &EvalArgs) -> Result<Inputs, XentError> {
         Some(p) => {
             let (s, t) = npy::read_f32(p)?;
             if s != [n, cols] {
-                return Err(mismatch(p, vec![n, cols], &s));
+                return Err(mismatch(p, other, vec![n, cols], &s));
             }
             Some(t)
         }
@@ -104,19 +163,9 @@ fn load(args: &EvalArgs) -> Result<Inputs, XentError> {
         Some(p) => {
             let (s, w) = npy::read_f32(p)?;
             if s != [cols] {
-                return Err(mismatch(p, vec![cols], &s));
+                return Err(mismatch(p, other, vec![cols], &s));
             }
             Some(w)
-        }
-        None => None,
-    };
-    let features = match &args.features {
-        Some(p) => {
-            let (s, x) = npy::read_f32(p)?;
-            if s.len() != 2 || s[0] != n {
-                return Err(mismatch(p, vec![n, s.get(1).copied().unwrap_or(0)], &s));
-            }
-            Some((s[1], x))
         }
         None => None,
     };
@@ -133,18 +182,10 @@ fn load(args: &EvalArgs) -> Result<Inputs, XentError> {
         Some(l) => xent::options::check_labels(l, n, cols, opts.ignore_index)?,
         None => opts.validate_for_probs()?,
     }
-    Ok(Inputs {
-        logits,
-        n,
-        cols,
-        labels,
-        targets,
-        features,
-        opts,
-    })
+    Ok((labels, targets, opts))
 }
 
-fn loss_shape(red: Reduction, n: usize) -> Vec<usize> {
+pub(super) fn loss_shape(red: Reduction, n: usize) -> Vec<usize> {
     match red {
         Reduction::None => vec![n],
         _ => vec![],
@@ -304,15 +345,19 @@ fn eval_gpu(ctx: &Context, inp: &Inputs) -> Result<Results, XentError> {
 }
 
 pub fn run(args: &EvalArgs) -> Result<ExitCode, XentError> {
-    let inp = load(args)?;
-    let outputs = if let Some(path) = args.device.host() {
-        match path {
-            xent::train::CpuPath::Reference => eval_reference(&inp),
-            xent::train::CpuPath::Fast => eval_cpu(&inp)?,
-        }
-        .into_outputs(&inp)
+    let outputs = if args.linear_weight.is_some() {
+        super::eval_linear::outputs(args)?
     } else {
-        eval_gpu(&args.device.context()?, &inp)?.into_outputs(&inp)
+        let inp = load(args)?;
+        if let Some(path) = args.device.host() {
+            match path {
+                xent::train::CpuPath::Reference => eval_reference(&inp),
+                xent::train::CpuPath::Fast => eval_cpu(&inp)?,
+            }
+            .into_outputs(&inp)
+        } else {
+            eval_gpu(&args.device.context()?, &inp)?.into_outputs(&inp)
+        }
     };
     write_all(&args.out, &outputs)?;
     for (name, shape, _) in &outputs {
@@ -326,7 +371,7 @@ pub fn run(args: &EvalArgs) -> Result<ExitCode, XentError> {
 /// when `out` does not exist yet, else file by file after checking that no target is a folder. On any
 /// failure the temporary folder and whatever was already moved are removed, and `out` (and any
 /// missing parent) is created only once every file is written.
-fn write_all(out: &Path, outputs: &Outputs) -> Result<(), XentError> {
+pub(super) fn write_all(out: &Path, outputs: &Outputs) -> Result<(), XentError> {
     let io = |p: &Path, e: std::io::Error| XentError::Io {
         path: p.display().to_string(),
         reason: e.to_string(),

@@ -5,6 +5,7 @@ pub mod bench_linear;
 pub mod bench_plot;
 pub mod check;
 pub mod eval;
+pub mod eval_linear;
 pub mod train;
 
 use std::process::ExitCode;

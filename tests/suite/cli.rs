@@ -457,3 +457,135 @@ fn cpu_instruction_sets_with_fma_give_the_same_bits() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `eval --linear-weight` (fused, the logits never materialised) against today's `--features` path
+/// on logits materialised from the same X, W, b, on every backend; a bad W writes nothing.
+#[test]
+fn eval_linear_matches_the_materialised_features_path() {
+    let (n, d, v) = (12, 5, 9);
+    let dir = temp_dir("linear");
+    std::fs::create_dir_all(&dir).unwrap();
+    let x = super::common::random(41, n, d, -1.0, 1.0);
+    let w = super::common::random(42, v, d, -1.0, 1.0);
+    let b = super::common::random(43, 1, v, -0.5, 0.5);
+    let labels: Vec<i64> = (0..n)
+        .map(|i| if i == 3 { -100 } else { (i * 5 % v) as i64 })
+        .collect();
+    let z: Vec<f32> = (0..n * v)
+        .map(|e| {
+            let (i, j) = (e / v, e % v);
+            let dot: f64 = (0..d)
+                .map(|k| x[i * d + k] as f64 * w[j * d + k] as f64)
+                .sum();
+            (dot + b[j] as f64) as f32
+        })
+        .collect();
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    npy::write_f32(&dir.join("x.npy"), &[n, d], &x).unwrap();
+    npy::write_f32(&dir.join("w.npy"), &[v, d], &w).unwrap();
+    npy::write_f32(&dir.join("bad_w.npy"), &[v, d + 1], &vec![0.0; v * (d + 1)]).unwrap();
+    npy::write_f32(&dir.join("b.npy"), &[v], &b).unwrap();
+    npy::write_f32(&dir.join("z.npy"), &[n, v], &z).unwrap();
+    npy::write_i64(&dir.join("labels.npy"), &[n], &labels).unwrap();
+    let opts = ["--label-smoothing", "0.1", "--reduction", "sum"];
+    let mut backends = vec!["reference", "cpu"];
+    if !contexts().is_empty() {
+        backends.push("gpu");
+    }
+    let close = |what: &str, got: &[f32], want: &[f32]| {
+        let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
+        assert_eq!(got.len(), want.len(), "{what}");
+        for (i, (g, w)) in got.iter().zip(want).enumerate() {
+            assert!(
+                (g - w).abs() <= 1e-4 * scale + 1e-6,
+                "{what} [{i}]: {g} vs {w}"
+            );
+        }
+    };
+    for backend in backends {
+        let (fused, chain) = (
+            dir.join(format!("fused-{backend}")),
+            dir.join(format!("chain-{backend}")),
+        );
+        let mut a = vec!["eval", "--features"];
+        let (xs, ws, bs, ls, zs) = (
+            path("x.npy"),
+            path("w.npy"),
+            path("b.npy"),
+            path("labels.npy"),
+            path("z.npy"),
+        );
+        let fo = fused.to_str().unwrap().to_string();
+        a.extend([
+            xs.as_str(),
+            "--linear-weight",
+            &ws,
+            "--linear-bias",
+            &bs,
+            "--labels",
+            &ls,
+        ]);
+        a.extend(opts);
+        a.extend(["--backend", backend, "--out", &fo]);
+        let r = xent(&a);
+        assert!(
+            r.status.success(),
+            "{backend}: {}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+        let co = chain.to_str().unwrap().to_string();
+        let mut a = vec!["eval", "--logits", &zs, "--features", &xs, "--labels", &ls];
+        a.extend(opts);
+        a.extend(["--backend", backend, "--out", &co]);
+        let r = xent(&a);
+        assert!(
+            r.status.success(),
+            "{backend}: {}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+        let read = |p: PathBuf| npy::read_f32(&p).unwrap();
+        let (ls_, loss) = read(fused.join("loss.npy"));
+        assert_eq!(ls_, Vec::<usize>::new(), "a sum is a scalar");
+        close(
+            &format!("{backend}: loss"),
+            &loss,
+            &read(chain.join("loss.npy")).1,
+        );
+        let (s, dw) = read(fused.join("grad_linear_weight.npy"));
+        assert_eq!(s, vec![v, d]);
+        let dw_chain = read(chain.join("grad_weight.npy")).1; // d × V
+        let dw_t: Vec<f32> = (0..v * d).map(|e| dw_chain[(e % d) * v + e / d]).collect();
+        close(&format!("{backend}: grad_linear_weight"), &dw, &dw_t);
+        close(
+            &format!("{backend}: grad_linear_bias"),
+            &read(fused.join("grad_linear_bias.npy")).1,
+            &read(chain.join("grad_bias.npy")).1,
+        );
+        let (s, dx) = read(fused.join("grad_input.npy"));
+        assert_eq!(s, vec![n, d]);
+        assert!(
+            dx[3 * d..4 * d].iter().all(|&g| g == 0.0),
+            "{backend}: the ignored row's dX"
+        );
+        // A W of the wrong width: an error, and no output at all.
+        let bad = dir.join(format!("bad-{backend}"));
+        let (bw, bo) = (path("bad_w.npy"), bad.to_str().unwrap().to_string());
+        let r = xent(&[
+            "eval",
+            "--features",
+            &xs,
+            "--linear-weight",
+            &bw,
+            "--labels",
+            &ls,
+            "--backend",
+            backend,
+            "--out",
+            &bo,
+        ]);
+        assert!(!r.status.success(), "{backend}: a bad W must fail");
+        assert!(String::from_utf8_lossy(&r.stderr).contains("does not match the features X"));
+        assert!(!bad.exists(), "{backend}: nothing written on error");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
