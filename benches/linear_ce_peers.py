@@ -90,7 +90,8 @@ def xent_runs(binary, shapes, reps, budget_rows):
             r["path"] = f"xent {r['path']} (default budget)" if r["path"] == "fused" else f"xent {r['path']}"
             rows.append(r)
     for n, d, v in shapes:
-        cmd = base[:-1] + [f"{n}x{d}x{v}", "--linear-budget", str(budget_rows * v * 4)]
+        cmd = base[:-1] + [f"{n}x{d}x{v}", "--linear-budget", str(budget_rows * v * 4),
+                           "--linear-paths", "fused"]
         for l in subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines():
             if l.startswith("{"):
                 r = json.loads(l)

@@ -33,6 +33,7 @@ use crate::context::Context;
 use crate::cross_entropy::{CrossEntropyOutput, GradTo, Targets};
 use crate::error::Result;
 use crate::launch::Encode;
+use crate::linear_ce::{GpuLinearGrads, GpuTargets, LinearCeOptions, LinearCeRecorded};
 use crate::matrix::GpuMatrix;
 use crate::options::CrossEntropyOptions;
 use crate::shaders::flags;
@@ -175,5 +176,20 @@ impl Recorder<'_> {
     pub fn copy_rows_into(&mut self, x: &GpuMatrix, out: &GpuMatrix) -> Result<()> {
         let ctx = self.ctx;
         ctx.copy_rows(self.to(), x, out)
+    }
+
+    /// [`Context::linear_cross_entropy`], recorded: the gradients land in `grads` when the encoder
+    /// runs; [`LinearCeRecorded::read`] then gives the loss (the same bits as the call).
+    pub fn linear_cross_entropy(
+        &mut self,
+        x: &GpuMatrix,
+        w: &GpuMatrix,
+        bias: Option<&GpuMatrix>,
+        targets: GpuTargets<'_>,
+        opts: &LinearCeOptions,
+        grads: GpuLinearGrads<'_>,
+    ) -> Result<LinearCeRecorded> {
+        self.ctx
+            .record_linear_ce(self.encoder, x, w, bias, targets, opts, grads)
     }
 }

@@ -59,6 +59,10 @@ pub struct BenchArgs {
     /// slow: pass smaller shapes there (e.g. 512x64x4096).
     #[arg(long, value_delimiter = ',', value_parser = parse_linear_shape, default_value = "4096x512x32000,1024x1024x128256")]
     pub linear_shapes: Vec<(usize, usize, usize)>,
+    /// `linear_ce`'s paths: fused (xent's linear cross-entropy) and chain (the materialised
+    /// `linear` → cross-entropy → `G W`, `Gᵀ X`, CPU only).
+    #[arg(long, value_delimiter = ',', default_value = "fused,chain")]
+    pub linear_paths: Vec<String>,
     /// `linear_ce`'s memory budget for one chunk's logits, bytes (default: about the size of X).
     #[arg(long)]
     pub linear_budget: Option<u64>,

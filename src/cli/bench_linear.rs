@@ -109,7 +109,8 @@ pub fn measure(args: &BenchArgs, ctx: Option<&Context>) -> Result<Vec<LinearRow>
             transient,
             peak_rss,
         };
-        if !args.gpu_only {
+        let wants = |path: &str| args.linear_paths.iter().any(|p| p == path);
+        if !args.gpu_only && wants("fused") {
             let mut transient = 0;
             let (ms, peak) = time_peak(args.reps, &mut || {
                 let r = cpu::linear_cross_entropy(
@@ -131,6 +132,8 @@ pub fn measure(args: &BenchArgs, ctx: Option<&Context>) -> Result<Vec<LinearRow>
                 Ok(())
             })?;
             out.push(row("cpu", "fused", ms, transient, peak));
+        }
+        if !args.gpu_only && wants("chain") {
             // The chain: logits, the fused cross-entropy with its gradient over them, G W, Xᵀ G.
             let ce = CrossEntropyOptions::default();
             let (ms, peak) = time_peak(args.reps, &mut || {
@@ -142,7 +145,7 @@ pub fn measure(args: &BenchArgs, ctx: Option<&Context>) -> Result<Vec<LinearRow>
             })?;
             out.push(row("cpu", "chain", ms, (n * classes * 4) as u64, peak));
         }
-        if let Some(ctx) = ctx {
+        if let Some(ctx) = ctx.filter(|_| wants("fused")) {
             let xm = GpuMatrix::from_slice(ctx, &p.x, n, d)?;
             let wm = GpuMatrix::from_slice(ctx, &p.w, classes, d)?;
             let labels = GpuLabels::from_slice(ctx, &p.labels)?;

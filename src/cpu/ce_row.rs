@@ -30,6 +30,15 @@ pub(super) struct RowOut {
     pub(super) argmax: u32,
 }
 
+/// Room for one row's soft-capped values (empty without soft-capping).
+fn capped_row(cfg: &CeCfg<'_>) -> Vec<f32> {
+    if cfg.softcap.is_some() {
+        vec![0f32; cfg.cols]
+    } else {
+        Vec::new()
+    }
+}
+
 /// A block of rows starting at global row `row0`; `grad` (if any) holds the block's rows.
 #[inline(always)]
 pub(super) fn ce_rows<const F: bool>(
@@ -41,11 +50,7 @@ pub(super) fn ce_rows<const F: bool>(
 ) {
     let cols = cfg.cols;
     let s = &mut Scratch::new();
-    let mut capped = if cfg.softcap.is_some() {
-        vec![0f32; cols]
-    } else {
-        Vec::new()
-    };
+    let mut capped = capped_row(cfg);
     if cols <= NARROW && cfg.softcap.is_none() {
         // The narrow path: maxima and exponentials a block of rows at a time, straight into the
         // gradient rows when there are some; then the rest of each row as below.
@@ -90,11 +95,7 @@ pub(super) fn ce_rows_in_place<const F: bool>(
 ) {
     let cols = cfg.cols;
     let s = &mut Scratch::new();
-    let mut capped = if cfg.softcap.is_some() {
-        vec![0f32; cols]
-    } else {
-        Vec::new()
-    };
+    let mut capped = capped_row(cfg);
     let mut z = vec![0f32; cols];
     for (r, (row, o)) in zg.chunks_exact_mut(cols).zip(out.iter_mut()).enumerate() {
         z.copy_from_slice(row);

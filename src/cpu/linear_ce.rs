@@ -1,7 +1,7 @@
 //! Fused linear cross-entropy on the CPU: matrixmultiply's sgemm and the in-place cross-entropy
 //! rows, chunk by chunk ([`crate::linear_ce`] has the plan every backend follows).
 
-use super::matmul::{area, sgemm, sgemm_beta};
+use super::matmul::{area, sgemm_beta};
 use super::*;
 use crate::linear_ce::{LinearCeOptions, LinearCeResult, LinearShape, Plan};
 
@@ -158,14 +158,17 @@ pub fn linear_cross_entropy(
             &lin.x[chunk.start * d..chunk.end * d]
         };
         // Z_c = X_c Wᵀ + b.
+        // Computed as Z_cᵀ = W X_cᵀ (V × c, written transposed into Z_c): W is then the operand
+        // matrixmultiply packs in parallel, measured 1.3× faster than X_c Wᵀ at 128-row chunks.
         let z_c = &mut z[..c * classes];
-        sgemm(
-            c,
-            d,
+        sgemm_beta(
             classes,
-            (x_c, d as isize, 1),
-            (lin.weight, 1, d as isize),
-            z_c,
+            d,
+            c,
+            (lin.weight, d as isize, 1),
+            (x_c, 1, d as isize),
+            0.0,
+            (&mut *z_c, 1, classes as isize),
         );
         if let Some(b) = lin.bias {
             z_c.par_chunks_mut(classes)
@@ -197,31 +200,28 @@ pub fn linear_cross_entropy(
             }
         }
         let g_c: &[f32] = z_c;
-        // dX_c = G_c W, into dX's rows (scattered when rows were dropped).
+        // dX_c = G_c W, as dX_cᵀ = Wᵀ G_cᵀ (as Z_c, for the same reason), into dX's rows
+        // (scattered when rows were dropped).
+        let input_grad = |out: &mut [f32]| {
+            sgemm_beta(
+                d,
+                classes,
+                c,
+                (lin.weight, 1, d as isize),
+                (g_c, 1, classes as isize),
+                0.0,
+                (out, 1, d as isize),
+            )
+        };
         if let Some(dx) = dx.as_deref_mut() {
             if compact {
                 let dxc = &mut dxc[..c * d];
-                sgemm(
-                    c,
-                    classes,
-                    d,
-                    (g_c, classes as isize, 1),
-                    (lin.weight, d as isize, 1),
-                    dxc,
-                );
+                input_grad(dxc);
                 for (r0, pos, len) in plan.runs(&chunk) {
                     dx[r0 * d..(r0 + len) * d].copy_from_slice(&dxc[pos * d..(pos + len) * d]);
                 }
             } else {
-                let rows = &mut dx[chunk.start * d..chunk.end * d];
-                sgemm(
-                    c,
-                    classes,
-                    d,
-                    (g_c, classes as isize, 1),
-                    (lin.weight, d as isize, 1),
-                    rows,
-                );
+                input_grad(&mut dx[chunk.start * d..chunk.end * d]);
             }
         }
         // dW += G_bᵀ X_b and db += 1ᵀ G_b, one row block at a time (the fixed summation tree).
@@ -238,7 +238,7 @@ pub fn linear_cross_entropy(
                         (&g_b[k0 * classes..], 1, classes as isize),
                         (&x_b[k0 * d..], d as isize, 1),
                         1.0,
-                        dw,
+                        (&mut *dw, d as isize, 1),
                     );
                 }
             }

@@ -17,12 +17,12 @@ pub(super) fn sgemm(
     b: (&[f32], isize, isize),
     c: &mut [f32],
 ) {
-    sgemm_beta(m, k, n, a, b, 0.0, c);
+    sgemm_beta(m, k, n, a, b, 0.0, (c, n as isize, 1));
 }
 
-/// `C ← A·B + β C` (C row-major, m × n). With β = 1 and `k` at most matrixmultiply's reduction
-/// block (256), every element becomes `c + Σ_k a·b` with the sum taken from zero: the step of
-/// [`crate::linear_ce`]'s summation tree.
+/// `C ← A·B + β C` with C's strides given too. With β = 1 and `k` at most matrixmultiply's
+/// reduction block (256), every element becomes `c + Σ_k a·b` with the sum taken from zero: the
+/// step of [`crate::linear_ce`]'s summation tree.
 pub(super) fn sgemm_beta(
     m: usize,
     k: usize,
@@ -30,14 +30,13 @@ pub(super) fn sgemm_beta(
     a: (&[f32], isize, isize),
     b: (&[f32], isize, isize),
     beta: f32,
-    c: &mut [f32],
+    c: (&mut [f32], isize, isize),
 ) {
     if m == 0 || n == 0 {
         return;
     }
-    debug_assert!(c.len() >= m * n);
     // SAFETY: the callers check every slice's length against the shape and strides, so each strided
-    // access of sgemm stays inside its slice; c is m × n row-major and exclusively borrowed.
+    // access of sgemm stays inside its slice; c is exclusively borrowed.
     unsafe {
         matrixmultiply::sgemm(
             m,
@@ -51,9 +50,9 @@ pub(super) fn sgemm_beta(
             b.1,
             b.2,
             beta,
-            c.as_mut_ptr(),
-            n as isize,
-            1,
+            c.0.as_mut_ptr(),
+            c.1,
+            c.2,
         );
     }
 }

@@ -5,6 +5,7 @@ use crate::context::Context;
 use crate::cross_entropy::{GradTo, Targets};
 use crate::error::Result;
 use crate::launch::Encode;
+use crate::matmul::LceChunk;
 use crate::matrix::{GpuLabels, GpuMatrix};
 
 use super::{LinearCeOptions, LinearCeResult, LinearShape, Plan};
@@ -72,6 +73,29 @@ impl Context {
         opts: &LinearCeOptions,
         grads: GpuLinearGrads<'_>,
     ) -> Result<LinearCeResult> {
+        let mut enc = self.encoder("xent.linear_ce");
+        let recorded = self.record_linear_ce(&mut enc, x, w, bias, targets, opts, grads)?;
+        self.submit(enc)?;
+        recorded.read(self)
+    }
+
+    /// [`Context::linear_cross_entropy`] recorded into `enc` (nothing submitted; every host error
+    /// raised before anything is recorded). [`crate::Recorder::linear_cross_entropy`] is the public
+    /// form.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the operands of the call, and the encoder"
+    )]
+    pub(crate) fn record_linear_ce(
+        &self,
+        enc: &mut wgpu::CommandEncoder,
+        x: &GpuMatrix,
+        w: &GpuMatrix,
+        bias: Option<&GpuMatrix>,
+        targets: GpuTargets<'_>,
+        opts: &LinearCeOptions,
+        grads: GpuLinearGrads<'_>,
+    ) -> Result<LinearCeRecorded> {
         let (n, d) = x.shape();
         let classes = w.rows();
         let shape = LinearShape { n, d, classes };
@@ -129,7 +153,16 @@ impl Context {
             GpuMatrix::from_buffer(self, m.buffer().clone(), rows, m.cols())
         };
         let row_bytes = |cols: usize| cols as u64 * 4;
-        let mut enc = self.encoder("xent.linear_ce");
+        // Every product's errors (sizes past the adapter's limits) before anything is recorded:
+        // they depend on the chunk's and the block's sizes only through the first of each.
+        if let Some(first) = plan.chunks().next() {
+            let c = first.len();
+            let (x_c, z_c) = (view(&xc, c)?, view(&z, c)?);
+            let dx_c = dxc.as_ref().map(|m| view(m, c)).transpose()?;
+            let chunk = chunk_ops(&x_c, w, bias, &z_c, dx_c.as_ref(), grads);
+            let block = plan.blocks(&first).next().unwrap_or(0..0);
+            self.lce_check(&chunk, &block)?;
+        }
         if !opts.accumulate {
             for g in [grads.weight, grads.bias].into_iter().flatten() {
                 enc.clear_buffer(g.buffer(), g.offset(), Some(g.len() as u64 * 4));
@@ -166,7 +199,9 @@ impl Context {
                 }
             }
             let (x_c, z_c) = (view(&xc, c)?, view(&z, c)?);
-            self.lce_logits(Encode::Into(&mut enc), &x_c, w, bias, &z_c)?;
+            let dx_c = dxc.as_ref().map(|m| view(m, c)).transpose()?;
+            let ops = chunk_ops(&x_c, w, bias, &z_c, dx_c.as_ref(), grads);
+            self.lce_logits(enc, &ops)?;
             let labels_c = labels_host
                 .as_ref()
                 .map(|l| {
@@ -197,7 +232,7 @@ impl Context {
                 GradTo::Nowhere
             };
             let out = self.ce(
-                Encode::Into(&mut enc),
+                Encode::Into(enc),
                 &z_c,
                 t,
                 &plan.chunk_ce,
@@ -218,8 +253,7 @@ impl Context {
                 continue;
             }
             if let (Some(dx), Some(dxc)) = (grads.input, &dxc) {
-                let dx_c = view(dxc, c)?;
-                self.lce_input_grad(Encode::Into(&mut enc), &z_c, w, &dx_c)?;
+                self.lce_input_grad(enc, &ops)?;
                 let bytes = row_bytes(d);
                 for (r0, pos, len) in &runs {
                     enc.copy_buffer_to_buffer(
@@ -232,18 +266,71 @@ impl Context {
                 }
             }
             for block in plan.blocks(&chunk) {
-                self.lce_block_grads(&mut enc, &z_c, &x_c, block, grads.weight, grads.bias)?;
+                self.lce_block_grads(enc, &ops, &block)?;
             }
         }
-        self.submit(enc)?;
-        drop((keep, keep_labels));
-        let rows = if plan.count > 0 {
-            rows_out.read_blocking(self)?
+        keep.extend([xc, z]);
+        keep.extend(dxc);
+        keep.extend(pc);
+        Ok(LinearCeRecorded {
+            rows: rows_out,
+            plan,
+            labels: labels_host,
+            transient,
+            _keep: (keep, keep_labels),
+        })
+    }
+}
+
+/// The operands of one chunk's products.
+fn chunk_ops<'a>(
+    x: &'a GpuMatrix,
+    w: &'a GpuMatrix,
+    bias: Option<&'a GpuMatrix>,
+    z: &'a GpuMatrix,
+    dx: Option<&'a GpuMatrix>,
+    grads: GpuLinearGrads<'a>,
+) -> LceChunk<'a> {
+    LceChunk {
+        x,
+        w,
+        bias,
+        z,
+        dx,
+        dw: grads.weight,
+        db: grads.bias,
+    }
+}
+
+/// A recorded linear cross-entropy: its gradients are in the caller's buffers once the encoder
+/// has run; [`LinearCeRecorded::read`] then reads the per-row outputs back and reduces the loss.
+#[derive(Debug)]
+pub struct LinearCeRecorded {
+    /// Per listed row: loss, log-sum-exp, argmax, correct (as [`crate::CrossEntropyOutput::rows`]).
+    rows: GpuMatrix,
+    plan: Plan,
+    labels: Option<Vec<i64>>,
+    transient: u64,
+    /// The chunks' scratch and uploads, alive until the recording has run.
+    _keep: (Vec<GpuMatrix>, Vec<GpuLabels>),
+}
+
+impl LinearCeRecorded {
+    /// The loss and the per-row numbers, read back (after the encoder was submitted; waits for it).
+    pub fn read(&self, ctx: &Context) -> Result<LinearCeResult> {
+        let rows = if self.plan.count > 0 {
+            self.rows.read_blocking(ctx)?
         } else {
             Vec::new()
         };
         let col = |c: usize| rows.chunks_exact(4).map(|r| r[c]).collect::<Vec<f32>>();
         let argmax: Vec<u32> = col(2).iter().map(|&a| a as u32).collect();
-        Ok(plan.finish(labels_host.as_deref(), &col(0), &col(1), &argmax, transient))
+        Ok(self.plan.finish(
+            self.labels.as_deref(),
+            &col(0),
+            &col(1),
+            &argmax,
+            self.transient,
+        ))
     }
 }

@@ -25,7 +25,7 @@ use crate::options::{CrossEntropyOptions, Reduction};
 
 mod gpu;
 
-pub use gpu::{GpuLinearGrads, GpuTargets};
+pub use gpu::{GpuLinearGrads, GpuTargets, LinearCeRecorded};
 
 /// Listed rows per block of the `dW`/`db` summation tree, by default.
 pub const DEFAULT_ROW_BLOCK: usize = 128;

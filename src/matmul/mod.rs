@@ -50,14 +50,13 @@ mod mm_flags {
     };
 }
 
-/// One product `C (m × n) = op(A) · op(B)` with leading dimensions and flags.
+/// One product `C (m × n) = op(A) · op(B)` with leading dimensions and flags. The operands are
+/// checked to belong to the context, and placed at their offsets, by [`Context::run_matmul`].
 struct Product<'a> {
-    a: Option<&'a wgpu::Buffer>,
-    b: &'a wgpu::Buffer,
-    bias: Option<&'a wgpu::Buffer>,
-    c: &'a wgpu::Buffer,
-    /// Bytes where A, B and C start in their buffers (aligned: see `GpuMatrix::from_buffer_at`).
-    bases: [u64; 3],
+    a: Option<&'a GpuMatrix>,
+    b: &'a GpuMatrix,
+    bias: Option<&'a GpuMatrix>,
+    c: &'a GpuMatrix,
     m: usize,
     n: usize,
     k: usize,
@@ -92,10 +91,14 @@ impl Context {
         })
     }
 
-    /// Plans the product (pure: [`plan::Plan`]) and encodes its steps in one submission.
-    fn run_matmul(&self, to: Encode<'_>, p: &Product<'_>) -> Result<()> {
+    /// The product's plan ([`plan::Plan`], pure), after checking that every operand belongs to this
+    /// context; `None` for an empty C. Every error a product can raise on the host comes from here.
+    fn plan_matmul(&self, p: &Product<'_>) -> Result<Option<plan::Plan>> {
+        p.a.map(|a| a.rows_on(self)).transpose()?;
+        let b_buf = p.b.rows_on(self)?.0;
+        let c_buf = p.c.rows_on(self)?.0;
+        let bias_buf = p.bias.map(|b| b.on(self)).transpose()?;
         let limits = self.limits();
-        let align = limits.min_storage_buffer_offset_alignment as u64;
         let shape = plan::Shape {
             m: p.m,
             n: p.n,
@@ -106,22 +109,36 @@ impl Context {
             has_a: p.a.is_some(),
             batch: p.batch,
             whole_bytes: match p.batch {
-                Batch::M => [p.b.size(), p.bias.map_or(0, wgpu::Buffer::size)],
-                Batch::K => [p.c.size(), p.bias.map_or(0, wgpu::Buffer::size)],
+                Batch::M => [b_buf.size(), bias_buf.map_or(0, wgpu::Buffer::size)],
+                Batch::K => [c_buf.size(), bias_buf.map_or(0, wgpu::Buffer::size)],
             },
             split: p.split,
         };
         let tile = Tile::for_cols(p.n);
         let device = plan::Device {
             binding_bytes: limits.max_storage_buffer_binding_size,
-            align,
+            align: limits.min_storage_buffer_offset_alignment as u64,
             max_groups: limits.max_compute_workgroups_per_dimension as usize,
             max_k_per_dispatch: self.max_k_per_dispatch(tile),
             busy_workgroups: self.busy_workgroups(),
         };
-        let Some(plan) = plan::Plan::new(&shape, &device)? else {
+        plan::Plan::new(&shape, &device)
+    }
+
+    /// Plans the product ([`Context::plan_matmul`]) and encodes its steps in one submission.
+    fn run_matmul(&self, to: Encode<'_>, p: &Product<'_>) -> Result<()> {
+        let Some(plan) = self.plan_matmul(p)? else {
             return Ok(());
         };
+        let (a_buf, a0) = match p.a {
+            Some(a) => a.rows_on(self).map(|(buf, base)| (Some(buf), base))?,
+            None => (None, 0),
+        };
+        let (b_buf, b0) = p.b.rows_on(self)?;
+        let (c_buf, c0) = p.c.rows_on(self)?;
+        let bias_buf = p.bias.map(|b| b.on(self)).transpose()?;
+        let align = self.limits().min_storage_buffer_offset_alignment as u64;
+        let tile = plan.tile;
         let tn = tile.tn as u32;
         let pipeline_first = self.pipeline(Kernel::Matmul, tn, p.flags, 1, 0)?;
         let pipeline_rest = self.pipeline(Kernel::Matmul, tn, p.flags | mm_flags::ACCUM, 1, 0)?;
@@ -148,27 +165,26 @@ impl Context {
                 let (r0, rows, m, k, slices) = (step.r0, step.rows, step.m, step.k, step.slices);
                 let whole = |b: &wgpu::Buffer| (0u64, b.size(), 0u32);
                 // An operand from its base on: batched rows, or all of it.
-                let [a0, b0, c0] = p.bases;
                 let at = |base: u64, (o, size, shift): (u64, u64, u32)| (base + o, size, shift);
                 let from = |base: u64, b: &wgpu::Buffer| (base, b.size() - base, 0u32);
                 let (a_rng, b_rng, c_rng) = match p.batch {
                     Batch::M => (
-                        p.a.map(|_| at(a0, row_range(r0, rows, p.lda, align))),
-                        from(b0, p.b),
+                        a_buf.map(|_| at(a0, row_range(r0, rows, p.lda, align))),
+                        from(b0, b_buf),
                         at(c0, row_range(r0, rows, p.ldc, align)),
                     ),
                     Batch::K => (
-                        p.a.map(|_| at(a0, row_range(p.k0 + r0, rows, p.lda, align))),
+                        a_buf.map(|_| at(a0, row_range(p.k0 + r0, rows, p.lda, align))),
                         at(b0, row_range(p.k0 + r0, rows, p.ldb, align)),
-                        from(c0, p.c),
+                        from(c0, c_buf),
                     ),
                 };
-                let a_buf = p.a.unwrap_or(stand_in);
+                let a_buf = a_buf.unwrap_or(stand_in);
                 let a_rng = a_rng.unwrap_or((0, 4, 0));
                 let (out, out_rng, pipeline) = match &scratch {
                     Some(s) if slices > 1 => (s, whole(s), &pipeline_first),
-                    _ if step.accum => (p.c, c_rng, &pipeline_rest),
-                    _ => (p.c, c_rng, &pipeline_first),
+                    _ if step.accum => (c_buf, c_rng, &pipeline_rest),
+                    _ => (c_buf, c_rng, &pipeline_first),
                 };
                 let params = MatmulParams {
                     m: m as u32,
@@ -185,11 +201,11 @@ impl Context {
                     pad: 0,
                 };
                 let uniform = self.uniform_buffer("xent.matmul", &params)?;
-                let bias = p.bias.unwrap_or(stand_in);
+                let bias = bias_buf.unwrap_or(stand_in);
                 let resources = [
                     uniform.as_entire_binding(),
                     bind(a_buf, a_rng),
-                    bind(p.b, b_rng),
+                    bind(b_buf, b_rng),
                     bias.as_entire_binding(),
                     bind(out, out_rng),
                 ];
@@ -214,7 +230,7 @@ impl Context {
                     let resources = [
                         uniform.as_entire_binding(),
                         bind(out, whole(out)),
-                        bind(p.c, c_rng),
+                        bind(c_buf, c_rng),
                     ];
                     let group = self.bind_group(reducer, &resources)?;
                     let groups = [c_len.div_ceil(WG_SIZE as usize) as u32, 1, 1];
@@ -251,17 +267,13 @@ impl Context {
             b.expect_shape("bias b (1 × N)", 1, classes)?;
         }
         z.expect_shape("logits Z (n × N)", n, classes)?;
-        let (x_buf, x_base) = x.rows_on(self)?;
-        let (w_buf, w_base) = w.rows_on(self)?;
-        let (z_buf, z_base) = z.rows_on(self)?;
         self.run_matmul(
             to,
             &Product {
-                a: Some(x_buf),
-                b: w_buf,
-                bias: b.map(|b| b.on(self)).transpose()?,
-                c: z_buf,
-                bases: [x_base, w_base, z_base],
+                a: Some(x),
+                b: w,
+                bias: b,
+                c: z,
                 m: n,
                 n: classes,
                 k: d,
@@ -300,17 +312,13 @@ impl Context {
         let classes = g.cols();
         g.expect_shape("gradient G (n × N)", n, classes)?;
         dw.expect_shape("weight gradient (d × N)", d, classes)?;
-        let (x_buf, x_base) = x.rows_on(self)?;
-        let (g_buf, g_base) = g.rows_on(self)?;
-        let (dw_buf, dw_base) = dw.rows_on(self)?;
         self.run_matmul(
             to,
             &Product {
-                a: Some(x_buf),
-                b: g_buf,
+                a: Some(x),
+                b: g,
                 bias: None,
-                c: dw_buf,
-                bases: [x_base, g_base, dw_base],
+                c: dw,
                 m: d,
                 n: classes,
                 k: n,
@@ -340,16 +348,13 @@ impl Context {
     pub(crate) fn bias_grad_to(&self, to: Encode<'_>, g: &GpuMatrix, db: &GpuMatrix) -> Result<()> {
         let (n, classes) = g.shape();
         db.expect_shape("bias gradient (1 × N)", 1, classes)?;
-        let (g_buf, g_base) = g.rows_on(self)?;
-        let (db_buf, db_base) = db.rows_on(self)?;
         self.run_matmul(
             to,
             &Product {
                 a: None,
-                b: g_buf,
+                b: g,
                 bias: None,
-                c: db_buf,
-                bases: [0, g_base, db_base],
+                c: db,
                 m: 1,
                 n: classes,
                 k: n,
@@ -377,17 +382,13 @@ impl Context {
         let d = w.rows();
         w.expect_shape("weights W (d × N)", d, classes)?;
         let dx = GpuMatrix::zeros(self, n, d)?;
-        let (g_buf, g_base) = g.rows_on(self)?;
-        let (w_buf, w_base) = w.rows_on(self)?;
-        let (dx_buf, dx_base) = dx.rows_on(self)?;
         self.run_matmul(
             Encode::Submit,
             &Product {
-                a: Some(g_buf),
-                b: w_buf,
+                a: Some(g),
+                b: w,
                 bias: None,
-                c: dx_buf,
-                bases: [g_base, w_base, dx_base],
+                c: &dx,
                 m: n,
                 n: d,
                 k: classes,
@@ -404,138 +405,157 @@ impl Context {
     }
 }
 
-/// The products of fused linear cross-entropy ([`crate::linear_ce`]), with `W` in PyTorch's `V × d`
-/// layout and no split-K, so that each output element's summation order depends only on the
-/// shape of the product (never on the chunk's size or the device's occupancy).
+/// The operands of one chunk of fused linear cross-entropy ([`crate::linear_ce`]): `x` c × d, `w`
+/// V × d (PyTorch's layout), `z` c × V (the logits, then their gradient G), and the outputs wanted.
+pub(crate) struct LceChunk<'a> {
+    pub x: &'a GpuMatrix,
+    pub w: &'a GpuMatrix,
+    pub bias: Option<&'a GpuMatrix>,
+    pub z: &'a GpuMatrix,
+    pub dx: Option<&'a GpuMatrix>,
+    pub dw: Option<&'a GpuMatrix>,
+    pub db: Option<&'a GpuMatrix>,
+}
+
+/// The products of fused linear cross-entropy, without split-K, so that each output element's
+/// summation order depends only on the product's shape (never on the chunk's size or the
+/// device's occupancy).
+impl<'a> LceChunk<'a> {
+    /// `Z = X Wᵀ + b`.
+    fn logits(&self) -> Product<'a> {
+        let ((c, d), classes) = (self.x.shape(), self.w.rows());
+        Product {
+            a: Some(self.x),
+            b: self.w,
+            bias: self.bias,
+            c: self.z,
+            m: c,
+            n: classes,
+            k: d,
+            lda: d,
+            ldb: d,
+            ldc: classes,
+            flags: mm_flags::TRANS_B
+                | if self.bias.is_some() {
+                    mm_flags::BIAS
+                } else {
+                    0
+                },
+            batch: Batch::M,
+            k0: 0,
+            split: false,
+        }
+    }
+
+    /// `dX = G W`.
+    fn input_grad(&self) -> Option<Product<'a>> {
+        let ((c, classes), d) = (self.z.shape(), self.w.cols());
+        Some(Product {
+            a: Some(self.z),
+            b: self.w,
+            bias: None,
+            c: self.dx?,
+            m: c,
+            n: d,
+            k: classes,
+            lda: classes,
+            ldb: d,
+            ldc: d,
+            flags: 0,
+            batch: Batch::M,
+            k0: 0,
+            split: false,
+        })
+    }
+
+    /// `dW += G[rows]ᵀ X[rows]` and `db += 1ᵀ G[rows]`: one row block of the fixed summation tree,
+    /// each element `c + Σ_rows` with the sum taken from zero.
+    fn block_grads(&self, rows: &std::ops::Range<usize>) -> [Option<Product<'a>>; 2] {
+        let ((_, classes), d) = (self.z.shape(), self.x.cols());
+        let dw = self.dw.map(|dw| Product {
+            a: Some(self.z),
+            b: self.x,
+            bias: None,
+            c: dw,
+            m: classes,
+            n: d,
+            k: rows.len(),
+            lda: classes,
+            ldb: d,
+            ldc: d,
+            flags: mm_flags::TRANS_A | mm_flags::ACCUM,
+            batch: Batch::K,
+            k0: rows.start,
+            split: false,
+        });
+        let db = self.db.map(|db| Product {
+            a: None,
+            b: self.z,
+            bias: None,
+            c: db,
+            m: 1,
+            n: classes,
+            k: rows.len(),
+            lda: 1,
+            ldb: classes,
+            ldc: classes,
+            flags: mm_flags::TRANS_A | mm_flags::A_ONES | mm_flags::ACCUM,
+            batch: Batch::K,
+            k0: rows.start,
+            split: false,
+        });
+        [dw, db]
+    }
+}
+
 impl Context {
-    /// `Z = X Wᵀ + b` for X c × d, W V × d, b 1 × V.
+    /// Plans every product of a chunk (and of a block of `rows`) without encoding: the errors they
+    /// can raise, raised before anything is recorded.
+    pub(crate) fn lce_check(
+        &self,
+        chunk: &LceChunk<'_>,
+        rows: &std::ops::Range<usize>,
+    ) -> Result<()> {
+        let [dw, db] = chunk.block_grads(rows);
+        for p in [Some(chunk.logits()), chunk.input_grad(), dw, db]
+            .iter()
+            .flatten()
+        {
+            self.plan_matmul(p)?;
+        }
+        Ok(())
+    }
+
+    /// Records `Z = X Wᵀ + b`.
     pub(crate) fn lce_logits(
         &self,
-        to: Encode<'_>,
-        x: &GpuMatrix,
-        w: &GpuMatrix,
-        b: Option<&GpuMatrix>,
-        z: &GpuMatrix,
+        to: &mut wgpu::CommandEncoder,
+        chunk: &LceChunk<'_>,
     ) -> Result<()> {
-        let ((c, d), classes) = (x.shape(), w.rows());
-        let (x_buf, x_base) = x.rows_on(self)?;
-        let (w_buf, w_base) = w.rows_on(self)?;
-        let (z_buf, z_base) = z.rows_on(self)?;
-        self.run_matmul(
-            to,
-            &Product {
-                a: Some(x_buf),
-                b: w_buf,
-                bias: b.map(|b| b.on(self)).transpose()?,
-                c: z_buf,
-                bases: [x_base, w_base, z_base],
-                m: c,
-                n: classes,
-                k: d,
-                lda: d,
-                ldb: d,
-                ldc: classes,
-                flags: mm_flags::TRANS_B | if b.is_some() { mm_flags::BIAS } else { 0 },
-                batch: Batch::M,
-                k0: 0,
-                split: false,
-            },
-        )
+        self.run_matmul(Encode::Into(to), &chunk.logits())
     }
 
-    /// `dX = G W` for G c × V, W V × d.
+    /// Records `dX = G W` (when wanted).
     pub(crate) fn lce_input_grad(
         &self,
-        to: Encode<'_>,
-        g: &GpuMatrix,
-        w: &GpuMatrix,
-        dx: &GpuMatrix,
+        to: &mut wgpu::CommandEncoder,
+        chunk: &LceChunk<'_>,
     ) -> Result<()> {
-        let ((c, classes), d) = (g.shape(), w.cols());
-        let (g_buf, g_base) = g.rows_on(self)?;
-        let (w_buf, w_base) = w.rows_on(self)?;
-        let (dx_buf, dx_base) = dx.rows_on(self)?;
-        self.run_matmul(
-            to,
-            &Product {
-                a: Some(g_buf),
-                b: w_buf,
-                bias: None,
-                c: dx_buf,
-                bases: [g_base, w_base, dx_base],
-                m: c,
-                n: d,
-                k: classes,
-                lda: classes,
-                ldb: d,
-                ldc: d,
-                flags: 0,
-                batch: Batch::M,
-                k0: 0,
-                split: false,
-            },
-        )
+        match chunk.input_grad() {
+            Some(p) => self.run_matmul(Encode::Into(to), &p),
+            None => Ok(()),
+        }
     }
 
-    /// `dW += G[rows]ᵀ X[rows]` (dW V × d) and, with `db`, `db += 1ᵀ G[rows]`: one row block of the
-    /// fixed summation tree, each element `c + Σ_rows` with the sum taken from zero.
+    /// Records one row block's `dW` and `db` updates (those wanted).
     pub(crate) fn lce_block_grads(
         &self,
         to: &mut wgpu::CommandEncoder,
-        g: &GpuMatrix,
-        x: &GpuMatrix,
-        rows: std::ops::Range<usize>,
-        dw: Option<&GpuMatrix>,
-        db: Option<&GpuMatrix>,
+        chunk: &LceChunk<'_>,
+        rows: &std::ops::Range<usize>,
     ) -> Result<()> {
-        let ((_, classes), d) = (g.shape(), x.cols());
-        let (g_buf, g_base) = g.rows_on(self)?;
-        if let Some(dw) = dw {
-            let (x_buf, x_base) = x.rows_on(self)?;
-            let (dw_buf, dw_base) = dw.rows_on(self)?;
-            self.run_matmul(
-                Encode::Into(to),
-                &Product {
-                    a: Some(g_buf),
-                    b: x_buf,
-                    bias: None,
-                    c: dw_buf,
-                    bases: [g_base, x_base, dw_base],
-                    m: classes,
-                    n: d,
-                    k: rows.len(),
-                    lda: classes,
-                    ldb: d,
-                    ldc: d,
-                    flags: mm_flags::TRANS_A | mm_flags::ACCUM,
-                    batch: Batch::K,
-                    k0: rows.start,
-                    split: false,
-                },
-            )?;
-        }
-        if let Some(db) = db {
-            let (db_buf, db_base) = db.rows_on(self)?;
-            self.run_matmul(
-                Encode::Into(to),
-                &Product {
-                    a: None,
-                    b: g_buf,
-                    bias: None,
-                    c: db_buf,
-                    bases: [0, g_base, db_base],
-                    m: 1,
-                    n: classes,
-                    k: rows.len(),
-                    lda: 1,
-                    ldb: classes,
-                    ldc: classes,
-                    flags: mm_flags::TRANS_A | mm_flags::A_ONES | mm_flags::ACCUM,
-                    batch: Batch::K,
-                    k0: rows.start,
-                    split: false,
-                },
-            )?;
+        for p in chunk.block_grads(rows).iter().flatten() {
+            self.run_matmul(Encode::Into(to), p)?;
         }
         Ok(())
     }

@@ -95,27 +95,36 @@ impl Backend<'_> {
         };
         match self {
             Backend::Cpu => {
-                let result = cpu::linear_cross_entropy(
-                    CpuLinear {
-                        x: &p.x,
-                        weight: &p.w,
-                        bias: p.bias.as_deref(),
-                        shape: p.shape,
-                    },
-                    p.cpu_targets(),
-                    opts,
-                    CpuLinearGrads {
-                        input: Some(&mut dx),
-                        weight: Some(&mut dw),
-                        bias: Some(&mut db),
-                    },
-                )
-                .unwrap();
+                let grads = CpuLinearGrads {
+                    input: Some(&mut dx),
+                    weight: Some(&mut dw),
+                    bias: Some(&mut db),
+                };
+                let result = cpu_call(p, opts, grads).unwrap();
                 Lce { result, dx, dw, db }
             }
             Backend::Gpu(ctx) => super::linear_ce_gpu::run(ctx, p, opts, start),
         }
     }
+}
+
+/// The CPU path's call on `p`.
+pub fn cpu_call(
+    p: &Problem,
+    opts: &LinearCeOptions,
+    grads: CpuLinearGrads<'_>,
+) -> Result<LinearCeResult, XentError> {
+    cpu::linear_cross_entropy(
+        CpuLinear {
+            x: &p.x,
+            weight: &p.w,
+            bias: p.bias.as_deref(),
+            shape: p.shape,
+        },
+        p.cpu_targets(),
+        opts,
+        grads,
+    )
 }
 
 /// The options of the table: every cross-entropy option, alone and together.
@@ -339,6 +348,31 @@ fn results_are_bit_identical_across_budgets_and_runs() {
                 }
             }
         }
+        // Products large enough for matrixmultiply's threads and the GPU's wider tiles.
+        let p = Problem::new(12, 700, 64, 600, false, 7);
+        let run = |rows: usize| {
+            let opts = LinearCeOptions {
+                budget_bytes: Some((rows * 600 * 4) as u64),
+                ..Default::default()
+            };
+            b.linear_ce(&p, &opts, None)
+        };
+        let first = run(128);
+        for rows in [256, 384, 1000] {
+            let got = run(rows);
+            let what = format!("700×64×600, {rows}-row budget on {}", b.name());
+            assert!(
+                got.result.chunks < first.result.chunks,
+                "{what}: fewer chunks"
+            );
+            assert!(
+                same_bits(&got.result.row_loss, &first.result.row_loss),
+                "{what}"
+            );
+            assert!(same_bits(&got.dx, &first.dx), "{what}: dX");
+            assert!(same_bits(&got.dw, &first.dw), "{what}: dW");
+            assert!(same_bits(&got.db, &first.db), "{what}: db");
+        }
     }
 }
 
@@ -444,21 +478,12 @@ fn bad_input_is_refused_before_anything_is_written() {
     let call = |p: &Problem, opts: &LinearCeOptions, dx_len: usize| {
         let mut dx = vec![7.0; dx_len];
         let mut dw = vec![7.0; 15];
-        let r = cpu::linear_cross_entropy(
-            CpuLinear {
-                x: &p.x,
-                weight: &p.w,
-                bias: p.bias.as_deref(),
-                shape: p.shape,
-            },
-            p.cpu_targets(),
-            opts,
-            CpuLinearGrads {
-                input: Some(&mut dx),
-                weight: Some(&mut dw),
-                bias: None,
-            },
-        );
+        let grads = CpuLinearGrads {
+            input: Some(&mut dx),
+            weight: Some(&mut dw),
+            bias: None,
+        };
+        let r = cpu_call(p, opts, grads);
         assert!(
             dx.iter().chain(&dw).all(|&v| v == 7.0),
             "an output was written"

@@ -133,3 +133,103 @@ fn batch_statistics_by_name() {
         assert_eq!(pollster::block_on(out.read_stats(ctx)).unwrap(), s);
     }
 }
+
+/// Fused linear cross-entropy recorded into a caller's encoder: the bits of the call, read after the
+/// caller's one submission; a product too large for the adapter (on loop-capped adapters, `dX`'s
+/// reduction over 40,000 classes) is refused before anything is recorded.
+#[test]
+fn recorded_linear_cross_entropy_gives_the_bits_of_the_call() {
+    use xent::linear_ce::{GpuLinearGrads, GpuTargets, LinearCeOptions};
+    for ctx in contexts() {
+        let (n, d, v) = (300, 9, 70);
+        let up = |seed, r, c, s: f32| {
+            GpuMatrix::from_slice(ctx, &random(seed, r, c, -s, s), r, c).unwrap()
+        };
+        let (x, w) = (up(1, n, d, 1.0), up(2, v, d, 1.0));
+        let labels: Vec<i64> = (0..n as i64)
+            .map(|i| {
+                if i % 9 == 4 {
+                    -100
+                } else {
+                    (i * 11) % v as i64
+                }
+            })
+            .collect();
+        let labels = GpuLabels::from_slice(ctx, &labels).unwrap();
+        let opts = LinearCeOptions {
+            budget_bytes: Some(128 * v as u64 * 4),
+            ..Default::default()
+        };
+        let outs = || {
+            (
+                GpuMatrix::zeros(ctx, n, d).unwrap(),
+                GpuMatrix::zeros(ctx, v, d).unwrap(),
+            )
+        };
+        let ((dx, dw), (dx2, dw2)) = (outs(), outs());
+        let grads = |dx, dw| GpuLinearGrads {
+            input: Some(dx),
+            weight: Some(dw),
+            bias: None,
+        };
+        let called = ctx
+            .linear_cross_entropy(
+                &x,
+                &w,
+                None,
+                GpuTargets::Labels(&labels),
+                &opts,
+                grads(&dx, &dw),
+            )
+            .unwrap();
+        let mut encoder = ctx.device().create_command_encoder(&Default::default());
+        let recorded = ctx
+            .recorder(&mut encoder)
+            .linear_cross_entropy(
+                &x,
+                &w,
+                None,
+                GpuTargets::Labels(&labels),
+                &opts,
+                grads(&dx2, &dw2),
+            )
+            .unwrap();
+        ctx.queue().submit([encoder.finish()]);
+        let what = describe(ctx);
+        let r = recorded.read(ctx).unwrap();
+        assert!(same_bits(&[r.loss], &[called.loss]), "{what}: loss");
+        assert!(
+            same_bits(&r.row_loss, &called.row_loss),
+            "{what}: row losses"
+        );
+        assert!(same_bits(&r.lse, &called.lse), "{what}: lse");
+        let read = |m: &GpuMatrix| m.read_blocking(ctx).unwrap();
+        assert!(same_bits(&read(&dx2), &read(&dx)), "{what}: dX");
+        assert!(same_bits(&read(&dw2), &read(&dw)), "{what}: dW");
+        if ctx.loop_cap().is_some() {
+            let big = 40_000;
+            let wb = GpuMatrix::zeros(ctx, big, d).unwrap();
+            let dwb = GpuMatrix::from_slice(ctx, &vec![7.0; big * d], big, d).unwrap();
+            let few = GpuLabels::from_slice(ctx, &vec![1i64; n]).unwrap();
+            let mut encoder = ctx.device().create_command_encoder(&Default::default());
+            let e = ctx
+                .recorder(&mut encoder)
+                .linear_cross_entropy(
+                    &x,
+                    &wb,
+                    None,
+                    GpuTargets::Labels(&few),
+                    &opts,
+                    grads(&dx2, &dwb),
+                )
+                .unwrap_err();
+            assert!(matches!(e, XentError::TooLarge { .. }), "{what}: {e}");
+            // Nothing was recorded: dW keeps its values.
+            ctx.queue().submit([encoder.finish()]);
+            assert!(
+                read(&dwb).iter().all(|&g| g == 7.0),
+                "{what}: an output was written"
+            );
+        }
+    }
+}
