@@ -338,8 +338,15 @@ mod tests {
             ..Default::default()
         };
         let p = Plan::new(shape(100), None, &opts).unwrap();
-        let blocks: Vec<_> = p.chunks().flat_map(|c| p.blocks(&c).collect::<Vec<_>>()).collect();
-        assert_eq!(p.chunks().count(), 1, "the default budget's floor holds all 100 rows");
+        let blocks: Vec<_> = p
+            .chunks()
+            .flat_map(|c| p.blocks(&c).collect::<Vec<_>>())
+            .collect();
+        assert_eq!(
+            p.chunks().count(),
+            1,
+            "the default budget's floor holds all 100 rows"
+        );
         assert_eq!(blocks.len(), 25);
     }
 }

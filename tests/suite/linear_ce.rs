@@ -201,7 +201,14 @@ fn product_tol(want: &[f64]) -> Tol {
 }
 
 /// The call on `b` against the reference: loss, row losses, dX, dW, db.
-pub fn check_against_reference(b: &Backend<'_>, p: &Problem, opts: &LinearCeOptions, what: &str) {
+/// Returns the worst errors, each relative to the reference's largest |value|: loss (the row
+/// losses), dX, dW, db.
+pub fn check_against_reference(
+    b: &Backend<'_>,
+    p: &Problem,
+    opts: &LinearCeOptions,
+    what: &str,
+) -> [f64; 4] {
     let got = b.linear_ce(p, opts, None);
     let want = reference::linear_cross_entropy(
         &p.x,
@@ -248,6 +255,21 @@ pub fn check_against_reference(b: &Backend<'_>, p: &Problem, opts: &LinearCeOpti
         &want.grad_bias,
         product_tol(&want.grad_bias),
     );
+    let worst = |got: &[f32], want: &[f64]| {
+        let scale = want.iter().fold(0f64, |a, w| a.max(w.abs()));
+        let err = got
+            .iter()
+            .zip(want)
+            .filter(|(_, w)| w.is_finite())
+            .fold(0f64, |a, (&g, w)| a.max((g as f64 - w).abs()));
+        if scale > 0.0 { err / scale } else { err }
+    };
+    [
+        worst(&got.result.row_loss, &want.ce.row_loss),
+        worst(&got.dx, &want.grad_input),
+        worst(&got.dw, &want.grad_weight),
+        worst(&got.db, &want.grad_bias),
+    ]
 }
 
 /// Shapes: V not a multiple of any tile, d = 1, V = 1, n = 0, rows of one block and of several.
@@ -262,6 +284,8 @@ const SHAPES: [(usize, usize, usize); 6] = [
 
 #[test]
 fn every_option_on_every_shape_matches_the_reference() {
+    // The worst error of each option on each backend over all shapes, printed as a table.
+    let mut table: Vec<(String, String, [f64; 4])> = Vec::new();
     for b in backends() {
         for (si, &(n, d, v)) in SHAPES.iter().enumerate() {
             for (name, soft, opts) in option_cases(v, n) {
@@ -269,9 +293,30 @@ fn every_option_on_every_shape_matches_the_reference() {
                 let mut o = opts.clone();
                 o.row_block = 4;
                 o.budget_bytes = Some((v * 4 * 8) as u64);
-                check_against_reference(&b, &p, &o, &format!("{name} at {n}×{d}×{v}"));
+                let e = check_against_reference(&b, &p, &o, &format!("{name} at {n}×{d}×{v}"));
+                let backend = b.name();
+                match table
+                    .iter_mut()
+                    .find(|(o, bk, _)| *o == name && *bk == backend)
+                {
+                    Some((_, _, w)) => w.iter_mut().zip(e).for_each(|(w, e)| *w = w.max(e)),
+                    None => table.push((name, backend, e)),
+                }
             }
         }
+    }
+    println!(
+        "linear cross-entropy against the f64 reference, worst error ÷ the largest |value|, over the shapes {SHAPES:?}:"
+    );
+    println!(
+        "{:40} {:11} {:11} {:11} {:11}  backend",
+        "option", "row loss", "dX", "dW", "db"
+    );
+    for (o, b, e) in &table {
+        println!(
+            "{o:40} {:<11.2e} {:<11.2e} {:<11.2e} {:<11.2e}  {b}",
+            e[0], e[1], e[2], e[3]
+        );
     }
 }
 
