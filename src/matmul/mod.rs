@@ -141,7 +141,9 @@ impl Context {
         let tile = plan.tile;
         let tn = tile.tn as u32;
         let pipeline_first = self.pipeline(Kernel::Matmul, tn, p.flags, 1, 0)?;
-        let pipeline_rest = self.pipeline(Kernel::Matmul, tn, p.flags | mm_flags::ACCUM, 1, 0)?;
+        // Adding into C: the bias was added by the first piece.
+        let rest_flags = (p.flags & !mm_flags::BIAS) | mm_flags::ACCUM;
+        let pipeline_rest = self.pipeline(Kernel::Matmul, tn, rest_flags, 1, 0)?;
         let c_len = plan.c_len;
         let scratch = if plan.max_slices > 1 {
             Some(self.create_buffer(
@@ -193,8 +195,16 @@ impl Context {
                     lda: p.lda as u32,
                     ldb: p.ldb as u32,
                     ldc: p.ldc as u32,
-                    a_off: a_rng.2,
-                    b_off: b_rng.2,
+                    // Along M, this step's piece of the reduction: A's columns, B's rows (or
+                    // columns, transposed) from k0 on.
+                    a_off: a_rng.2 + step.k0 as u32,
+                    b_off: b_rng.2
+                        + step.k0 as u32
+                            * if p.flags & mm_flags::TRANS_B != 0 {
+                                1
+                            } else {
+                                p.ldb as u32
+                            },
                     c_off: out_rng.2,
                     kslice: step.kslice as u32,
                     cslice: if slices > 1 { c_len } else { 0 } as u32,

@@ -114,13 +114,15 @@ pub(super) struct Device {
 }
 
 /// One dispatch of the plan: batch rows `r0 .. r0 + rows`, as an `m × k` product in `slices`
-/// split-K slices of `kslice` steps, adding into C when `accum`.
+/// split-K slices of `kslice` steps, adding into C when `accum`. Along M, a reduction past the loop
+/// cap runs in pieces: `k0` is where this step's piece starts (0 along K, whose pieces are rows).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Step {
     pub r0: usize,
     pub rows: usize,
     pub m: usize,
     pub k: usize,
+    pub k0: usize,
     pub slices: usize,
     pub kslice: usize,
     pub accum: bool,
@@ -181,15 +183,6 @@ impl Plan {
         match p.batch {
             Batch::M => {
                 chunk = chunk.min((d.max_groups * tile.tm) as u64);
-                if let Some(kmax) = d.max_k_per_dispatch
-                    && p.k as u64 > kmax
-                {
-                    return too_large(
-                        format!("a matmul reduction length of {}", p.k),
-                        format!("{} reduction steps in one dispatch", p.k),
-                        format!("{kmax} under this adapter's loop cap"),
-                    );
-                }
             }
             Batch::K => {
                 if let Some(kmax) = d.max_k_per_dispatch {
@@ -237,28 +230,56 @@ impl Plan {
             Batch::M => p.m,
             Batch::K => p.k,
         };
+        // Along M, the reduction in pieces the loop cap allows (a multiple of the tile's step), each
+        // after the first adding into C: the pieces depend on k and the adapter only.
+        let k_piece = match (p.batch, d.max_k_per_dispatch) {
+            (Batch::M, Some(kmax)) => (kmax as usize).max(tile.tk),
+            _ => usize::MAX,
+        };
         let mut steps = Vec::new();
         let mut r0 = 0;
         // A K-split reduction must still run once when k = 0 (to write C = 0 + bias).
         while r0 < batch_len || (r0 == 0 && batch_len == 0) {
             let rows = chunk.min(batch_len - r0);
-            let (m, k) = match p.batch {
-                Batch::M => (rows, p.k),
-                Batch::K => (p.m, rows),
-            };
-            let slices = slices_of(rows);
-            let kslice = k.div_ceil(slices).next_multiple_of(tile.tk);
-            let slices = k.div_ceil(kslice.max(1)).max(1);
-            steps.push(Step {
-                r0,
-                rows,
-                m,
-                k,
-                slices,
-                kslice: if slices > 1 { kslice } else { k },
-                // Along K every chunk after the first adds into C; along M the chunks are disjoint.
-                accum: p.batch == Batch::K && r0 > 0,
-            });
+            match p.batch {
+                Batch::M => {
+                    let mut k0 = 0;
+                    while k0 < p.k || k0 == 0 {
+                        let k = k_piece.min(p.k - k0);
+                        steps.push(Step {
+                            r0,
+                            rows,
+                            m: rows,
+                            k,
+                            k0,
+                            slices: 1,
+                            kslice: k,
+                            accum: k0 > 0,
+                        });
+                        k0 += k;
+                        if p.k == 0 {
+                            break;
+                        }
+                    }
+                }
+                Batch::K => {
+                    let (m, k) = (p.m, rows);
+                    let slices = slices_of(rows);
+                    let kslice = k.div_ceil(slices).next_multiple_of(tile.tk);
+                    let slices = k.div_ceil(kslice.max(1)).max(1);
+                    steps.push(Step {
+                        r0,
+                        rows,
+                        m,
+                        k,
+                        k0: 0,
+                        slices,
+                        kslice: if slices > 1 { kslice } else { k },
+                        // Every chunk after the first adds into C.
+                        accum: r0 > 0,
+                    });
+                }
+            }
             r0 += rows;
             if batch_len == 0 {
                 break;
@@ -371,7 +392,7 @@ mod tests {
     }
 
     #[test]
-    fn refuses_what_cannot_fit() {
+    fn refuses_what_cannot_fit_and_pieces_long_reductions() {
         let mut s = xtg(10, 16, 10);
         s.whole_bytes = [200 << 20, 0];
         assert!(matches!(
@@ -391,7 +412,9 @@ mod tests {
             whole_bytes: [1_600_000, 40],
             split: true,
         };
-        let e = Plan::new(&xw, &lavapipe(16)).unwrap_err();
-        assert!(e.to_string().contains("loop cap"), "{e}");
+        // Past the loop cap, the reduction runs in pieces, each after the first adding into C.
+        let p = Plan::new(&xw, &lavapipe(16)).unwrap().unwrap();
+        let pieces: Vec<_> = p.steps.iter().map(|s| (s.k0, s.k, s.accum)).collect();
+        assert_eq!(pieces, [(0, 30_000, false), (30_000, 10_000, true)]);
     }
 }

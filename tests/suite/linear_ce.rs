@@ -320,6 +320,16 @@ fn every_option_on_every_shape_matches_the_reference() {
     }
 }
 
+/// A vocabulary past the loop cap of lavapipe/llvmpipe: `dX = G W`'s reduction over 40,000 classes
+/// runs in pieces there.
+#[test]
+fn a_vocabulary_past_the_loop_cap_matches_the_reference() {
+    for b in backends() {
+        let p = Problem::new(77, 5, 3, 40_000, false, 4);
+        check_against_reference(&b, &p, &LinearCeOptions::default(), "5×3×40000");
+    }
+}
+
 #[test]
 fn all_rows_ignored_gives_nan_mean_and_zero_gradients() {
     for b in backends() {

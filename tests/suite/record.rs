@@ -4,7 +4,7 @@
 
 use xent::{CrossEntropyOptions, GpuLabels, GpuMatrix, Targets, XentError};
 
-use super::common::{contexts, describe, random, same_bits};
+use super::common::{contexts, describe, random, same_bits, small_binding_contexts};
 
 #[test]
 fn recorded_operations_give_the_bits_of_the_calls() {
@@ -135,8 +135,8 @@ fn batch_statistics_by_name() {
 }
 
 /// Fused linear cross-entropy recorded into a caller's encoder: the bits of the call, read after the
-/// caller's one submission; a product too large for the adapter (on loop-capped adapters, `dX`'s
-/// reduction over 40,000 classes) is refused before anything is recorded.
+/// caller's one submission; a product too large for the adapter (weights past the binding limit) is
+/// refused before anything is recorded.
 #[test]
 fn recorded_linear_cross_entropy_gives_the_bits_of_the_call() {
     use xent::linear_ce::{GpuLinearGrads, GpuTargets, LinearCeOptions};
@@ -206,30 +206,37 @@ fn recorded_linear_cross_entropy_gives_the_bits_of_the_call() {
         let read = |m: &GpuMatrix| m.read_blocking(ctx).unwrap();
         assert!(same_bits(&read(&dx2), &read(&dx)), "{what}: dX");
         assert!(same_bits(&read(&dw2), &read(&dw)), "{what}: dW");
-        if ctx.loop_cap().is_some() {
-            let big = 40_000;
-            let wb = GpuMatrix::zeros(ctx, big, d).unwrap();
-            let dwb = GpuMatrix::from_slice(ctx, &vec![7.0; big * d], big, d).unwrap();
-            let few = GpuLabels::from_slice(ctx, &vec![1i64; n]).unwrap();
-            let mut encoder = ctx.device().create_command_encoder(&Default::default());
-            let e = ctx
-                .recorder(&mut encoder)
-                .linear_cross_entropy(
-                    &x,
-                    &wb,
-                    None,
-                    GpuTargets::Labels(&few),
-                    &opts,
-                    grads(&dx2, &dwb),
-                )
-                .unwrap_err();
-            assert!(matches!(e, XentError::TooLarge { .. }), "{what}: {e}");
-            // Nothing was recorded: dW keeps its values.
-            ctx.queue().submit([encoder.finish()]);
-            assert!(
-                read(&dwb).iter().all(|&g| g == 7.0),
-                "{what}: an output was written"
-            );
-        }
+    }
+    // Weights past a 4 KiB binding limit: TooLarge, before anything is recorded.
+    for ctx in small_binding_contexts(4096) {
+        let (n, d, v) = (4, 9, 200);
+        let x = GpuMatrix::from_slice(&ctx, &random(1, n, d, -1.0, 1.0), n, d).unwrap();
+        let w = GpuMatrix::zeros(&ctx, v, d).unwrap();
+        let dw = GpuMatrix::from_slice(&ctx, &vec![7.0; v * d], v, d).unwrap();
+        let labels = GpuLabels::from_slice(&ctx, &[1i64; 4]).unwrap();
+        let mut encoder = ctx.device().create_command_encoder(&Default::default());
+        let e = ctx
+            .recorder(&mut encoder)
+            .linear_cross_entropy(
+                &x,
+                &w,
+                None,
+                GpuTargets::Labels(&labels),
+                &LinearCeOptions::default(),
+                GpuLinearGrads {
+                    weight: Some(&dw),
+                    ..Default::default()
+                },
+            )
+            .unwrap_err();
+        let what = describe(&ctx);
+        assert!(matches!(e, XentError::TooLarge { .. }), "{what}: {e}");
+        // Nothing was recorded: dW keeps its values.
+        ctx.queue().submit([encoder.finish()]);
+        let dw = dw.read_blocking(&ctx).unwrap();
+        assert!(
+            dw.iter().all(|&g| g == 7.0),
+            "{what}: an output was written"
+        );
     }
 }
