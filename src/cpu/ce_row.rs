@@ -52,6 +52,17 @@ pub(super) fn ce_rows<const F: bool>(
     let s = &mut Scratch::new();
     let mut capped = capped_row(cfg);
     if cols <= NARROW && cfg.softcap.is_none() {
+        // With AVX-512, whole groups of 16 rows at once (the same bits; see narrow_x86.rs).
+        #[cfg(target_arch = "x86_64")]
+        let (row0, z, out, mut grad) = match grad {
+            Some(g) if F && super::narrow_x86::covers(cfg) && isa() == Isa::Avx512 => {
+                // SAFETY: `isa` reports AVX-512 only where the CPU has it; the labels were checked.
+                let done = unsafe { super::narrow_x86::ce_groups(cfg, row0, z, out, g) };
+                let (out, g) = (&mut out[done..], &mut g[done * cols..]);
+                (row0 + done, &z[done * cols..], out, Some(g))
+            }
+            g => (row0, z, out, g),
+        };
         // The narrow path: maxima and exponentials a block of rows at a time, straight into the
         // gradient rows when there are some; then the rest of each row as below.
         let (ms, e) = (&mut [0.0; NARROW_ROWS], &mut [0.0; BLOCK]);

@@ -17,7 +17,9 @@
 //!   blocks) without f64 in the hot loops;
 //! - rows of at most 16 elements (where a per-row vector loop would be mostly its scalar tail) go a
 //!   block of 64 rows at a time: each row's maximum, then `exp(z − max)` for the whole block in one
-//!   vectorised map, then the per-row sums (the same folds, so the same bits, as the row path);
+//!   vectorised map, then the per-row sums (the same folds, so the same bits, as the row path); with
+//!   AVX-512, cross-entropy with labels (no smoothing or soft-capping) takes them 16 rows at once,
+//!   one row per lane (`narrow_x86.rs`, the same bits again);
 //! - on x86 CPUs the same loops run from copies compiled for AVX-512 (F/BW/VL/DQ) or for AVX2 + FMA,
 //!   the best the CPU has, chosen once at run time ([`isa`]; [`ISA_ENV`] caps it); elsewhere from the
 //!   portable build (SSE2 on x86-64).
@@ -50,6 +52,8 @@ mod ce_row;
 mod dispatch;
 mod linear_ce;
 mod matmul;
+#[cfg(target_arch = "x86_64")]
+mod narrow_x86;
 mod passes;
 mod rows;
 mod scalar;

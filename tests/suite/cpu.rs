@@ -824,3 +824,81 @@ fn in_place_cross_entropy_matches_the_separate_form_bit_for_bit() {
         }
     }
 }
+
+/// Narrow rows (N ≤ 16) go sixteen at a time through the AVX-512 kernel where the CPU has it: every
+/// row must give the bits of the same row computed alone (the row path), for every N, with
+/// weights, z-loss, ignored rows, −inf masks, ±0 and huge logits, a group holding a NaN row and
+/// one with an all −inf row (those groups fall back to the row path), and a remainder of rows.
+#[test]
+fn narrow_rows_in_groups_give_the_bits_of_single_rows() {
+    for cols in 1..=16usize {
+        let n = 16 * 5 + 7;
+        let mut z = random(cols as u64 + 900, n, cols, -30.0, 30.0);
+        z[3 * cols] = f32::NEG_INFINITY;
+        z[5 * cols] = -0.0;
+        z[6 * cols] = 3.0e38;
+        z[20 * cols] = f32::NAN;
+        for v in &mut z[40 * cols..41 * cols] {
+            *v = f32::NEG_INFINITY;
+        }
+        let labels: Vec<i64> = (0..n)
+            .map(|i| {
+                if i % 7 == 2 {
+                    -100
+                } else {
+                    ((i * 5) % cols) as i64
+                }
+            })
+            .collect();
+        for (weights, z_loss, reduction) in [
+            (false, 0.0, Reduction::Mean),
+            (true, 1e-3, Reduction::Sum),
+            (true, 0.0, Reduction::None),
+        ] {
+            let opts = CrossEntropyOptions {
+                weight: weights.then(|| (0..cols).map(|j| 0.5 + j as f32 * 0.25 - 1.0).collect()),
+                z_loss,
+                reduction,
+                grad_output: 0.75,
+                ..Default::default()
+            };
+            let mut g = vec![0.0; z.len()];
+            let all =
+                cpu::cross_entropy(&z, cols, CpuTargets::Labels(&labels), &opts, Some(&mut g))
+                    .unwrap();
+            // Alone, with the batch's gradient scale (a sum with the mean's factor).
+            let mut one_opts = opts.clone();
+            if reduction == Reduction::Mean {
+                one_opts.reduction = Reduction::Sum;
+                one_opts.grad_output = (0.75f64 / all.denominator as f64) as f32;
+            }
+            for i in 0..n {
+                let row = &z[i * cols..(i + 1) * cols];
+                let mut g1 = vec![0.0; cols];
+                let one = cpu::cross_entropy(
+                    row,
+                    cols,
+                    CpuTargets::Labels(&labels[i..=i]),
+                    &one_opts,
+                    Some(&mut g1),
+                )
+                .unwrap();
+                let what =
+                    format!("N={cols}, row {i}, weights {weights}, z-loss {z_loss}, {reduction:?}");
+                assert!(
+                    same_bits(&one.row_loss, &all.row_loss[i..=i]),
+                    "{what}: loss {:?} vs {:?}",
+                    one.row_loss,
+                    &all.row_loss[i..=i]
+                );
+                assert!(same_bits(&one.lse, &all.lse[i..=i]), "{what}: lse");
+                assert_eq!(one.argmax[0], all.argmax[i], "{what}: argmax");
+                assert!(
+                    same_bits(&g1, &g[i * cols..(i + 1) * cols]),
+                    "{what}: grad {g1:?} vs {:?}",
+                    &g[i * cols..(i + 1) * cols]
+                );
+            }
+        }
+    }
+}
