@@ -351,6 +351,8 @@ fn ce_impl(
     let w_of = |j: usize| weight.map_or(1.0, |w| f64::from(w[j]));
     let denominator: f64 = match labels {
         // Folded from +0 (an empty `sum` is −0 since Rust 1.81; PyTorch's is +0).
+        // Without weights, a count: the same value as the fold of ones (exact below 2⁵³).
+        Some(l) if weight.is_none() => l.iter().filter(|&&y| y != opts.ignore_index).count() as f64,
         Some(l) => l
             .iter()
             .filter(|&&y| y != opts.ignore_index)
