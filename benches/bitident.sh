@@ -3,7 +3,8 @@
 # of both on the PyTorch fixtures (labels with weights, smoothing and ignore_index; probability
 # targets; features for grad_weight/grad_bias), on a 333×1000 random batch with ±1e4 logits and on a
 # 4096×10 batch whose grad_weight/grad_bias run split-K, on each
-# backend (vulkan, gl), and compares every output file byte for byte.
+# backend (vulkan, gl, and the fast CPU path; `BACKENDS` narrows them), and compares every output
+# file byte for byte.
 set -uo pipefail
 old=$1 new=$2
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -38,7 +39,7 @@ for p in "$fx"/*/targets.npy; do
   c=$(dirname "$p"); cases+=("$(basename "$c"):--logits $c/logits.npy --targets $p"); break
 done
 same=0 differ=0
-for backend in vulkan gl; do
+for backend in ${BACKENDS:-vulkan gl cpu}; do
   for case in "${cases[@]}"; do
     name=${case%%:*} args=${case#*:}
     # shellcheck disable=SC2086

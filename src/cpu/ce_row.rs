@@ -188,7 +188,7 @@ pub(super) fn ce_row<const F: bool>(
     // Pass 2: e_j = exp(v_j − m) (stored in the gradient row when there is one) and Σ e_j.
     let sum = match (exps, grad.as_deref_mut()) {
         (Exps::Compute, Some(g)) if !ignored => exp_sum_store::<F>(v, m, g),
-        (Exps::Compute, _) => exp_sum::<F>(v, m, s),
+        (Exps::Compute, _) => exp_sum::<F>(v, m),
         (Exps::InGrad(_), g) => fold_sum(g.expect("the narrow path's gradient row")),
         (Exps::Given(_, e), _) => fold_sum(e),
     };
@@ -220,8 +220,8 @@ pub(super) fn ce_row<const F: bool>(
             if eps > 0.0 {
                 // Σ_{w_j ≠ 0} w_j · (−log p̂_j) as Σ w_j (m − v_j) + W · ln s: no cancellation.
                 let shifted = match cfg.weight {
-                    None => sum_map(v, s, |x| m - x),
-                    Some(w) => sum_map2(w, v, s, |w, x| sel(w != 0.0, w * (m - x), 0.0)),
+                    None => sum_map(v, |x| m - x),
+                    Some(w) => sum_map2(w, v, |w, x| sel(w != 0.0, w * (m - x), 0.0)),
                 };
                 loss += eps_n * (shifted + cfg.w_sum * ln_s);
             }
@@ -230,7 +230,7 @@ pub(super) fn ce_row<const F: bool>(
         (None, Some(p)) => {
             // d_j = w_j ((1 − ε) p_j + ε/N); the loss is Σ_{d_j ≠ 0} d_j (m − v_j) + (Σ d_j) ln s.
             let w = cfg.w_or_ones;
-            let d_sum = sum_map2(p, w, s, |p, w| w * madd::<F>(keep, p, eps_n));
+            let d_sum = sum_map2(p, w, |p, w| w * madd::<F>(keep, p, eps_n));
             let shifted = sum_map3(p, w, v, s, |p, w, x| {
                 let d = w * madd::<F>(keep, p, eps_n);
                 sel(d != 0.0, d * (m - x), 0.0)

@@ -68,11 +68,32 @@ pub(super) unsafe fn ce_groups(
     out: &mut [RowOut],
     grad: &mut [f32],
 ) -> usize {
-    let cols = cfg.cols;
+    macro_rules! by_width {
+        ($($c:literal)*) => {
+            match cfg.cols {
+                $($c => ce_groups_of::<$c>(cfg, row0, z, out, grad),)*
+                _ => 0,
+            }
+        };
+    }
+    by_width!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16)
+}
+
+/// [`ce_groups`] for rows of `C` classes: the loops over the classes unrolled, the group's vectors
+/// in registers.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
+fn ce_groups_of<const C: usize>(
+    cfg: &CeCfg<'_>,
+    row0: usize,
+    z: &[f32],
+    out: &mut [RowOut],
+    grad: &mut [f32],
+) -> usize {
+    let cols = C;
     let groups = out.len() / 16;
     let labels = cfg.labels.expect("covers: labels");
     let s = &mut Scratch::new();
-    let mut v = [_mm512_setzero_ps(); 16];
+    let mut v = [_mm512_setzero_ps(); C];
     let mut stage = [0f32; 256];
     for gi in 0..groups {
         let r0 = gi * 16;
@@ -86,7 +107,7 @@ pub(super) unsafe fn ce_groups(
                 stage[j * 16 + r] = x;
             }
         }
-        for (j, vj) in v.iter_mut().enumerate().take(cols) {
+        for (j, vj) in v.iter_mut().enumerate() {
             *vj = unsafe { _mm512_loadu_ps(stage[j * 16..].as_ptr()) };
             unordered |= _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(*vj, *vj);
             // sel(m > v, m, v): max_ps returns its second operand on ties (±0) as the select does.
@@ -117,7 +138,7 @@ pub(super) unsafe fn ce_groups(
             continue;
         }
         // e_j = exp(v_j − m); Σ e_j left to right from 0; the first j with v_j = m.
-        let mut e = [_mm512_setzero_ps(); 16];
+        let mut e = [_mm512_setzero_ps(); C];
         let mut sum = _mm512_setzero_ps();
         let mut first = _mm512_set1_epi32(0);
         for j in (0..cols).rev() {

@@ -88,26 +88,78 @@ pub(super) fn exact_argmax(x: &[f32]) -> usize {
     best
 }
 
-/// Σ_j f(a_j, b_j) over slices of equal length: each block mapped into the buffer, then summed.
+/// Σ_j f(a_j, b_j) over slices of equal length, block by block: the [`block_sum`] of the mapped
+/// values, each mapped as it is added (the same order, so the same bits, as mapping a block into a
+/// buffer first; without the buffer's store and reload).
 #[inline(always)]
-pub(super) fn sum_map2(a: &[f32], b: &[f32], s: &mut Scratch, f: impl Fn(f32, f32) -> f32) -> f32 {
+pub(super) fn sum_map2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
     let mut total = 0.0;
     for (ab, bb) in a.chunks(BLOCK).zip(b.chunks(BLOCK)) {
-        let buf = &mut s.buf[..ab.len()];
-        map2(buf, ab, bb, &f);
-        total += block_sum(buf);
+        total += block_sum_map2(ab, bb, &f);
     }
     total
 }
 
-/// Σ_j f(x_j).
+/// [`block_sum`] of `f(a_j, b_j)`: [`pairwise`]'s order, `f` applied on the fly.
 #[inline(always)]
-pub(super) fn sum_map(x: &[f32], s: &mut Scratch, f: impl Fn(f32) -> f32) -> f32 {
+fn block_sum_map2(a: &[f32], b: &[f32], f: &impl Fn(f32, f32) -> f32) -> f32 {
+    if a.len() <= FOLD_MAX {
+        return a.iter().zip(b).fold(0.0, |acc, (&x, &y)| acc + f(x, y));
+    }
+    let mut acc = [0.0f32; ACC];
+    let (ca, cb) = (a.chunks_exact(ACC), b.chunks_exact(ACC));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (xa, xb) in ca.zip(cb) {
+        for ((s, &x), &y) in acc.iter_mut().zip(xa).zip(xb) {
+            *s += f(x, y);
+        }
+    }
+    for ((s, &x), &y) in acc.iter_mut().zip(ra).zip(rb) {
+        *s += f(x, y);
+    }
+    sum_tree(acc)
+}
+
+/// [`block_sum`] of `f(x_j)`: [`pairwise`]'s order, `f` applied on the fly.
+#[inline(always)]
+fn block_sum_map(x: &[f32], f: &impl Fn(f32) -> f32) -> f32 {
+    if x.len() <= FOLD_MAX {
+        return x.iter().fold(0.0, |acc, &v| acc + f(v));
+    }
+    let mut acc = [0.0f32; ACC];
+    let chunks = x.chunks_exact(ACC);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (s, &v) in acc.iter_mut().zip(c) {
+            *s += f(v);
+        }
+    }
+    for (s, &v) in acc.iter_mut().zip(rest) {
+        *s += f(v);
+    }
+    sum_tree(acc)
+}
+
+/// [`pairwise`]'s tree over its accumulators, for sums.
+#[inline(always)]
+fn sum_tree(mut acc: [f32; ACC]) -> f32 {
+    let mut len = ACC;
+    while len > 1 {
+        len /= 2;
+        let (lo, hi) = acc.split_at_mut(len);
+        for (a, &b) in lo.iter_mut().zip(hi.iter()) {
+            *a += b;
+        }
+    }
+    acc[0]
+}
+
+/// Σ_j f(x_j), block by block (as [`sum_map2`]).
+#[inline(always)]
+pub(super) fn sum_map(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     let mut total = 0.0;
     for xb in x.chunks(BLOCK) {
-        let buf = &mut s.buf[..xb.len()];
-        map_in_place2(buf, xb, |_, v| f(v));
-        total += block_sum(buf);
+        total += block_sum_map(xb, &f);
     }
     total
 }
@@ -145,8 +197,8 @@ pub(super) fn exp_sum_store<const F: bool>(v: &[f32], m: f32, out: &mut [f32]) -
 
 /// Σ exp(v_j − m).
 #[inline(always)]
-pub(super) fn exp_sum<const F: bool>(v: &[f32], m: f32, s: &mut Scratch) -> f32 {
-    sum_map(v, s, |x| exp_le0::<F>(x - m))
+pub(super) fn exp_sum<const F: bool>(v: &[f32], m: f32) -> f32 {
+    sum_map(v, |x| exp_le0::<F>(x - m))
 }
 
 /// Rows of at most this many elements (whose reductions are all plain folds, see [`pairwise`]) take

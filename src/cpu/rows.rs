@@ -47,14 +47,13 @@ pub(super) fn log_softmax_rows<const F: bool>(x: &[f32], out: &mut [f32], cols: 
         });
         return;
     }
-    let s = &mut Scratch::new();
     for (x, out) in x.chunks_exact(cols).zip(out.chunks_exact_mut(cols)) {
         let m = row_max(x);
         if !m.is_finite() {
             out.fill(f32::NAN);
             continue;
         }
-        let ln_s = exp_sum::<F>(x, m, s).ln();
+        let ln_s = exp_sum::<F>(x, m).ln();
         map_in_place2(out, x, |_, v| (v - m) - ln_s);
     }
 }
@@ -74,11 +73,10 @@ pub(super) fn logsumexp_rows<const F: bool>(x: &[f32], out: &mut [f32], cols: us
         });
         return;
     }
-    let s = &mut Scratch::new();
     for (x, out) in x.chunks_exact(cols).zip(out.iter_mut()) {
         let m = row_max(x);
         *out = if m.is_finite() {
-            m + exp_sum::<F>(x, m, s).ln()
+            m + exp_sum::<F>(x, m).ln()
         } else {
             degenerate_lse(x, m)
         };
@@ -92,10 +90,9 @@ pub(super) fn softmax_backward_rows<const F: bool>(
     out: &mut [f32],
     cols: usize,
 ) {
-    let s = &mut Scratch::new();
     let rows = y.chunks_exact(cols).zip(g.chunks_exact(cols));
     for ((y, g), out) in rows.zip(out.chunks_exact_mut(cols)) {
-        let dot = sum_map2(y, g, s, |a, b| a * b);
+        let dot = sum_map2(y, g, |a, b| a * b);
         map2(out, y, g, &|a, b| a * (b - dot));
     }
 }
@@ -107,10 +104,9 @@ pub(super) fn log_softmax_backward_rows<const F: bool>(
     out: &mut [f32],
     cols: usize,
 ) {
-    let s = &mut Scratch::new();
     let rows = y.chunks_exact(cols).zip(g.chunks_exact(cols));
     for ((y, g), out) in rows.zip(out.chunks_exact_mut(cols)) {
-        let sum = sum_map(g, s, |b| b);
+        let sum = sum_map(g, |b| b);
         map2(out, y, g, &|a, b| madd::<F>(-exp::<F>(a), sum, b));
     }
 }
