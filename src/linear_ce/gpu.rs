@@ -3,7 +3,7 @@
 
 use crate::context::Context;
 use crate::cross_entropy::{GradTo, Targets};
-use crate::error::Result;
+use crate::error::{Result, XentError};
 use crate::launch::Encode;
 use crate::matmul::LceChunk;
 use crate::matrix::{GpuLabels, GpuMatrix};
@@ -38,7 +38,9 @@ impl Context {
     /// encoder and submitted once; the per-row outputs are then read back (one wait).
     ///
     /// Errors, raised before anything is submitted: those of [`crate::cpu::linear_cross_entropy`],
-    /// [`crate::XentError::WrongContext`] for an operand of another context, and [`crate::XentError::TooLarge`]
+    /// [`crate::XentError::WrongContext`] for an operand of another context,
+    /// [`crate::XentError::InvalidArgument`] for an output that overlaps an input or another output
+    /// (dX over X, say; disjoint parts of one buffer are fine), and [`crate::XentError::TooLarge`]
     /// when a product does not fit the adapter (on adapters with a loop cap, `V` bounds the
     /// reduction of `dX = G W`).
     ///
@@ -129,6 +131,32 @@ impl Context {
             if let Some(g) = g {
                 g.expect_shape(what, r, c)?;
                 g.rows_on(self)?;
+            }
+        }
+        // An output over an input (dX written over X, dW over W) would feed later chunks the
+        // gradient instead of the data: refused, as outputs over each other.
+        let probs = match targets {
+            GpuTargets::Probs(p) => Some(p),
+            GpuTargets::Labels(_) => None,
+        };
+        let inputs = [
+            ("X", Some(x)),
+            ("W", Some(w)),
+            ("the bias", bias),
+            ("the targets", probs),
+        ];
+        let outputs = [
+            ("dX", grads.input),
+            ("dW", grads.weight),
+            ("db", grads.bias),
+        ];
+        for (i, (out, o)) in outputs.iter().enumerate() {
+            let Some(o) = o else { continue };
+            let mut others = inputs.iter().chain(&outputs[i + 1..]);
+            if let Some((name, _)) = others.find(|(_, m)| m.is_some_and(|m| overlaps(o, m))) {
+                return Err(XentError::InvalidArgument(format!(
+                    "linear cross-entropy: the output {out} overlaps {name} in the same buffer"
+                )));
             }
         }
         let plan = Plan::new(shape, labels_host.as_deref(), opts)?;
@@ -280,6 +308,16 @@ impl Context {
             _keep: (keep, keep_labels),
         })
     }
+}
+
+/// Whether two matrices share bytes of one buffer.
+fn overlaps(a: &GpuMatrix, b: &GpuMatrix) -> bool {
+    let end = |m: &GpuMatrix| m.offset() + m.len() as u64 * 4;
+    a.buffer() == b.buffer()
+        && a.offset() < end(b)
+        && b.offset() < end(a)
+        && !a.is_empty()
+        && !b.is_empty()
 }
 
 /// The operands of one chunk's products.

@@ -644,3 +644,85 @@ fn fused_matches_the_materialised_chain_on_the_cpu() {
     );
     assert!(fused.result.transient_bytes < (n * classes * 4) as u64 / 2);
 }
+
+/// On the GPU an output may not overlap an input or another output (dX written over X would feed
+/// the next chunks their own gradient): a clear error, nothing written; outputs in disjoint parts of
+/// one caller buffer are fine, with the bits of separate buffers.
+#[test]
+fn gpu_outputs_that_overlap_inputs_are_refused() {
+    use xent::linear_ce::{GpuLinearGrads, GpuTargets};
+    use xent::{GpuLabels, GpuMatrix};
+    for ctx in super::common::contexts() {
+        let (n, d, v) = (40, 4, 12);
+        let p = Problem::new(3, n, d, v, false, 0);
+        let x = GpuMatrix::from_slice(ctx, &p.x, n, d).unwrap();
+        let w = GpuMatrix::from_slice(ctx, &p.w, v, d).unwrap();
+        let labels = GpuLabels::from_slice(ctx, p.labels.as_ref().unwrap()).unwrap();
+        let run = |grads: GpuLinearGrads<'_>| {
+            ctx.linear_cross_entropy(
+                &x,
+                &w,
+                None,
+                GpuTargets::Labels(&labels),
+                &LinearCeOptions::default(),
+                grads,
+            )
+        };
+        let what = super::common::describe(ctx);
+        let e = run(GpuLinearGrads {
+            input: Some(&x),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(
+            matches!(e, XentError::InvalidArgument(_)) && e.to_string().contains("overlaps X"),
+            "{what}: {e}"
+        );
+        let e = run(GpuLinearGrads {
+            weight: Some(&w),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("dW overlaps W"), "{what}: {e}");
+        assert_eq!(x.read_blocking(ctx).unwrap(), p.x, "{what}: X untouched");
+        assert_eq!(w.read_blocking(ctx).unwrap(), p.w, "{what}: W untouched");
+        // dX and dW in one buffer, at disjoint aligned offsets.
+        let align = ctx.limits().min_storage_buffer_offset_alignment as u64;
+        let dw_at = ((n * d * 4) as u64).next_multiple_of(align);
+        let buffer = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+            label: Some("one arena"),
+            size: dw_at + (v * d * 4) as u64,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let dx = GpuMatrix::from_buffer_at(ctx, buffer.clone(), 0, n, d).unwrap();
+        let dw = GpuMatrix::from_buffer_at(ctx, buffer, dw_at, v, d).unwrap();
+        run(GpuLinearGrads {
+            input: Some(&dx),
+            weight: Some(&dw),
+            bias: None,
+        })
+        .unwrap();
+        let (dx2, dw2) = (
+            GpuMatrix::zeros(ctx, n, d).unwrap(),
+            GpuMatrix::zeros(ctx, v, d).unwrap(),
+        );
+        run(GpuLinearGrads {
+            input: Some(&dx2),
+            weight: Some(&dw2),
+            bias: None,
+        })
+        .unwrap();
+        let read = |m: &GpuMatrix| m.read_blocking(ctx).unwrap();
+        assert!(
+            same_bits(&read(&dx), &read(&dx2)),
+            "{what}: dX in the arena"
+        );
+        assert!(
+            same_bits(&read(&dw), &read(&dw2)),
+            "{what}: dW in the arena"
+        );
+    }
+}
