@@ -183,6 +183,44 @@ impl Context {
         })
     }
 
+    /// What a row launch of `kernel` over rows of `cols` elements walked `passes` times needs, or the
+    /// error that refuses it (the loop cap, a row past the binding limit): lanes per row, the
+    /// vector width, rows per chunk. Every error a row launch can raise on the host but the
+    /// whole-bound operands' sizes.
+    pub(crate) fn check_row_launch(
+        &self,
+        kernel: Kernel,
+        cols: usize,
+        passes: u32,
+    ) -> Result<(u32, u32, usize)> {
+        let tpr = self.lanes_per_row(cols);
+        // Vectorised kernels read rows four floats at a time when N allows it: a chunk's first element
+        // is then 16-byte aligned too (N·4·row0 is a multiple of 16, offsets of 256).
+        let vw: u32 = if kernel.is_vectorised() && cols.is_multiple_of(4) {
+            4
+        } else {
+            1
+        };
+        self.check_loop_cap(cols, vw, tpr, passes)?;
+        Ok((tpr, vw, self.rows_per_chunk(cols, tpr)?))
+    }
+
+    /// Rows that a launch of `kernel` over rows of `cols` elements packs together (its narrow
+    /// variant's pack on a lane-per-row launch; else 1). The pack and the row kernel give different
+    /// bits, so a caller that splits a batch into launches and wants every row's bits independent of
+    /// the split makes every launch but the last a multiple of this.
+    pub(crate) fn row_granule(&self, kernel: Kernel, cols: usize) -> usize {
+        let narrow = kernel.narrow().is_some()
+            && self.lanes_per_row(cols) == 1
+            && !cols.is_multiple_of(4)
+            && cols <= NARROW_MAX as usize;
+        if narrow {
+            narrow_pack(cols as u32) as usize
+        } else {
+            1
+        }
+    }
+
     /// Encodes a row launch in as many chunks as the limits need.
     pub(crate) fn encode_rows(
         &self,
@@ -213,16 +251,7 @@ impl Context {
                 });
             }
         }
-        let tpr = self.lanes_per_row(cols);
-        // Vectorised kernels read rows four floats at a time when N allows it: a chunk's first element
-        // is then 16-byte aligned too (N·4·row0 is a multiple of 16, offsets of 256).
-        let vw: u32 = if kernel.is_vectorised() && cols.is_multiple_of(4) {
-            4
-        } else {
-            1
-        };
-        self.check_loop_cap(cols, vw, tpr, passes)?;
-        let chunk = self.rows_per_chunk(cols, tpr)?;
+        let (tpr, vw, chunk) = self.check_row_launch(kernel, cols, passes)?;
         let mut base = base;
         // The row cache is for rows spread over several lanes. A lane that owns its row re-reads it
         // from the nearest cache level anyway (and on CPU drivers, where lanes own rows, workgroup
@@ -236,13 +265,11 @@ impl Context {
         // binding not hold one pack).
         let mut segments = Vec::with_capacity(2);
         let mut packed = 0;
+        let pr = self.row_granule(kernel, cols);
         if let Some(narrow) = kernel.narrow()
-            && tpr == 1
-            && !cols.is_multiple_of(4)
-            && cols <= NARROW_MAX as usize
-            && chunk >= narrow_pack(cols as u32) as usize
+            && pr > 1
+            && chunk >= pr
         {
-            let pr = narrow_pack(cols as u32) as usize;
             packed = n / pr * pr;
             if packed > 0 {
                 segments.push(Segment {

@@ -92,6 +92,15 @@ fn problem(s: LinearShape) -> Problem {
 
 /// Every linear shape on the CPU path (fused and chain) and, when given, the GPU (fused and chain).
 pub fn measure(args: &BenchArgs, ctx: Option<&Context>) -> Result<Vec<LinearRow>, XentError> {
+    if let Some(p) = args
+        .linear_paths
+        .iter()
+        .find(|p| !["fused", "chain"].contains(&p.as_str()))
+    {
+        return Err(XentError::InvalidArgument(format!(
+            "--linear-paths `{p}`: expected fused or chain"
+        )));
+    }
     let mut out = Vec::new();
     for &(n, d, classes) in &args.linear_shapes {
         let shape = LinearShape { n, d, classes };

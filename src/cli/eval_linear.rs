@@ -26,6 +26,8 @@ pub fn outputs(args: &EvalArgs) -> Result<Outputs, XentError> {
         return Err(mismatch(wp, "the features X", vec![classes, d], ws));
     }
     let shape = LinearShape { n, d, classes };
+    // Every backend's shape rule, before the reference (an oracle that assumes valid shapes) runs.
+    shape.check()?;
     let bias = match &args.linear_bias {
         Some(p) => {
             let (s, b) = npy::read_f32(p)?;

@@ -71,7 +71,7 @@ pub fn linear_cross_entropy(
         CpuTargets::Probs(_) => None,
     };
     // Everything validated before anything is written.
-    let plan = Plan::check_shape(lin.shape).and_then(|_| {
+    let plan = lin.shape.check().and_then(|_| {
         check_len("features X (n × d)", area("X", n, d)?, lin.x.len())?;
         check_len(
             "linear weight W (V × d)",
@@ -101,7 +101,7 @@ pub fn linear_cross_entropy(
         if let Some(g) = &grads.bias {
             check_len("bias gradient (V)", classes, g.len())?;
         }
-        Plan::new(lin.shape, labels, opts)
+        Plan::new(lin.shape, labels, opts, 1)
     })?;
     let CpuLinearGrads {
         input: mut dx,
@@ -193,9 +193,9 @@ pub fn linear_cross_entropy(
         if !want_grad {
             continue;
         }
-        if let Some(u) = &opts.row_upstream {
+        if opts.row_upstream.is_some() || plan.const_upstream.is_some() {
             for (pos, row) in z_c.chunks_exact_mut(classes).enumerate() {
-                let s = u[plan.row(chunk.start + pos)];
+                let s = plan.upstream(opts, chunk.start + pos).expect("an upstream");
                 row.iter_mut().for_each(|g| *g *= s);
             }
         }

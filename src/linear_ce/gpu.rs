@@ -7,6 +7,7 @@ use crate::error::{Result, XentError};
 use crate::launch::Encode;
 use crate::matmul::LceChunk;
 use crate::matrix::{GpuLabels, GpuMatrix};
+use crate::shaders::Kernel;
 
 use super::{LinearCeOptions, LinearCeResult, LinearShape, Plan};
 
@@ -41,8 +42,8 @@ impl Context {
     /// [`crate::XentError::WrongContext`] for an operand of another context,
     /// [`crate::XentError::InvalidArgument`] for an output that overlaps an input or another output
     /// (dX over X, say; disjoint parts of one buffer are fine), and [`crate::XentError::TooLarge`]
-    /// when a product does not fit the adapter (on adapters with a loop cap, `V` bounds the
-    /// reduction of `dX = G W`).
+    /// when a product or the cross-entropy's rows do not fit the adapter (on adapters with a loop
+    /// cap, the cross-entropy's rows bound V at about 4 million classes).
     ///
     /// ```no_run
     /// use xent::linear_ce::{GpuLinearGrads, GpuTargets, LinearCeOptions};
@@ -101,7 +102,7 @@ impl Context {
         let (n, d) = x.shape();
         let classes = w.rows();
         let shape = LinearShape { n, d, classes };
-        Plan::check_shape(shape)?;
+        shape.check()?;
         w.expect_shape("linear weight W (V × d)", classes, d)?;
         x.rows_on(self)?;
         w.rows_on(self)?;
@@ -159,7 +160,8 @@ impl Context {
                 )));
             }
         }
-        let plan = Plan::new(shape, labels_host.as_deref(), opts)?;
+        let granule = self.row_granule(Kernel::CeFwdBwd, classes);
+        let plan = Plan::new(shape, labels_host.as_deref(), opts, granule)?;
         let want_grad = grads.input.is_some() || grads.weight.is_some() || grads.bias.is_some();
         let c_max = plan.chunk_rows;
         let matrix = |rows: usize, cols: usize| GpuMatrix::zeros(self, rows.max(1), cols);
@@ -170,7 +172,19 @@ impl Context {
             GpuTargets::Labels(_) => None,
         };
         let rows_out = matrix(plan.count, 4)?;
-        let transient = 4
+        // Each row's "correct" column is 1, 0 or −1 once its cross-entropy has run: NaN until then
+        // (written at the next submission, before the recording), so reading a recording that was
+        // never submitted is an error, not a loss of 0.
+        if plan.count > 0 {
+            let sentinel: Vec<f32> = (0..plan.count * 4)
+                .map(|i| if i % 4 == 3 { f32::NAN } else { 0.0 })
+                .collect();
+            self.checked(|| {
+                self.queue
+                    .write_buffer(rows_out.buffer(), 0, bytemuck::cast_slice(&sentinel))
+            })?;
+        }
+        let mut transient = 4
             * (xc.len()
                 + z.len()
                 + dxc.as_ref().map_or(0, GpuMatrix::len)
@@ -190,6 +204,8 @@ impl Context {
             let chunk = chunk_ops(&x_c, w, bias, &z_c, dx_c.as_ref(), grads);
             let block = plan.blocks(&first).next().unwrap_or(0..0);
             self.lce_check(&chunk, &block)?;
+            // The cross-entropy's rows (the loop cap bounds V there, about 4 million classes).
+            self.check_row_launch(Kernel::CeFwdBwd, classes, 2)?;
         }
         if !opts.accumulate {
             for g in [grads.weight, grads.bias].into_iter().flatten() {
@@ -246,14 +262,15 @@ impl Context {
                 (None, Some(p)) => Targets::Probs(p),
                 (None, None) => unreachable!("labels or probabilities"),
             };
-            let upstream = opts
-                .row_upstream
-                .as_ref()
-                .map(|u| {
-                    let listed: Vec<f32> = chunk.clone().map(|k| u[plan.row(k)]).collect();
-                    GpuMatrix::from_slice(self, &listed, c, 1)
-                })
-                .transpose()?;
+            let upstream = if opts.row_upstream.is_some() || plan.const_upstream.is_some() {
+                let listed: Vec<f32> = chunk
+                    .clone()
+                    .map(|k| plan.upstream(opts, k).expect("an upstream"))
+                    .collect();
+                Some(GpuMatrix::from_slice(self, &listed, c, 1)?)
+            } else {
+                None
+            };
             let grad_to = if want_grad {
                 GradTo::Logits
             } else {
@@ -274,6 +291,10 @@ impl Context {
                 chunk.start as u64 * 16,
                 c as u64 * 16,
             );
+            // The chunk's uploads and outputs stay allocated until the recording has run: counted.
+            transient += 4 * (out.rows.len() + out.stats.len()) as u64
+                + 4 * c as u64 * (u64::from(upstream.is_some()) + u64::from(labels_c.is_some()))
+                + opts.ce.weight.as_ref().map_or(0, |w| 4 * w.len() as u64);
             keep.extend([out.rows, out.stats]);
             keep.extend(upstream);
             keep_labels.extend(labels_c);
@@ -355,12 +376,18 @@ pub struct LinearCeRecorded {
 
 impl LinearCeRecorded {
     /// The loss and the per-row numbers, read back (after the encoder was submitted; waits for it).
+    /// Errors: [`XentError::InvalidArgument`] when the encoder was not submitted (yet).
     pub fn read(&self, ctx: &Context) -> Result<LinearCeResult> {
         let rows = if self.plan.count > 0 {
             self.rows.read_blocking(ctx)?
         } else {
             Vec::new()
         };
+        if rows.chunks_exact(4).any(|r| r[3].is_nan()) {
+            return Err(XentError::InvalidArgument(
+                "a recorded linear cross-entropy was read before its encoder was submitted".into(),
+            ));
+        }
         let col = |c: usize| rows.chunks_exact(4).map(|r| r[c]).collect::<Vec<f32>>();
         let argmax: Vec<u32> = col(2).iter().map(|&a| a as u32).collect();
         Ok(self.plan.finish(

@@ -46,6 +46,27 @@ pub struct LinearShape {
     pub classes: usize,
 }
 
+impl LinearShape {
+    /// `Err` ([`XentError::InvalidShape`]) unless d ≥ 1 and V ≥ 1.
+    pub fn check(&self) -> Result<()> {
+        let LinearShape { d, classes, .. } = *self;
+        if d == 0 || classes == 0 {
+            return Err(XentError::InvalidShape(format!(
+                "linear cross-entropy needs d ≥ 1 features and V ≥ 1 classes (got d = {d}, V = {classes})"
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
+fn lcm(a: usize, b: usize) -> usize {
+    a / gcd(a, b) * b
+}
+
 /// Options of [`crate::cpu::linear_cross_entropy`] and [`crate::Context::linear_cross_entropy`].
 #[derive(Clone, Debug)]
 pub struct LinearCeOptions {
@@ -119,13 +140,22 @@ pub(crate) struct Plan {
     pub reduction: Reduction,
     /// The options of each chunk's cross-entropy: the batch's scale as a `Sum` (or `None`).
     pub chunk_ce: CrossEntropyOptions,
+    /// The batch's gradient scale, when it is not finite, as every row's upstream gradient.
+    pub const_upstream: Option<f32>,
 }
 
 impl Plan {
     /// Validates the shape and the options and lays out the chunks. `labels`: the host labels
     /// (already checked), `None` for probability targets.
-    pub fn new(shape: LinearShape, labels: Option<&[i64]>, opts: &LinearCeOptions) -> Result<Self> {
-        Self::check_shape(shape)?;
+    /// `granule`: rows the backend's cross-entropy launch packs together (1 on the CPU); chunks
+    /// are whole multiples of it and of the row block, so no row changes kernel with the budget.
+    pub fn new(
+        shape: LinearShape,
+        labels: Option<&[i64]>,
+        opts: &LinearCeOptions,
+        granule: usize,
+    ) -> Result<Self> {
+        shape.check()?;
         let LinearShape { n, d, classes } = shape;
         opts.ce.validate(classes)?;
         if opts.row_block == 0 {
@@ -168,14 +198,25 @@ impl Plan {
                 .saturating_mul(4)
                 .max(MIN_DEFAULT_BUDGET),
         );
-        let blocks = (budget / row_bytes.saturating_mul(row_block as u64)).max(1);
-        let chunk_rows =
-            (blocks.saturating_mul(row_block as u64)).min(count.max(1) as u64) as usize;
+        let unit = lcm(row_block, granule.max(1));
+        let units = (budget / row_bytes.saturating_mul(unit as u64)).max(1);
+        let chunk_rows = (units.saturating_mul(unit as u64)).min(count.max(1) as u64) as usize;
         let mut chunk_ce = ce.clone();
+        let mut const_upstream = None;
         match ce.reduction {
             Reduction::Mean => {
-                chunk_ce.reduction = Reduction::Sum;
-                chunk_ce.grad_output = (f64::from(ce.grad_output) / denominator) as f32;
+                let scale = (f64::from(ce.grad_output) / denominator) as f32;
+                if scale.is_finite() {
+                    chunk_ce.reduction = Reduction::Sum;
+                    chunk_ce.grad_output = scale;
+                } else {
+                    // A zero (or tiny) denominator: ±inf or NaN, as the division gives in PyTorch. Not
+                    // an option a chunk's cross-entropy accepts, so it is applied as a per-row
+                    // upstream instead (the same last multiply, so the same bits).
+                    chunk_ce.reduction = Reduction::None;
+                    chunk_ce.grad_output = 1.0;
+                    const_upstream = Some(scale);
+                }
             }
             Reduction::Sum => {}
             Reduction::None => {
@@ -193,18 +234,18 @@ impl Plan {
             denominator,
             reduction: ce.reduction,
             chunk_ce,
+            const_upstream,
         })
     }
 
-    /// `Err` unless d ≥ 1 and V ≥ 1.
-    pub fn check_shape(shape: LinearShape) -> Result<()> {
-        let LinearShape { d, classes, .. } = shape;
-        if d == 0 || classes == 0 {
-            return Err(XentError::InvalidShape(format!(
-                "linear cross-entropy needs d ≥ 1 features and V ≥ 1 classes (got d = {d}, V = {classes})"
-            )));
+    /// Row `k`'s upstream gradient, when the rows have one: the caller's (reduction none) or the
+    /// batch's non-finite scale.
+    pub fn upstream(&self, opts: &LinearCeOptions, k: usize) -> Option<f32> {
+        match (&opts.row_upstream, self.const_upstream) {
+            (Some(u), _) => Some(u[self.row(k)]),
+            (None, Some(s)) => Some(s),
+            (None, None) => None,
         }
-        Ok(())
     }
 
     /// The chunks, as ranges of listed rows.
@@ -306,14 +347,14 @@ mod tests {
             },
             ..Default::default()
         };
-        let p = Plan::new(shape(7), Some(&labels), &opts).unwrap();
+        let p = Plan::new(shape(7), Some(&labels), &opts, 1).unwrap();
         assert_eq!(p.listed.as_deref(), Some(&[0, 2, 3, 6][..]));
         assert_eq!(p.denominator, 0.0 + 2.0 + 3.0 + 1.0);
         assert_eq!(p.chunk_ce.reduction, Reduction::Sum);
         assert_eq!(p.chunk_ce.grad_output, 1.0 / 6.0);
         assert_eq!(p.runs(&(0..4)), vec![(0, 0, 1), (2, 1, 2), (6, 3, 1)]);
         // No row dropped: no list, one run.
-        let p = Plan::new(shape(7), Some(&[1; 7]), &LinearCeOptions::default()).unwrap();
+        let p = Plan::new(shape(7), Some(&[1; 7]), &LinearCeOptions::default(), 1).unwrap();
         assert!(p.listed.is_none());
         assert_eq!(p.runs(&(2..7)), vec![(2, 0, 5)]);
     }
@@ -326,7 +367,7 @@ mod tests {
                 budget_bytes: Some(budget),
                 ..Default::default()
             };
-            Plan::new(shape(n), None, &opts).unwrap().chunk_rows
+            Plan::new(shape(n), None, &opts, 1).unwrap().chunk_rows
         };
         let row = 10 * 4;
         assert_eq!(chunk(100, 9 * row), 8);
@@ -337,7 +378,7 @@ mod tests {
             row_block: 4,
             ..Default::default()
         };
-        let p = Plan::new(shape(100), None, &opts).unwrap();
+        let p = Plan::new(shape(100), None, &opts, 1).unwrap();
         let blocks: Vec<_> = p
             .chunks()
             .flat_map(|c| p.blocks(&c).collect::<Vec<_>>())

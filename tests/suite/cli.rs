@@ -587,5 +587,35 @@ fn eval_linear_matches_the_materialised_features_path() {
         assert!(String::from_utf8_lossy(&r.stderr).contains("does not match the features X"));
         assert!(!bad.exists(), "{backend}: nothing written on error");
     }
+    // d = 0 features: the shape rule of every backend, the reference's included (no panic).
+    npy::write_f32(&dir.join("x0.npy"), &[n, 0], &[]).unwrap();
+    npy::write_f32(&dir.join("w0.npy"), &[v, 0], &[]).unwrap();
+    let (x0, w0, ls) = (path("x0.npy"), path("w0.npy"), path("labels.npy"));
+    let o0 = dir.join("zero").to_str().unwrap().to_string();
+    for backend in ["reference", "cpu"] {
+        let r = xent(&[
+            "eval",
+            "--features",
+            &x0,
+            "--linear-weight",
+            &w0,
+            "--labels",
+            &ls,
+            "--backend",
+            backend,
+            "--out",
+            &o0,
+        ]);
+        assert_eq!(
+            r.status.code(),
+            Some(1),
+            "{backend}: {}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+        assert!(
+            String::from_utf8_lossy(&r.stderr).contains("d ≥ 1"),
+            "{backend}"
+        );
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -330,6 +330,28 @@ fn a_vocabulary_past_the_loop_cap_matches_the_reference() {
     }
 }
 
+/// A mean over rows whose class weights sum to 0: PyTorch's 0/0, a NaN loss and NaN gradients, on
+/// every backend — not an error (the chunks' non-finite scale goes through as a per-row upstream).
+#[test]
+fn a_zero_mean_denominator_gives_nan_not_an_error() {
+    for b in backends() {
+        let mut p = Problem::new(8, 9, 3, 5, false, 0);
+        p.labels = Some(vec![0; 9]);
+        let opts = LinearCeOptions {
+            ce: CrossEntropyOptions {
+                weight: Some(vec![0.0, 1.0, 1.0, 1.0, 1.0]),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let got = b.linear_ce(&p, &opts, None);
+        let what = b.name();
+        assert_eq!(got.result.denominator, 0.0, "{what}");
+        assert!(got.result.loss.is_nan(), "{what}: loss {}", got.result.loss);
+        assert!(got.dx.iter().all(|g| g.is_nan()), "{what}: dX {:?}", got.dx);
+    }
+}
+
 #[test]
 fn all_rows_ignored_gives_nan_mean_and_zero_gradients() {
     for b in backends() {
@@ -400,6 +422,33 @@ fn results_are_bit_identical_across_budgets_and_runs() {
                         first.result.chunk_rows, 1,
                         "a one-row budget runs chunks of 1 row"
                     );
+                }
+            }
+        }
+        // Narrow vocabularies (the GPU packs rows of N ≤ 16, N not a multiple of 4, in twos or
+        // fours, with other bits than single rows): chunks are whole packs, so still the same bits.
+        for v in [3, 5, 6, 7, 10, 13] {
+            for soft in [false, true] {
+                let p = Problem::new(50 + v as u64, 37, 6, v, soft, if soft { 0 } else { 5 });
+                let run = |rows: usize| {
+                    let opts = LinearCeOptions {
+                        row_block: 1,
+                        budget_bytes: Some((rows * v * 4) as u64),
+                        ..Default::default()
+                    };
+                    b.linear_ce(&p, &opts, None)
+                };
+                let first = run(1);
+                for rows in [2, 3, 5, 6, 9, 37] {
+                    let got = run(rows);
+                    let what = format!("V={v}, soft {soft}, {rows}-row budget on {}", b.name());
+                    assert!(
+                        same_bits(&got.result.row_loss, &first.result.row_loss),
+                        "{what}: rows"
+                    );
+                    assert!(same_bits(&got.dx, &first.dx), "{what}: dX");
+                    assert!(same_bits(&got.dw, &first.dw), "{what}: dW");
+                    assert!(same_bits(&got.db, &first.db), "{what}: db");
                 }
             }
         }

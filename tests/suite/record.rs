@@ -182,6 +182,25 @@ fn recorded_linear_cross_entropy_gives_the_bits_of_the_call() {
                 grads(&dx, &dw),
             )
             .unwrap();
+        // Read before its encoder is submitted: an error, not a loss of 0.
+        let mut early = ctx.device().create_command_encoder(&Default::default());
+        let unsubmitted = ctx
+            .recorder(&mut early)
+            .linear_cross_entropy(
+                &x,
+                &w,
+                None,
+                GpuTargets::Labels(&labels),
+                &opts,
+                grads(&dx2, &dw2),
+            )
+            .unwrap();
+        let e = unsubmitted.read(ctx).unwrap_err();
+        assert!(
+            e.to_string().contains("before its encoder was submitted"),
+            "{e}"
+        );
+        drop(early);
         let mut encoder = ctx.device().create_command_encoder(&Default::default());
         let recorded = ctx
             .recorder(&mut encoder)
