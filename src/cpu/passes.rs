@@ -45,6 +45,12 @@ pub(super) fn pairwise(x: &[f32], id: f32, op: impl Fn(f32, f32) -> f32) -> f32 
     for (a, &v) in acc.iter_mut().zip(rest) {
         *a = op(*a, v);
     }
+    tree(acc, op)
+}
+
+/// [`pairwise`]'s tree over its accumulators: halves combined pairwise down to one.
+#[inline(always)]
+fn tree(mut acc: [f32; ACC], op: impl Fn(f32, f32) -> f32) -> f32 {
     let mut len = ACC;
     while len > 1 {
         len /= 2;
@@ -117,7 +123,7 @@ fn block_sum_map2(a: &[f32], b: &[f32], f: &impl Fn(f32, f32) -> f32) -> f32 {
     for ((s, &x), &y) in acc.iter_mut().zip(ra).zip(rb) {
         *s += f(x, y);
     }
-    sum_tree(acc)
+    tree(acc, |a, b| a + b)
 }
 
 /// [`block_sum`] of `f(x_j)`: [`pairwise`]'s order, `f` applied on the fly.
@@ -137,21 +143,7 @@ fn block_sum_map(x: &[f32], f: &impl Fn(f32) -> f32) -> f32 {
     for (s, &v) in acc.iter_mut().zip(rest) {
         *s += f(v);
     }
-    sum_tree(acc)
-}
-
-/// [`pairwise`]'s tree over its accumulators, for sums.
-#[inline(always)]
-fn sum_tree(mut acc: [f32; ACC]) -> f32 {
-    let mut len = ACC;
-    while len > 1 {
-        len /= 2;
-        let (lo, hi) = acc.split_at_mut(len);
-        for (a, &b) in lo.iter_mut().zip(hi.iter()) {
-            *a += b;
-        }
-    }
-    acc[0]
+    tree(acc, |a, b| a + b)
 }
 
 /// Σ_j f(x_j), block by block (as [`sum_map2`]).

@@ -182,37 +182,28 @@ fn recorded_linear_cross_entropy_gives_the_bits_of_the_call() {
                 grads(&dx, &dw),
             )
             .unwrap();
+        let record = |encoder: &mut wgpu::CommandEncoder| {
+            ctx.recorder(encoder)
+                .linear_cross_entropy(
+                    &x,
+                    &w,
+                    None,
+                    GpuTargets::Labels(&labels),
+                    &opts,
+                    grads(&dx2, &dw2),
+                )
+                .unwrap()
+        };
         // Read before its encoder is submitted: an error, not a loss of 0.
         let mut early = ctx.device().create_command_encoder(&Default::default());
-        let unsubmitted = ctx
-            .recorder(&mut early)
-            .linear_cross_entropy(
-                &x,
-                &w,
-                None,
-                GpuTargets::Labels(&labels),
-                &opts,
-                grads(&dx2, &dw2),
-            )
-            .unwrap();
-        let e = unsubmitted.read(ctx).unwrap_err();
+        let e = record(&mut early).read(ctx).unwrap_err();
         assert!(
             e.to_string().contains("before its encoder was submitted"),
             "{e}"
         );
         drop(early);
         let mut encoder = ctx.device().create_command_encoder(&Default::default());
-        let recorded = ctx
-            .recorder(&mut encoder)
-            .linear_cross_entropy(
-                &x,
-                &w,
-                None,
-                GpuTargets::Labels(&labels),
-                &opts,
-                grads(&dx2, &dw2),
-            )
-            .unwrap();
+        let recorded = record(&mut encoder);
         ctx.queue().submit([encoder.finish()]);
         let what = describe(ctx);
         let r = recorded.read(ctx).unwrap();
