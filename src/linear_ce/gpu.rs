@@ -172,18 +172,6 @@ impl Context {
             GpuTargets::Labels(_) => None,
         };
         let rows_out = matrix(plan.count, 4)?;
-        // Each row's "correct" column is 1, 0 or −1 once its cross-entropy has run: NaN until then
-        // (written at the next submission, before the recording), so reading a recording that was
-        // never submitted is an error, not a loss of 0.
-        if plan.count > 0 {
-            let sentinel: Vec<f32> = (0..plan.count * 4)
-                .map(|i| if i % 4 == 3 { f32::NAN } else { 0.0 })
-                .collect();
-            self.checked(|| {
-                self.queue
-                    .write_buffer(rows_out.buffer(), 0, bytemuck::cast_slice(&sentinel))
-            })?;
-        }
         let mut transient = 4
             * (xc.len()
                 + z.len()
@@ -204,8 +192,22 @@ impl Context {
             let chunk = chunk_ops(&x_c, w, bias, &z_c, dx_c.as_ref(), grads);
             let block = plan.blocks(&first).next().unwrap_or(0..0);
             self.lce_check(&chunk, &block)?;
-            // The cross-entropy's rows (the loop cap bounds V there, about 4 million classes).
-            self.check_row_launch(Kernel::CeFwdBwd, classes, 2)?;
+            // The cross-entropy's rows (the loop cap bounds V there, about 4 million classes):
+            // two passes with the gradient, smoothing or probabilities, as its plan says.
+            let two = want_grad || opts.ce.label_smoothing > 0.0 || probs.is_some();
+            self.check_row_launch(Kernel::CeFwdBwd, classes, if two { 2 } else { 1 })?;
+        }
+        // Each row's "correct" column is 1, 0 or −1 once its cross-entropy has run: NaN until then
+        // (written at the next submission, before the recording), so reading a recording that was
+        // never submitted is an error, not a loss of 0.
+        if plan.count > 0 {
+            let sentinel: Vec<f32> = (0..plan.count * 4)
+                .map(|i| if i % 4 == 3 { f32::NAN } else { 0.0 })
+                .collect();
+            self.checked(|| {
+                self.queue
+                    .write_buffer(rows_out.buffer(), 0, bytemuck::cast_slice(&sentinel))
+            })?;
         }
         if !opts.accumulate {
             for g in [grads.weight, grads.bias].into_iter().flatten() {
