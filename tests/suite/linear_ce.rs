@@ -385,6 +385,18 @@ fn all_rows_ignored_gives_nan_mean_and_zero_gradients() {
     }
 }
 
+/// Row losses and every gradient of `got` bit for bit those of `want`.
+#[track_caller]
+fn assert_same_bits(got: &Lce, want: &Lce, what: &str) {
+    assert!(
+        same_bits(&got.result.row_loss, &want.result.row_loss),
+        "{what}: row losses"
+    );
+    assert!(same_bits(&got.dx, &want.dx), "{what}: dX");
+    assert!(same_bits(&got.dw, &want.dw), "{what}: dW");
+    assert!(same_bits(&got.db, &want.db), "{what}: db");
+}
+
 /// Every result bit-identical across budgets (chunks of 1 row up to the whole batch) and runs, at
 /// each row block.
 #[test]
@@ -409,13 +421,7 @@ fn results_are_bit_identical_across_budgets_and_runs() {
                         same_bits(&[got.result.loss], &[first.result.loss]),
                         "{what}: loss"
                     );
-                    assert!(
-                        same_bits(&got.result.row_loss, &first.result.row_loss),
-                        "{what}"
-                    );
-                    assert!(same_bits(&got.dx, &first.dx), "{what}: dX");
-                    assert!(same_bits(&got.dw, &first.dw), "{what}: dW");
-                    assert!(same_bits(&got.db, &first.db), "{what}: db");
+                    assert_same_bits(&got, &first, &what);
                 }
                 if row_block == 1 {
                     assert_eq!(
@@ -442,13 +448,7 @@ fn results_are_bit_identical_across_budgets_and_runs() {
                 for rows in [2, 3, 5, 6, 9, 37] {
                     let got = run(rows);
                     let what = format!("V={v}, soft {soft}, {rows}-row budget on {}", b.name());
-                    assert!(
-                        same_bits(&got.result.row_loss, &first.result.row_loss),
-                        "{what}: rows"
-                    );
-                    assert!(same_bits(&got.dx, &first.dx), "{what}: dX");
-                    assert!(same_bits(&got.dw, &first.dw), "{what}: dW");
-                    assert!(same_bits(&got.db, &first.db), "{what}: db");
+                    assert_same_bits(&got, &first, &what);
                 }
             }
         }
@@ -469,13 +469,7 @@ fn results_are_bit_identical_across_budgets_and_runs() {
                 got.result.chunks < first.result.chunks,
                 "{what}: fewer chunks"
             );
-            assert!(
-                same_bits(&got.result.row_loss, &first.result.row_loss),
-                "{what}"
-            );
-            assert!(same_bits(&got.dx, &first.dx), "{what}: dX");
-            assert!(same_bits(&got.dw, &first.dw), "{what}: dW");
-            assert!(same_bits(&got.db, &first.db), "{what}: db");
+            assert_same_bits(&got, &first, &what);
         }
     }
 }
