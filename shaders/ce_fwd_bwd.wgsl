@@ -4,7 +4,9 @@
 //        otherwise the scale is p.f4: the upstream gradient, ÷ the mean's denominator for mean).
 // Writes: row_out (n×4: loss, lse, argmax, correct), and the gradient ∂L/∂z into grad (n×N,
 //         chunk-bound), or over z itself with CE_IN_PLACE. Unused bindings get a 16-byte stand-in.
-// Vectorised: V is f32 or vec4<f32> (vec1.wgsl / vec4.wgsl), chosen by the host from N.
+// Vectorised: V is f32 or vec4<f32> (vec1.wgsl / vec4.wgsl), chosen by the host from N. z, grad and
+// targets are stored as f32, f16 or bf16 (`#matrix`, src/shaders/storage.rs); f32 inside. In place,
+// the gradient takes z's type.
 // Dispatch: as softmax_fwd. Pass 1 reads z (and targets): online max and Σexp, argmax, Σ w·t.
 //           Pass 2 (gradient, smoothing or probability targets) reads z again (from workgroup memory
 //           when ROW_CACHED), writes the gradient and
@@ -22,9 +24,9 @@
 #import reduce: seg_max, seg_sum4
 #import ce_common: has, capped
 
-@group(0) @binding(1) var<storage, read_write> z: array<V>;
-@group(0) @binding(2) var<storage, read_write> grad: array<V>;
-@group(0) @binding(3) var<storage, read> targets: array<V>;
+#matrix 1 z: read_write
+#matrix 2 grad: read_write
+#matrix 3 targets: read
 @group(0) @binding(4) var<storage, read> labels: array<i32>;
 @group(0) @binding(5) var<storage, read> weight: array<V>;
 @group(0) @binding(6) var<storage, read> gscale: array<f32>;
@@ -45,7 +47,9 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     let lane = lane_of(lid);
     let row = row_of(lid, wid);
     let live = row < p.rows;
-    let base = (p.shift + row * p.cols) / VW;
+    let zb = z_base(row);
+    let gb = grad_base(row);
+    let tb = targets_base(row);
     let w = walk_n(lane, p.cols / VW);
     let slot = cache_slot(lid);
     let grow = p.row0 + row;
@@ -71,7 +75,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
             for (var u = 0u; u < UNROLL; u++) {
                 let j = j0 + u * w.step;
                 if (j < w.end) {
-                    let raw = z[base + j];
+                    let raw = z_ld(zb + j);
                     if (cached()) {
                         row_cache[slot + j] = raw;
                     }
@@ -83,7 +87,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
                     }
                     acc = online_push_v(acc, v);
                     if (!labels_mode) {
-                        tw += hsum(w_v(j) * ((1.0 - eps) * targets[base + j] + V(eps_n)));
+                        tw += hsum(w_v(j) * ((1.0 - eps) * targets_ld(tb + j) + V(eps_n)));
                     }
                 }
             }
@@ -106,7 +110,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     var z_y = 0.0;
     if (keep && labels_mode) {
         w_y = comp(w_v(label / VW), label % VW);
-        z_y = comp(capped(z[base + label / VW]), label % VW); // read before pass 2 may overwrite z
+        z_y = comp(capped(z_ld(zb + label / VW)), label % VW); // read before pass 2 may overwrite z
     }
     // ∂loss/∂z_j = coef · p̂_j − direct_j, with direct_j the (smoothed, weighted) target.
     var coef = sums.y;
@@ -134,7 +138,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
                     if (cached()) {
                         raw = row_cache[slot + j];
                     } else {
-                        raw = z[base + j];
+                        raw = z_ld(zb + j);
                     }
                     let v = capped(raw);
                     let lp = (v - V(m_norm)) - V(log_s);
@@ -146,7 +150,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
                             loss_acc += hsum(select(V(0.0), wj * (-lp), wj != V(0.0)));
                         }
                     } else {
-                        direct = w_v(j) * ((1.0 - eps) * targets[base + j] + V(eps_n));
+                        direct = w_v(j) * ((1.0 - eps) * targets_ld(tb + j) + V(eps_n));
                         loss_acc += hsum(select(V(0.0), direct * (-lp), direct != V(0.0)));
                     }
                     if (has(CE_GRAD)) {
@@ -157,9 +161,9 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
                         }
                         gj = select(V(0.0), gj, keep);
                         if (has(CE_IN_PLACE)) {
-                            z[base + j] = gj;
+                            z_st(zb + j, gj);
                         } else {
-                            grad[base + j] = gj;
+                            grad_st(gb + j, gj);
                         }
                     }
                 }

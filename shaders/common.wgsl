@@ -29,6 +29,8 @@ struct Params {
     f3: f32,
     f4: f32,
     total: u32,         // rows of the whole launch, where a kernel needs it (ce_reduce: the batch)
+    shift16: u32,       // `shift` for the 16-bit (f16, bf16) n×N bindings, which start at their own
+                        // aligned offset
 }
 
 @group(0) @binding(0) var<uniform> p: Params;

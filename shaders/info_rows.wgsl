@@ -2,6 +2,7 @@
 // Reads: z (n×N logits, chunk-bound), targets P (n×N, chunk-bound; a dummy without INFO_TARGETS).
 // Writes: out (n×4, whole): entropy H(Q), cross-entropy H(P, Q), KL(P‖Q), 0; times f0 (1 for nats,
 //         1/ln 2 for bits). Without targets, columns 1 and 2 are 0.
+// z and targets may be f32, f16 or bf16 (`#matrix`); f32 inside.
 // Dispatch: as softmax_fwd. Pass 1: online max and Σexp; pass 2: the sums, with 0·log 0 = 0 (a term
 // whose probability is 0 contributes nothing, so −inf masks are fine).
 
@@ -10,8 +11,8 @@
 #import reduce: seg_sum4
 
 
-@group(0) @binding(1) var<storage, read> z: array<f32>;
-@group(0) @binding(2) var<storage, read> targets: array<f32>;
+#matrix 1 z: read
+#matrix 2 targets: read
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 
 @compute @workgroup_size(WG)
@@ -20,7 +21,8 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     let w = walk(lane);
     let row = row_of(lid, wid);
     let live = row < p.rows;
-    let base = p.shift + row * p.cols;
+    let zb = z_base(row);
+    let tb = targets_base(row);
     let with_targets = (FLAGS & INFO_TARGETS) != 0u;
 
     var acc = MaxSum(p.ninf, 0.0);
@@ -29,7 +31,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
             for (var u = 0u; u < UNROLL; u++) {
                 let j = j0 + u * w.step;
                 if (j < w.end) {
-                    acc = online_push(acc, z[base + j]);
+                    acc = online_push(acc, z_ld(zb + j));
                 }
             }
         }
@@ -44,13 +46,13 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
             for (var u = 0u; u < UNROLL; u++) {
                 let j = j0 + u * w.step;
                 if (j < w.end) {
-                    let lq = (z[base + j] - m_norm) - log_s;
+                    let lq = (z_ld(zb + j) - m_norm) - log_s;
                     let q = exp(lq);
                     if (!(q == 0.0)) {
                         sums.x -= q * lq;
                     }
                     if (with_targets) {
-                        let pj = targets[base + j];
+                        let pj = targets_ld(tb + j);
                         if (!(pj == 0.0)) {
                             sums.y -= pj * lq;
                             sums.z += pj * (log(pj) - lq);

@@ -1,7 +1,8 @@
 // softmax_bwd: the backward of softmax or log-softmax, from the forward's output and the upstream
 // gradient; never builds the N×N Jacobian.
 // Reads: y (n×N, the forward's output p̂ or log p̂), g (n×N, dL/dy). Writes: dz (n×N). All chunk-bound.
-// Vectorised: V is f32 or vec4<f32> (vec1.wgsl / vec4.wgsl), chosen by the host from N.
+// Vectorised: V is f32 or vec4<f32> (vec1.wgsl / vec4.wgsl), chosen by the host from N. Each of y, g
+// and dz is stored as f32, f16 or bf16 (`#matrix`, src/shaders/storage.rs); f32 inside.
 // Dispatch: as softmax_fwd. MODE 0 (softmax):     dz = p̂ ⊙ (g − ⟨g, p̂⟩)
 //                           MODE 1 (log-softmax): dz = g − exp(y) · Σ g
 // Two passes: the row's dot product (or sum), then the write.
@@ -11,16 +12,18 @@
 #import common: p, MODE, lane_of, row_of, walk_n
 #import reduce: seg_sum4
 
-@group(0) @binding(1) var<storage, read> y: array<V>;
-@group(0) @binding(2) var<storage, read> g: array<V>;
-@group(0) @binding(3) var<storage, read_write> dz: array<V>;
+#matrix 1 y: read
+#matrix 2 g: read
+#matrix 3 dz: read_write
 
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
     let lane = lane_of(lid);
     let row = row_of(lid, wid);
     let live = row < p.rows;
-    let base = (p.shift + row * p.cols) / VW;
+    let yb = y_base(row);
+    let gb = g_base(row);
+    let db = dz_base(row);
     let w = walk_n(lane, p.cols / VW);
     let log_mode = MODE == MODE_BWD_LOG_SOFTMAX;
 
@@ -30,8 +33,8 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
             for (var u = 0u; u < UNROLL; u++) {
                 let j = j0 + u * w.step;
                 if (j < w.end) {
-                    let gj = g[base + j];
-                    acc += hsum(select(gj * y[base + j], gj, log_mode));
+                    let gj = g_ld(gb + j);
+                    acc += hsum(select(gj * y_ld(yb + j), gj, log_mode));
                 }
             }
         }
@@ -44,9 +47,9 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
         for (var u = 0u; u < UNROLL; u++) {
             let j = j0 + u * w.step;
             if (j < w.end) {
-                let yj = y[base + j];
-                let gj = g[base + j];
-                dz[base + j] = select(yj * (gj - V(dot)), gj - exp(yj) * dot, log_mode);
+                let yj = y_ld(yb + j);
+                let gj = g_ld(gb + j);
+                dz_st(db + j, select(yj * (gj - V(dot)), gj - exp(yj) * dot, log_mode));
             }
         }
     }

@@ -1,6 +1,7 @@
 // softmax_fwd: softmax, log-softmax or log-sum-exp of each row.
 // Reads: x (n×N, chunk-bound). Writes: y (n×N, chunk-bound; untouched in mode 2), lse (n, whole).
-// Vectorised: V is f32 or vec4<f32> (vec1.wgsl / vec4.wgsl), chosen by the host from N.
+// Vectorised: V is f32 or vec4<f32> (vec1.wgsl / vec4.wgsl), chosen by the host from N. x and y are
+// stored as f32, f16 or bf16 (`#matrix`, src/shaders/storage.rs), each on its own; f32 inside.
 // Dispatch: ceil(rows / (WG / tpr)) workgroups per chunk. Two passes over the row: an online
 // (max, Σexp) pass, then the normalising pass (from workgroup memory when ROW_CACHED). MODE: 0 softmax, 1 log-softmax, 2 log-sum-exp only.
 // Edge cases (as PyTorch): lse = ±inf for a row whose max is ±inf; softmax and log-softmax of such a
@@ -10,8 +11,8 @@
 #import vector: V, VW
 #import common: p, MODE, lane_of, row_of, walk_n, cached, cache_slot, MaxSum, online_push_v, row_max_sum, is_inf
 
-@group(0) @binding(1) var<storage, read> x: array<V>;
-@group(0) @binding(2) var<storage, read_write> y: array<V>;
+#matrix 1 x: read
+#matrix 2 y: read_write
 @group(0) @binding(3) var<storage, read_write> lse: array<f32>;
 
 var<workgroup> row_cache: array<V, ROW_CACHE / VW>;
@@ -21,7 +22,8 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     let lane = lane_of(lid);
     let row = row_of(lid, wid);
     let live = row < p.rows;
-    let base = (p.shift + row * p.cols) / VW;
+    let xb = x_base(row);
+    let yb = y_base(row);
     let w = walk_n(lane, p.cols / VW);
     let slot = cache_slot(lid);
 
@@ -31,7 +33,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
             for (var u = 0u; u < UNROLL; u++) {
                 let j = j0 + u * w.step;
                 if (j < w.end) {
-                    let v = x[base + j];
+                    let v = x_ld(xb + j);
                     if (cached()) {
                         row_cache[slot + j] = v;
                     }
@@ -61,10 +63,10 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
                 if (cached()) {
                     v = row_cache[slot + j];
                 } else {
-                    v = x[base + j];
+                    v = x_ld(xb + j);
                 }
                 let ls = (v - m) - V(log_s);
-                y[base + j] = select(exp(ls), ls, MODE == MODE_LOG_SOFTMAX);
+                y_st(yb + j, select(exp(ls), ls, MODE == MODE_LOG_SOFTMAX));
             }
         }
     }

@@ -8,7 +8,9 @@
 
 use crate::context::Context;
 use crate::error::{Result, XentError};
-use crate::shaders::{Kernel, NARROW_MAX, ROW_CACHE, ROW_CACHED, WG_SIZE, narrow_pack};
+use crate::shaders::{
+    Elem, Elems, Kernel, NARROW_MAX, ROW_CACHE, ROW_CACHED, WG_SIZE, narrow_pack,
+};
 
 /// Rows of one launch that run on one pipeline, in chunks of at most `chunk` rows.
 struct Segment {
@@ -35,6 +37,7 @@ pub(crate) struct RowParams {
     pub nan: f32,
     pub f: [f32; 5],
     pub total: u32,
+    pub shift16: u32,
 }
 
 impl RowParams {
@@ -53,6 +56,7 @@ impl RowParams {
             nan: f32::NAN,
             f: [0.0; 5],
             total: 0,
+            shift16: 0,
         }
     }
 }
@@ -76,9 +80,9 @@ pub(crate) enum Encode<'e> {
 
 /// One binding of a row kernel, in binding order after the uniform at binding 0.
 pub(crate) enum Arg<'a> {
-    /// An n×N matrix starting at the given byte of the buffer (a multiple of the storage offset
-    /// alignment), bound chunk by chunk.
-    Rows(&'a wgpu::Buffer, u64),
+    /// An n×N matrix of the given element type starting at the given byte of the buffer (a multiple
+    /// of the storage offset alignment), bound chunk by chunk.
+    Rows(&'a wgpu::Buffer, u64, Elem),
     /// A buffer bound whole (per-row vectors, class weights, scalars).
     Whole(&'a wgpu::Buffer),
 }
@@ -252,6 +256,7 @@ impl Context {
             }
         }
         let (tpr, vw, chunk) = self.check_row_launch(kernel, cols, passes)?;
+        let elems = launch_elems(kernel, args)?;
         let mut base = base;
         // The row cache is for rows spread over several lanes. A lane that owns its row re-reads it
         // from the nearest cache level anyway (and on CPU drivers, where lanes own rows, workgroup
@@ -269,11 +274,19 @@ impl Context {
         if let Some(narrow) = kernel.narrow()
             && pr > 1
             && chunk >= pr
+            && !elems.any_half()
         {
             packed = n / pr * pr;
             if packed > 0 {
                 segments.push(Segment {
-                    pipeline: self.pipeline(narrow, base.mode, base.flags, 4, cols as u32)?,
+                    pipeline: self.pipeline(
+                        narrow,
+                        base.mode,
+                        base.flags,
+                        4,
+                        cols as u32,
+                        &elems,
+                    )?,
                     rows: 0..packed,
                     rows_per_group: WG_SIZE as usize * pr,
                     chunk: chunk / pr * pr,
@@ -282,7 +295,7 @@ impl Context {
         }
         if packed < n {
             segments.push(Segment {
-                pipeline: self.pipeline(kernel, base.mode, base.flags, vw, cols as u32)?,
+                pipeline: self.pipeline(kernel, base.mode, base.flags, vw, cols as u32, &elems)?,
                 rows: packed..n,
                 rows_per_group: (WG_SIZE / tpr) as usize,
                 chunk,
@@ -293,14 +306,25 @@ impl Context {
             let mut row0 = seg.rows.start;
             while row0 < seg.rows.end {
                 let rows = seg.chunk.min(seg.rows.end - row0);
-                let first_byte = row0 as u64 * cols as u64 * 4;
-                let offset = first_byte / align * align;
-                let size = first_byte - offset + rows as u64 * cols as u64 * 4;
+                // Each element width has its own aligned window: (offset, size, shift in elements).
+                let window = |elem: Elem| {
+                    let first_byte = row0 as u64 * cols as u64 * elem.size();
+                    let offset = first_byte / align * align;
+                    let bytes = first_byte - offset + rows as u64 * cols as u64 * elem.size();
+                    // 16-bit rows may end in the middle of a word: bind whole words (the matrix's
+                    // buffer holds them, see GpuMatrix).
+                    (
+                        offset,
+                        bytes.next_multiple_of(4),
+                        (first_byte - offset) / elem.size(),
+                    )
+                };
                 let params = RowParams {
                     rows: rows as u32,
                     cols: cols as u32,
                     row0: row0 as u32,
-                    shift: ((first_byte - offset) / 4) as u32,
+                    shift: window(Elem::F32).2 as u32,
+                    shift16: window(Elem::Bf16).2 as u32,
                     tpr,
                     ..base
                 };
@@ -308,11 +332,14 @@ impl Context {
                 let mut resources = vec![uniform.as_entire_binding()];
                 for arg in args {
                     resources.push(match arg {
-                        Arg::Rows(b, base) => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                            buffer: b,
-                            offset: base + offset,
-                            size: wgpu::BufferSize::new(size),
-                        }),
+                        Arg::Rows(b, base, elem) => {
+                            let (offset, size, _) = window(*elem);
+                            wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                                buffer: b,
+                                offset: base + offset,
+                                size: wgpu::BufferSize::new(size),
+                            })
+                        }
                         Arg::Whole(b) => b.as_entire_binding(),
                     });
                 }
@@ -330,4 +357,31 @@ impl Context {
         }
         Ok(())
     }
+}
+
+/// The element type at each binding of a launch (its n×N operands' types; f32 for the rest), or the
+/// error for a type the kernel does not store.
+pub(crate) fn launch_elems(kernel: Kernel, args: &[Arg<'_>]) -> Result<Elems> {
+    let mut elems = Elems::F32;
+    for (i, arg) in args.iter().enumerate() {
+        if let Arg::Rows(_, _, elem) = arg
+            && let Some(slot) = elems.0.get_mut(i + 1)
+        {
+            if !kernel.info().elems.contains(elem) {
+                return Err(XentError::InvalidArgument(format!(
+                    "`{}` does not take {elem} matrices (it stores {})",
+                    kernel.label(),
+                    kernel
+                        .info()
+                        .elems
+                        .iter()
+                        .map(|e| e.short())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+            *slot = *elem;
+        }
+    }
+    Ok(elems)
 }

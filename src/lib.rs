@@ -47,9 +47,10 @@ pub mod train;
 pub use context::{AdapterSummary, Context, ContextOptions, list_adapters};
 pub use cross_entropy::{CeStats, CrossEntropyOptions, CrossEntropyOutput, Reduction, Targets};
 pub use error::{Result, XentError};
+pub use half;
 pub use matrix::{GpuLabels, GpuMatrix};
 pub use record::Recorder;
-pub use shaders::ReducePath;
+pub use shaders::{Elem, ReducePath};
 
 /// The README's examples, compiled as doc-tests so that they stay true.
 #[doc = include_str!("../README.md")]

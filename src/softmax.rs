@@ -72,7 +72,7 @@ impl Context {
     /// Row-wise log-softmax `z − lse(z)`; same edge cases as [`Context::softmax`]. `−inf` logits in an
     /// otherwise finite row give `−inf`.
     pub fn log_softmax(&self, x: &GpuMatrix) -> Result<GpuMatrix> {
-        let y = GpuMatrix::zeros(self, x.rows(), x.cols())?;
+        let y = GpuMatrix::zeros_as(self, x.rows(), x.cols(), x.elem())?;
         self.log_softmax_into(x, &y)?;
         Ok(y)
     }
@@ -93,7 +93,7 @@ impl Context {
 
     /// Softmax and its log-sum-exp (`n × 1`) in one pass over memory.
     pub fn softmax_with_lse(&self, x: &GpuMatrix) -> Result<(GpuMatrix, GpuMatrix)> {
-        let y = GpuMatrix::zeros(self, x.rows(), x.cols())?;
+        let y = GpuMatrix::zeros_as(self, x.rows(), x.cols(), x.elem())?;
         let lse = GpuMatrix::zeros(self, x.rows(), 1)?;
         self.softmax_fwd(Encode::Submit, x, FWD_SOFTMAX, Some(&y), &lse)?;
         Ok((y, lse))
@@ -137,14 +137,14 @@ impl Context {
     /// The softmax Jacobian-vector product `p̂ ⊙ (g − ⟨g, p̂⟩)`, from the forward output `p̂` and the
     /// upstream gradient `g = ∂L/∂p̂` (never builds the N×N Jacobian).
     pub fn softmax_backward(&self, probs: &GpuMatrix, g: &GpuMatrix) -> Result<GpuMatrix> {
-        let dz = GpuMatrix::zeros(self, probs.rows(), probs.cols())?;
+        let dz = GpuMatrix::zeros_as(self, probs.rows(), probs.cols(), probs.elem())?;
         self.softmax_bwd(Encode::Submit, probs, g, BWD_SOFTMAX, &dz)?;
         Ok(dz)
     }
 
     /// The log-softmax backward `g − exp(y) · Σ g` from the forward output `y = log_softmax(z)`.
     pub fn log_softmax_backward(&self, log_probs: &GpuMatrix, g: &GpuMatrix) -> Result<GpuMatrix> {
-        let dz = GpuMatrix::zeros(self, log_probs.rows(), log_probs.cols())?;
+        let dz = GpuMatrix::zeros_as(self, log_probs.rows(), log_probs.cols(), log_probs.elem())?;
         self.softmax_bwd(Encode::Submit, log_probs, g, BWD_LOG_SOFTMAX, &dz)?;
         Ok(dz)
     }

@@ -3,7 +3,7 @@
 
 use super::Context;
 use crate::error::{Result, XentError};
-use crate::shaders::{Kernel, ReducePath};
+use crate::shaders::{Elems, Kernel, ReducePath};
 
 /// Loop iterations the start-up probe asks one invocation to run (above Mesa 22's cap of 65,535).
 const PROBE_ITERATIONS: u32 = 100_000;
@@ -21,6 +21,8 @@ pub(super) struct PipelineKey {
     vector_width: u32,
     /// The row length a narrow kernel is expanded for (0 for the others).
     narrow_cols: u32,
+    /// The element type at each `#matrix` binding.
+    elems: Elems,
 }
 
 impl Context {
@@ -32,7 +34,7 @@ impl Context {
             wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
         )?;
         let params = self.uniform_buffer("xent.probe.params", &[PROBE_ITERATIONS, 0, 0, 0])?;
-        let pipeline = self.pipeline(Kernel::LoopProbe, 0, 0, 1, 0)?;
+        let pipeline = self.pipeline(Kernel::LoopProbe, 0, 0, 1, 0, &Elems::F32)?;
         let bind = self.bind_group(
             &pipeline,
             &[params.as_entire_binding(), out.as_entire_binding()],
@@ -47,7 +49,7 @@ impl Context {
 
     /// The cached pipeline of `kernel` for this context's reduction path, specialised on the `MODE` and
     /// `FLAGS` overrides (where the kernel has them) and the vector width `vw` (1 or 4), built on
-    /// first use.
+    /// first use, with the element types `elems` at its `#matrix` bindings.
     pub(crate) fn pipeline(
         &self,
         kernel: Kernel,
@@ -55,6 +57,7 @@ impl Context {
         flags: u32,
         vw: u32,
         cols: u32,
+        elems: &Elems,
     ) -> Result<wgpu::ComputePipeline> {
         let flags = flags & kernel.flag_mask();
         let vw = if kernel.is_vectorised() { vw } else { 1 };
@@ -66,14 +69,16 @@ impl Context {
             flags,
             vector_width: vw,
             narrow_cols: cols,
+            elems: *elems,
         };
         let mut cache = self.pipelines.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(p) = cache.get(&key) {
             return Ok(p.clone());
         }
         let walk = self.geometry.walk;
-        let composed = crate::shaders::source(kernel, self.reduce_path, walk, vw, cols, flags)
-            .map_err(|e| XentError::Gpu(format!("{}: {e}", kernel.label())))?;
+        let composed =
+            crate::shaders::compose_kernel(kernel, self.reduce_path, walk, vw, cols, flags, elems)
+                .map_err(|e| XentError::Gpu(format!("{}: {e}", kernel.label())))?;
         let source = composed.source.clone();
         let pipeline = self
             .checked(|| {

@@ -268,7 +268,7 @@ impl Context {
         let rows = GpuMatrix::zeros(self, n, 4)?;
         let stats = GpuMatrix::zeros(self, 1, 4)?;
         let grad = match grad_to {
-            GradTo::NewBuffer => Some(GpuMatrix::zeros(self, n, cols)?),
+            GradTo::NewBuffer => Some(GpuMatrix::zeros_as(self, n, cols, logits.elem())?),
             _ => None,
         };
         // Absent operands take the context's stand-ins, a distinct one per binding.

@@ -8,7 +8,7 @@ use crate::context::Context;
 use crate::error::Result;
 use crate::launch::{Encode, dispatch};
 use crate::matrix::GpuMatrix;
-use crate::shaders::{Kernel, WG_SIZE};
+use crate::shaders::{Elems, Kernel, WG_SIZE};
 
 mod lce;
 mod plan;
@@ -97,6 +97,10 @@ impl Context {
     /// The product's plan ([`plan::Plan`], pure), after checking that every operand belongs to this
     /// context; `None` for an empty C. Every error a product can raise on the host comes from here.
     fn plan_matmul(&self, p: &Product<'_>) -> Result<Option<plan::Plan>> {
+        // The matmuls read and write f32 only (16-bit operands: not yet).
+        for m in p.a.iter().chain([&p.b, &p.c]) {
+            m.expect_elem("a matrix product's operand", crate::shaders::Elem::F32)?;
+        }
         p.a.map(|a| a.rows_on(self)).transpose()?;
         let b_buf = p.b.rows_on(self)?.0;
         let c_buf = p.c.rows_on(self)?.0;
@@ -143,10 +147,10 @@ impl Context {
         let align = self.limits().min_storage_buffer_offset_alignment as u64;
         let tile = plan.tile;
         let tn = tile.tn as u32;
-        let pipeline_first = self.pipeline(Kernel::Matmul, tn, p.flags, 1, 0)?;
+        let pipeline_first = self.pipeline(Kernel::Matmul, tn, p.flags, 1, 0, &Elems::F32)?;
         // Adding into C: the bias was added by the first piece.
         let rest_flags = (p.flags & !mm_flags::BIAS) | mm_flags::ACCUM;
-        let pipeline_rest = self.pipeline(Kernel::Matmul, tn, rest_flags, 1, 0)?;
+        let pipeline_rest = self.pipeline(Kernel::Matmul, tn, rest_flags, 1, 0, &Elems::F32)?;
         let c_len = plan.c_len;
         let scratch = if plan.max_slices > 1 {
             Some(self.create_buffer(
@@ -159,8 +163,8 @@ impl Context {
         };
         let reducers = match scratch {
             Some(_) => Some([
-                self.pipeline(Kernel::MatmulReduce, 0, 0, 1, 0)?,
-                self.pipeline(Kernel::MatmulReduce, 0, mm_flags::ACCUM, 1, 0)?,
+                self.pipeline(Kernel::MatmulReduce, 0, 0, 1, 0, &Elems::F32)?,
+                self.pipeline(Kernel::MatmulReduce, 0, mm_flags::ACCUM, 1, 0, &Elems::F32)?,
             ]),
             None => None,
         };

@@ -9,11 +9,15 @@
 //!   imports (checked), so a reader sees where every shared name comes from. Cycles are allowed (a
 //!   module already being included is skipped): WGSL declarations may come in any order.
 //! - `#if DEF`, `#else`, `#endif` — keep lines when `DEF` is (or is not) among the defs; they nest.
+//! - `#matrix BINDING NAME: read|read_write` — an n×N operand, expanded for the element type bound
+//!   there and the vector width (see [`super::storage`]); a 16-bit type brings in `half.wgsl`.
 //!
 //! Everything else is WGSL, copied as is. Narrow kernels' per-element blocks are expanded after
 //! composition (see [`super::narrow`]).
 
 use std::collections::HashSet;
+
+use super::storage::{self, Elem, Elems};
 
 /// The WGSL files of `shaders/`, by module name.
 const FILES: &[(&str, &str)] = &[
@@ -31,6 +35,7 @@ const FILES: &[(&str, &str)] = &[
         "gather_rows",
         include_str!("../../shaders/gather_rows.wgsl"),
     ),
+    ("half", include_str!("../../shaders/half.wgsl")),
     ("info_rows", include_str!("../../shaders/info_rows.wgsl")),
     ("loop_probe", include_str!("../../shaders/loop_probe.wgsl")),
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
@@ -184,20 +189,35 @@ fn declares(text: &str, name: &str) -> bool {
         })
 }
 
-/// Composes `root` under `defs`, with the generated modules `generated` (name, text).
+/// Composes `root` under `defs`, with the generated modules `generated` (name, text) and the element
+/// types `elems` of its `#matrix` bindings.
 pub fn compose(
     root: &str,
     defs: &[&str],
     generated: &[(&str, String)],
+    elems: &Elems,
 ) -> Result<Composed, String> {
     let mut out = Composed::default();
     let mut seen = HashSet::new();
-    include(root, defs, generated, &mut seen, &mut out, None)?;
+    let cx = Cx {
+        defs,
+        generated,
+        elems,
+    };
+    include(root, &cx, &mut seen, &mut out, None)?;
     Ok(out)
+}
+
+/// What every module of one composition is composed under.
+struct Cx<'a> {
+    defs: &'a [&'a str],
+    generated: &'a [(&'a str, String)],
+    elems: &'a Elems,
 }
 
 enum Directive<'a> {
     Import(&'a str, Vec<&'a str>),
+    Matrix(&'a str),
     If(&'a str),
     Else,
     Endif,
@@ -214,6 +234,9 @@ fn directive(line: &str) -> Option<Directive<'_>> {
             .collect();
         return Some(Directive::Import(module.trim(), names));
     }
+    if let Some(rest) = code.strip_prefix("#matrix ") {
+        return Some(Directive::Matrix(rest));
+    }
     if let Some(def) = code.strip_prefix("#if ") {
         return Some(Directive::If(def.trim()));
     }
@@ -226,12 +249,12 @@ fn directive(line: &str) -> Option<Directive<'_>> {
 
 fn include(
     name: &str,
-    defs: &[&str],
-    generated: &[(&str, String)],
+    cx: &Cx<'_>,
     seen: &mut HashSet<String>,
     out: &mut Composed,
     from: Option<&Origin>,
 ) -> Result<(), String> {
+    let (defs, generated) = (cx.defs, cx.generated);
     if !seen.insert(name.to_string()) {
         return Ok(());
     }
@@ -265,7 +288,7 @@ fn include(
                 if !live(&stack) {
                     continue;
                 }
-                include(module, defs, generated, seen, out, Some(&origin))?;
+                include(module, cx, seen, out, Some(&origin))?;
                 let mut reach = Vec::new();
                 closure_of(module, defs, generated, &mut reach);
                 for n in names {
@@ -278,6 +301,19 @@ fn include(
                             "{origin}: `{n}` is not declared by module `{module}` (nor by what it imports)"
                         ));
                     }
+                }
+            }
+            Some(Directive::Matrix(rest)) => {
+                if !live(&stack) {
+                    continue;
+                }
+                let decl = storage::parse(rest).map_err(|e| format!("{origin}: {e}"))?;
+                let elem = cx.elems.at(decl.binding);
+                if elem != Elem::F32 {
+                    include("half", cx, seen, out, Some(&origin))?;
+                }
+                for l in storage::expand(&decl, elem, defs.contains(&"VEC4")) {
+                    out.push(&l, origin.clone());
                 }
             }
             None if live(&stack) => out.push(line, origin),
@@ -336,25 +372,26 @@ mod tests {
             ),
             ("a", "#import root: main\nconst K: u32 = 1u;\nfn f() {}"),
         ]);
-        let c = compose("root", &["X"], &g).unwrap();
+        let f = Elems::F32;
+        let c = compose("root", &["X"], &g, &f).unwrap();
         assert_eq!(
             c.source,
             "const K: u32 = 1u;\nfn f() {}\nfn x() {}\nfn main() {}\n"
         );
         assert_eq!(c.locate(2).unwrap().module, "a");
         assert_eq!(c.locate(4).unwrap().line, 7);
-        let c = compose("root", &[], &g).unwrap();
+        let c = compose("root", &[], &g, &f).unwrap();
         assert!(c.source.contains("fn y()") && !c.source.contains("fn x()"));
         // A name the imported module does not declare, an unknown module, an unclosed #if.
         let g = modules(&[("root", "#import a: g"), ("a", "fn f() {}")]);
-        let e = compose("root", &[], &g).unwrap_err();
+        let e = compose("root", &[], &g, &f).unwrap_err();
         assert!(e.contains("`g` is not declared by module `a`"), "{e}");
-        let e = compose("root", &[], &modules(&[("root", "#import nowhere")])).unwrap_err();
+        let e = compose("root", &[], &modules(&[("root", "#import nowhere")]), &f).unwrap_err();
         assert!(
             e.contains("root (generated):1") && e.contains("nowhere"),
             "{e}"
         );
-        assert!(compose("root", &[], &modules(&[("root", "#if X\nfn f() {}")])).is_err());
+        assert!(compose("root", &[], &modules(&[("root", "#if X\nfn f() {}")]), &f).is_err());
     }
 
     #[test]
@@ -362,7 +399,7 @@ mod tests {
         use crate::shaders::{ReducePath, RowWalk, prelude};
         let walk = RowWalk::for_policy(2048);
         let generated = [("prelude", prelude(ReducePath::Workgroup, walk, false))];
-        let c = compose("softmax_fwd", &["ELEM_F32", "VEC4"], &generated).unwrap();
+        let c = compose("softmax_fwd", &["VEC4"], &generated, &Elems::F32).unwrap();
         let last = c.origins.len();
         let msg = format!("error at wgsl:{last}:5 here");
         let note = c.annotate(&msg);

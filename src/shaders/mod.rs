@@ -4,14 +4,17 @@
 //! reads, whether it is vectorised, its narrow variant, whether it caches rows, and the element types
 //! it stores. A kernel's module is composed from its root file by [`compose`]: each WGSL file names
 //! what it imports (`#import common: p, walk_n, …`), conditional pieces hang on named defs (`SUBGROUP`,
-//! `VEC4`, the element type's `ELEM_F32`), and the generated modules `prelude` (constants shared with
-//! Rust) and `narrow_shape` fill in what Rust decides. Narrow kernels then have their per-element
-//! blocks expanded ([`narrow`]).
+//! `VEC4`), n×N operands are `#matrix` bindings expanded for the element type bound there
+//! ([`storage`]: f32, f16, bf16), and the generated modules `prelude` (constants shared with Rust) and
+//! `narrow_shape` fill in what Rust decides. Narrow kernels then have their per-element blocks
+//! expanded ([`narrow`]).
 
 pub mod compose;
 pub mod narrow;
+pub mod storage;
 
 pub use compose::{Composed, Origin};
+pub use storage::{Elem, Elems};
 
 /// Invocations per workgroup of every row kernel. The WGSL constant `WG` is generated from this value
 /// (see [`prelude`]), so the two sides cannot drift apart. 256 is the WebGPU default limit.
@@ -151,22 +154,6 @@ pub enum Kernel {
     GatherRows,
 }
 
-/// The storage element type of a kernel's n×N operands. Arithmetic is f32 whatever the storage.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Elem {
-    /// 32-bit floats (def `ELEM_F32`).
-    F32,
-}
-
-impl Elem {
-    /// The composer def that selects this type's loads and stores.
-    pub fn def(self) -> &'static str {
-        match self {
-            Elem::F32 => "ELEM_F32",
-        }
-    }
-}
-
 /// Everything the host knows about one kernel: one entry per kernel in [`KERNELS`].
 #[derive(Clone, Copy, Debug)]
 pub struct KernelInfo {
@@ -190,11 +177,13 @@ pub struct KernelInfo {
     pub is_narrow: bool,
     /// It keeps rows that fit in workgroup memory between its two passes.
     pub caches_rows: bool,
-    /// Storage element types it supports.
+    /// Storage element types its `#matrix` operands accept.
     pub elems: &'static [Elem],
 }
 
 const MODE_FLAGS: &[&str] = &["MODE", "FLAGS"];
+/// The element types of a kernel whose n×N operands are `#matrix` bindings.
+const ANY_ELEM: &[Elem] = &Elem::ALL;
 const CE_FLAGS: u32 = flags::CE_LABELS
     | flags::CE_WEIGHT
     | flags::CE_GRAD
@@ -229,11 +218,13 @@ pub const KERNELS: [KernelInfo; 15] = [
         vectorised: true,
         narrow: Some(Kernel::SoftmaxNarrow),
         caches_rows: true,
+        elems: ANY_ELEM,
         ..entry(Kernel::SoftmaxFwd, "softmax_fwd", "xent.softmax_fwd")
     },
     KernelInfo {
         vectorised: true,
         narrow: Some(Kernel::SoftmaxBwdNarrow),
+        elems: ANY_ELEM,
         ..entry(Kernel::SoftmaxBwd, "softmax_bwd", "xent.softmax_bwd")
     },
     KernelInfo {
@@ -241,6 +232,7 @@ pub const KERNELS: [KernelInfo; 15] = [
         vectorised: true,
         narrow: Some(Kernel::CeNarrow),
         caches_rows: true,
+        elems: ANY_ELEM,
         ..entry(Kernel::CeFwdBwd, "ce_fwd_bwd", "xent.ce_fwd_bwd")
     },
     KernelInfo {
@@ -249,11 +241,13 @@ pub const KERNELS: [KernelInfo; 15] = [
     },
     KernelInfo {
         flags: flags::INFO_TARGETS,
+        elems: ANY_ELEM,
         ..entry(Kernel::InfoRows, "info_rows", "xent.info_rows")
     },
     KernelInfo {
         vectorised: true,
         narrow: Some(Kernel::CopyNarrow),
+        elems: ANY_ELEM,
         ..entry(Kernel::CopyRows, "copy_rows", "xent.copy_rows")
     },
     KernelInfo {
@@ -431,7 +425,8 @@ pub fn narrow_pack(cols: u32) -> u32 {
 }
 
 /// The composed WGSL module of `kernel` for the reduction path `path`, reading rows `vw` floats at a
-/// time (4 for a vectorised kernel on rows whose length is a multiple of 4, else 1), storing `elem`.
+/// time (4 for a vectorised kernel on rows whose length is a multiple of 4, else 1), with the element
+/// types `elems` at its `#matrix` bindings.
 /// A narrow kernel is expanded for rows of `cols` elements (the other kernels ignore `cols`).
 /// `flags` are the pipeline's FLAGS: [`ROW_CACHED`] among them gives the row cache its size. `walk`
 /// as in [`prelude`]. An `Err` names the file and line at fault (a broken shader; the tests compose
@@ -443,24 +438,27 @@ pub fn compose_kernel(
     vw: u32,
     cols: u32,
     flags: u32,
-    elem: Elem,
+    elems: &Elems,
 ) -> Result<Composed, String> {
     let info = kernel.info();
-    let mut defs = vec![elem.def()];
+    if let Some(e) = elems.0.iter().find(|e| !info.elems.contains(e)) {
+        return Err(format!("{} does not store {e}", info.label));
+    }
+    let mut defs = vec![];
     if matches!(path, ReducePath::Subgroup(_)) {
         defs.push("SUBGROUP");
     }
-    if vw == 4 || info.is_narrow {
+    if (vw == 4 && info.vectorised) || info.is_narrow {
         defs.push("VEC4");
     }
     let mut generated = vec![("prelude", prelude(path, walk, flags & ROW_CACHED != 0))];
     if info.is_narrow {
         let shape = narrow::Shape::of(cols);
         generated.push(("narrow_shape", shape.module()));
-        let composed = compose::compose(info.file, &defs, &generated)?;
+        let composed = compose::compose(info.file, &defs, &generated, elems)?;
         return narrow::expand_blocks(composed, shape);
     }
-    compose::compose(info.file, &defs, &generated)
+    compose::compose(info.file, &defs, &generated, elems)
 }
 
 /// [`compose_kernel`]'s WGSL for f32 storage.
@@ -472,7 +470,7 @@ pub fn source(
     cols: u32,
     flags: u32,
 ) -> Result<Composed, String> {
-    compose_kernel(kernel, path, walk, vw, cols, flags, Elem::F32)
+    compose_kernel(kernel, path, walk, vw, cols, flags, &Elems::F32)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ mod cpu;
 pub mod cross_entropy;
 mod edge_cases;
 mod fixtures;
+mod half;
 mod linear_ce;
 mod linear_ce_gpu;
 mod magnitude;

@@ -1,8 +1,24 @@
-//! Every kernel's module, on both reduction paths, parsed and validated by naga: a broken shader fails
-//! here with no adapter present.
+//! Every kernel's module, on both reduction paths and for every element type it stores, parsed and
+//! validated by naga: a broken shader fails here with no adapter present.
 
 use xent::ReducePath;
-use xent::shaders::{Kernel, NARROW_MAX, ROW_CACHED, RowWalk, source};
+use xent::shaders::{Elem, Elems, Kernel, NARROW_MAX, ROW_CACHED, RowWalk, compose_kernel, source};
+
+/// The element-type variants of a kernel: f32, every binding in each type it stores, and a mix
+/// (a 16-bit input with f32 outputs, and the reverse).
+fn elem_variants(kernel: Kernel) -> Vec<Elems> {
+    let mut v = vec![Elems::F32];
+    for &e in kernel.info().elems.iter().filter(|&&e| e != Elem::F32) {
+        v.push(Elems([e; 8]));
+        let mut mixed = Elems::F32;
+        mixed.0[1] = e;
+        v.push(mixed);
+        let mut rev = Elems([e; 8]);
+        rev.0[1] = Elem::F32;
+        v.push(rev);
+    }
+    v
+}
 
 #[test]
 fn every_shader_validates_on_both_reduction_paths() {
@@ -15,8 +31,9 @@ fn every_shader_validates_on_both_reduction_paths() {
         } else {
             vec![0]
         };
-        expected += 4 * lengths.len();
-        for (path, vw, cols) in [
+        let variants = elem_variants(kernel);
+        expected += 4 * lengths.len() * variants.len();
+        for (path, vw, cols, elems) in [
             (ReducePath::Workgroup, 1),
             (ReducePath::Workgroup, 4),
             (ReducePath::Subgroup(8), 4),
@@ -24,18 +41,19 @@ fn every_shader_validates_on_both_reduction_paths() {
         ]
         .into_iter()
         .flat_map(|(path, vw)| lengths.iter().map(move |&cols| (path, vw, cols)))
+        .flat_map(|(path, vw, cols)| variants.iter().map(move |&e| (path, vw, cols, e)))
         {
             // The row cache at full size on half the variants, as one vec4 on the others.
             let flags = if vw == 4 { ROW_CACHED } else { 0 };
             // Both walks: CPU-driver blocks of 8 lanes, and the GPU's whole-row interleave.
             let walk = RowWalk::for_policy(if vw == 4 { 2048 } else { 8 });
-            let composed = source(kernel, path, walk, vw, cols, flags)
-                .unwrap_or_else(|e| panic!("{kernel:?}/{path:?}/vec{vw}/N={cols}: {e}"));
+            let composed = compose_kernel(kernel, path, walk, vw, cols, flags, &elems)
+                .unwrap_or_else(|e| panic!("{kernel:?}/{path:?}/vec{vw}/N={cols}/{elems:?}: {e}"));
             let src = &composed.source;
             // Errors name the composed module's lines; `annotate` adds the shaders/ file and line.
             let module = naga::front::wgsl::parse_str(src).unwrap_or_else(|e| {
                 panic!(
-                    "{kernel:?}/{path:?}/vec{vw}/N={cols}: {}",
+                    "{kernel:?}/{path:?}/vec{vw}/N={cols}/{elems:?}: {}",
                     composed.annotate(&e.emit_to_string_with_path(src, "wgsl"))
                 )
             });
@@ -56,15 +74,31 @@ fn every_shader_validates_on_both_reduction_paths() {
                 .validate(&module)
                 .unwrap_or_else(|e| {
                     panic!(
-                        "{kernel:?}/{path:?}/vec{vw}/N={cols}: {}",
+                        "{kernel:?}/{path:?}/vec{vw}/N={cols}/{elems:?}: {}",
                         composed.annotate(&e.emit_to_string_with_path(src, "wgsl"))
                     )
                 });
             checked += 1;
         }
     }
-    assert!(expected > Kernel::ALL.len() * 4);
+    assert!(expected > Kernel::ALL.len() * 4 * 2);
     assert_eq!(checked, expected);
+}
+
+#[test]
+fn a_type_a_kernel_does_not_store_is_refused_by_name() {
+    let walk = RowWalk::for_policy(8);
+    let e = compose_kernel(
+        Kernel::Matmul,
+        ReducePath::Workgroup,
+        walk,
+        1,
+        0,
+        0,
+        &Elems([Elem::Bf16; 8]),
+    )
+    .unwrap_err();
+    assert!(e.contains("xent.matmul does not store bf16"), "{e}");
 }
 
 #[test]

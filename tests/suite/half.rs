@@ -1,0 +1,368 @@
+//! f16 and bf16 storage on every context.
+//!
+//! The contract tested here: a kernel on 16-bit matrices computes exactly what it computes on f32
+//! matrices holding the same (widened) values, and rounds each n×N output once, to nearest even;
+//! f32 outputs (losses, log-sum-exp, statistics) are the f32 kernel's bits. So for every shape the
+//! f32 kernel takes the same code path for (rows wider than a lane, or N a multiple of 4), the 16-bit
+//! output is bit for bit `round(f32 output)`. Narrow rows (N ≤ 16, not a multiple of 4, a lane per
+//! row), where the f32 launch uses the narrow kernels, are checked against the f64 oracle within one
+//! unit in the last place of the storage type plus the f32 tolerance.
+
+use xent::{
+    Context, CrossEntropyOptions, Elem, GpuLabels, GpuMatrix, Reduction, Targets, reference,
+};
+
+use super::common::{PROB, Rng, contexts, describe, same_bits, small_binding_contexts};
+
+const HALVES: [Elem; 2] = [Elem::F16, Elem::Bf16];
+
+/// Logits for 16-bit tests: mostly moderate values, with −inf masks, +inf, NaN, values beyond f16's
+/// range (±7e4, ±1e5: ±inf in f16) and subnormals of both types (f16's from 6e-8, bf16's below
+/// 1.2e-38), each in a few rows only so that most rows stay finite.
+fn logits(seed: u64, n: usize, cols: usize) -> Vec<f32> {
+    let mut r = Rng::new(seed);
+    let mut x = r.vec(n * cols, -6.0, 6.0);
+    for row in 0..n {
+        let k = r.below(9);
+        let at = row * cols + r.below(cols);
+        x[at] = match k {
+            0 => f32::NEG_INFINITY,
+            1 if row % 7 == 3 => f32::INFINITY,
+            2 if row % 11 == 5 => f32::NAN,
+            3 => 7.0e4 * if row % 2 == 0 { 1.0 } else { -1.0 },
+            4 => 1.0e5,
+            5 => 3.0e-6,
+            6 => 1.0e-39,
+            _ => x[at],
+        };
+    }
+    x
+}
+
+/// Whether the f32 launch of a vectorisable row kernel may take the narrow kernels for rows of `cols`
+/// (N ≤ 16, not a multiple of 4, a lane per row: so on every context for these N); the 16-bit launch
+/// has no narrow variant and gives other bits there.
+fn narrow(cols: usize) -> bool {
+    cols <= 16 && !cols.is_multiple_of(4)
+}
+
+fn round_all(e: Elem, v: &[f32]) -> Vec<f32> {
+    v.iter().map(|&x| e.round(x)).collect()
+}
+
+/// One unit in the last place of `e` at `x` (its spacing there; subnormal spacing below the normals).
+fn ulp(e: Elem, x: f64) -> f64 {
+    let (mant, min_exp) = match e {
+        Elem::F16 => (10, -14),
+        Elem::Bf16 => (7, -126),
+        Elem::F32 => (23, -126),
+    };
+    let exp = if x == 0.0 {
+        min_exp
+    } else {
+        (x.abs().log2().floor() as i32).max(min_exp)
+    };
+    2f64.powi(exp - mant)
+}
+
+/// |got − want| ≤ ulp_e(want) + tol (NaN meets NaN, an infinity the same infinity; a finite value
+/// beyond the type's range must come back as that infinity).
+#[track_caller]
+fn assert_within_ulp(what: &str, e: Elem, got: &[f32], want: &[f64]) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let g = f64::from(g);
+        let ok = if w.is_nan() {
+            g.is_nan()
+        } else if w.is_infinite() || e.round(w as f32).is_infinite() {
+            g == f64::from(e.round(w as f32))
+        } else {
+            (g - w).abs() <= ulp(e, w) + PROB.abs + PROB.rel * w.abs()
+        };
+        assert!(ok, "{what}: index {i}: got {g}, want {w}");
+    }
+}
+
+/// Everything one context computes on a matrix of `x` in type `e`: softmax, log-softmax, lse, both
+/// backwards (from the forward's own outputs), info rows, CE fwd+bwd (new buffer and in place).
+struct Outputs {
+    softmax: Vec<f32>,
+    log_softmax: Vec<f32>,
+    lse: Vec<f32>,
+    softmax_bwd: Vec<f32>,
+    log_softmax_bwd: Vec<f32>,
+    info: Vec<f32>,
+    ce_rows: Vec<f32>,
+    ce_grad: Vec<f32>,
+    ce_in_place: Vec<f32>,
+    copy: Vec<f32>,
+}
+
+fn run(
+    ctx: &Context,
+    x: &[f32],
+    g: &[f32],
+    labels: &[i64],
+    n: usize,
+    cols: usize,
+    e: Elem,
+) -> Outputs {
+    let m = |v: &[f32]| GpuMatrix::from_slice_as(ctx, v, n, cols, e).unwrap();
+    let z = m(x);
+    let (p, lse) = ctx.softmax_with_lse(&z).unwrap();
+    let lp = ctx.log_softmax(&z).unwrap();
+    let gm = m(g);
+    // The backwards read the forward's own outputs (already in type e) and a 16-bit upstream.
+    let dp = ctx.softmax_backward(&p, &gm).unwrap();
+    let dlp = ctx.log_softmax_backward(&lp, &gm).unwrap();
+    let info = ctx.info_rows(&z, Some(&p), false).unwrap();
+    let lab = GpuLabels::from_slice(ctx, labels).unwrap();
+    let opts = CrossEntropyOptions {
+        reduction: Reduction::Mean,
+        label_smoothing: 0.05,
+        ..Default::default()
+    };
+    let ce = ctx
+        .cross_entropy_fwd_bwd(&z, Targets::Labels(&lab), &opts)
+        .unwrap();
+    let ce_grad = ce.grad.as_ref().unwrap();
+    assert_eq!(ce_grad.elem(), e, "the gradient takes the logits' type");
+    let in_place = ctx
+        .cross_entropy_fwd_bwd_in_place(m(x), Targets::Labels(&lab), &opts)
+        .unwrap();
+    let copy = GpuMatrix::zeros_as(ctx, n, cols, e).unwrap();
+    ctx.copy_rows_into(&z, &copy).unwrap();
+    for out in [&p, &lp, &dp, &dlp] {
+        assert_eq!(out.elem(), e);
+    }
+    let r = |m: &GpuMatrix| m.read_blocking(ctx).unwrap();
+    Outputs {
+        softmax: r(&p),
+        log_softmax: r(&lp),
+        lse: r(&lse),
+        softmax_bwd: r(&dp),
+        log_softmax_bwd: r(&dlp),
+        info: r(&info),
+        ce_rows: r(&ce.rows),
+        ce_grad: r(ce_grad),
+        ce_in_place: r(in_place.grad.as_ref().unwrap()),
+        copy: r(&copy),
+    }
+}
+
+const SHAPES: &[(usize, usize)] = &[
+    (0, 5),
+    (9, 1),
+    (37, 3),
+    (6, 16),
+    (5, 257),
+    (3, 1000),
+    (2, 4099),
+    (1, 32001),
+];
+
+#[test]
+fn sixteen_bit_storage_is_the_f32_kernel_rounded_once() {
+    let mut checked = 0;
+    for ctx in contexts() {
+        for (s, &(n, cols)) in SHAPES.iter().enumerate() {
+            let x = logits(100 + s as u64, n, cols);
+            let g = Rng::new(200 + s as u64).vec(n * cols, -1.0, 1.0);
+            let labels: Vec<i64> = (0..n).map(|i| ((i * 7) % cols) as i64).collect();
+            for e in HALVES {
+                let case = format!("{} {n}×{cols} {e}", describe(ctx));
+                let xe = round_all(e, &x);
+                let ge = round_all(e, &g);
+                let h = run(ctx, &x, &g, &labels, n, cols, e);
+                // The copy is exact: every value (NaN aside) survives the trip.
+                assert!(same_bits(&h.copy, &xe), "{case}: copy");
+                if narrow(cols) {
+                    let p = reference::softmax(&xe, cols);
+                    assert_within_ulp(
+                        &format!("{case}: softmax"),
+                        e,
+                        &h.softmax,
+                        &p.iter().map(|&v| f64::from(v)).collect::<Vec<_>>(),
+                    );
+                    checked += 1;
+                    continue;
+                }
+                // The f32 kernel on the same values, its n×N outputs rounded once.
+                let f = run(ctx, &xe, &ge, &labels, n, cols, Elem::F32);
+                let same_rounded = |what: &str, half: &[f32], full: &[f32]| {
+                    assert!(same_bits(half, &round_all(e, full)), "{case}: {what}");
+                };
+                same_rounded("softmax", &h.softmax, &f.softmax);
+                same_rounded("log_softmax", &h.log_softmax, &f.log_softmax);
+                assert!(same_bits(&h.lse, &f.lse), "{case}: lse");
+                // The backwards read 16-bit forward outputs: run the f32 one on those same values.
+                let fp = GpuMatrix::from_slice(ctx, &h.softmax, n, cols).unwrap();
+                let flp = GpuMatrix::from_slice(ctx, &h.log_softmax, n, cols).unwrap();
+                let fg = GpuMatrix::from_slice(ctx, &ge, n, cols).unwrap();
+                let fdp = ctx
+                    .softmax_backward(&fp, &fg)
+                    .unwrap()
+                    .read_blocking(ctx)
+                    .unwrap();
+                let fdlp = ctx
+                    .log_softmax_backward(&flp, &fg)
+                    .unwrap()
+                    .read_blocking(ctx)
+                    .unwrap();
+                same_rounded("softmax_backward", &h.softmax_bwd, &fdp);
+                same_rounded("log_softmax_backward", &h.log_softmax_bwd, &fdlp);
+                let fz = GpuMatrix::from_slice(ctx, &xe, n, cols).unwrap();
+                let finfo = ctx
+                    .info_rows(&fz, Some(&fp), false)
+                    .unwrap()
+                    .read_blocking(ctx)
+                    .unwrap();
+                assert!(same_bits(&h.info, &finfo), "{case}: info rows");
+                assert!(same_bits(&h.ce_rows, &f.ce_rows), "{case}: CE rows");
+                same_rounded("CE gradient", &h.ce_grad, &f.ce_grad);
+                same_rounded("CE gradient in place", &h.ce_in_place, &f.ce_grad);
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= SHAPES.len() * 2, "checked {checked}");
+}
+
+/// Rows that share a 4-byte word at their boundary (odd N) are written by different invocations:
+/// each store must leave the other half alone. Random bit patterns (NaN excluded) copied through
+/// every type pair must come back exactly, over many rows and across chunk boundaries.
+#[test]
+fn rows_sharing_a_word_are_race_free() {
+    let shapes = [(40001, 1), (15000, 3), (640, 257), (3, 32001)];
+    // 64 KiB bindings: the first three shapes cross many chunk boundaries (rows past the limit).
+    let mut small = small_binding_contexts(64 * 1024);
+    let mut checked = 0;
+    let mut run_on = |ctx: &Context, widest: usize| {
+        for (s, &(n, cols)) in shapes.iter().enumerate().filter(|(_, s)| s.1 <= widest) {
+            for e in HALVES {
+                let mut r = Rng::new(300 + s as u64);
+                let bits: Vec<u16> = (0..n * cols)
+                    .map(|_| {
+                        loop {
+                            let b = r.next_u64() as u16;
+                            if !e.from_bits16(b).is_nan() {
+                                break b;
+                            }
+                        }
+                    })
+                    .collect();
+                let vals: Vec<f32> = bits.iter().map(|&b| e.from_bits16(b)).collect();
+                let x = GpuMatrix::from_slice_as(ctx, &vals, n, cols, e).unwrap();
+                let y = GpuMatrix::zeros_as(ctx, n, cols, e).unwrap();
+                ctx.copy_rows_into(&x, &y).unwrap();
+                let got = pollster::block_on(y.read_bits16(ctx)).unwrap();
+                let bad = got.iter().zip(&bits).position(|(a, b)| a != b);
+                assert!(
+                    bad.is_none(),
+                    "{} {n}×{cols} {e}: element {bad:?}",
+                    describe(ctx)
+                );
+                // f32 → 16-bit stores round as the host does, and 16-bit → f32 widens exactly.
+                let wide = GpuMatrix::zeros(ctx, n, cols).unwrap();
+                ctx.copy_rows_into(&x, &wide).unwrap();
+                assert!(same_bits(&wide.read_blocking(ctx).unwrap(), &vals));
+                checked += 1;
+            }
+        }
+    };
+    for ctx in contexts() {
+        run_on(ctx, usize::MAX);
+    }
+    for ctx in small.drain(..) {
+        run_on(&ctx, 257);
+    }
+    assert!(checked >= 16);
+}
+
+/// The device's f32 → f16 / bf16 rounding against the `half` crate's, on values chosen around every
+/// rounding decision: ties, the largest finite values and overflow, the subnormals and underflow,
+/// signed zeros, infinities, NaN.
+#[test]
+fn device_rounding_matches_the_host() {
+    let mut vals = vec![
+        0.0f32,
+        -0.0,
+        1.0,
+        -1.0,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        65504.0,
+        65519.99,
+        65520.0,
+        -65520.0,
+        1e5,
+        3.0e38,
+        f32::MAX,
+        -f32::MAX,
+        1.0 + 1.0 / 2048.0,
+        1.0 + 3.0 / 2048.0,
+        1.0 + 1.0 / 256.0,
+        1.0 + 3.0 / 256.0,
+        6.0e-8,
+        5.96e-8,
+        2.98e-8,
+        2.9802322e-8,
+        2.99e-8,
+        6.1e-5,
+        6.097e-5,
+        1.0e-39,
+        1.2e-38,
+        9.2e-41,
+        f32::MIN_POSITIVE,
+        1e-45,
+    ];
+    let mut r = Rng::new(7);
+    for _ in 0..4000 {
+        vals.push(f32::from_bits(r.next_u64() as u32));
+    }
+    for _ in 0..4000 {
+        vals.push(r.uniform(-7.0e4, 7.0e4) * 2f32.powi(r.below(60) as i32 - 50));
+    }
+    for ctx in contexts() {
+        for e in HALVES {
+            let n = vals.len();
+            let x = GpuMatrix::from_slice(ctx, &vals, n, 1).unwrap();
+            let y = GpuMatrix::zeros_as(ctx, n, 1, e).unwrap();
+            ctx.copy_rows_into(&x, &y).unwrap();
+            let got = pollster::block_on(y.read_bits16(ctx)).unwrap();
+            for (i, (&g, &v)) in got.iter().zip(&vals).enumerate() {
+                let want = e.bits16(v).unwrap();
+                let ok = g == want || (v.is_nan() && e.from_bits16(g).is_nan());
+                assert!(
+                    ok,
+                    "{} {e}: {v:e} ({i}) gave {g:#06x}, host {want:#06x}",
+                    describe(ctx)
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn sixteen_bit_matrices_are_refused_where_f32_is_needed() {
+    for ctx in contexts() {
+        let x = GpuMatrix::from_slice_as(ctx, &[1.0; 12], 3, 4, Elem::Bf16).unwrap();
+        let w = GpuMatrix::from_slice(ctx, &[1.0; 8], 4, 2).unwrap();
+        let e = ctx.linear(&x, &w, None).unwrap_err().to_string();
+        assert!(e.contains("bf16") && e.contains("f32"), "{e}");
+        assert!(x.read_f16_blocking(ctx).is_err());
+        assert_eq!(x.read_bf16_blocking(ctx).unwrap().len(), 12);
+        let f = GpuMatrix::from_slice(ctx, &[1.0; 12], 3, 4).unwrap();
+        assert!(pollster::block_on(f.read_bits16(ctx)).is_err());
+        // A caller buffer too small for a 16-bit matrix's whole words is refused.
+        let buf = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size: 4,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        let e = GpuMatrix::from_buffer_as(ctx, buf, 0, 1, 3, Elem::F16).unwrap_err();
+        assert!(e.to_string().contains("expected 8"), "{e}");
+    }
+}
