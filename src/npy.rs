@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use crate::error::{Result, XentError};
+use crate::shaders::Elem;
 
 fn io_err(path: &Path, reason: impl std::fmt::Display) -> XentError {
     XentError::Io {
@@ -23,6 +24,7 @@ fn open(path: &Path) -> Result<(npyz::NpyFile<std::io::BufReader<std::fs::File>>
     let elem = match dtype_of(&npy).as_str() {
         "<i8" | "<f8" => 8,
         "<f4" | "<i4" => 4,
+        "<f2" => 2,
         _ => 1,
     };
     let count = npy
@@ -111,19 +113,34 @@ fn dtype_of(npy: &npyz::NpyFile<impl std::io::Read>) -> String {
     }
 }
 
-/// An f32 array and its shape; any other dtype is an error naming it.
+/// A float32 or float16 array as f32 values (float16 widened, exactly) and its shape; any other
+/// dtype is an error naming it.
 pub fn read_f32(path: &Path) -> Result<(Vec<usize>, Vec<f32>)> {
+    read_floats(path).map(|(s, d, _)| (s, d))
+}
+
+/// [`read_f32`], with the file's element type ([`Elem::F32`] for `<f4`, [`Elem::F16`] for `<f2`).
+pub fn read_floats(path: &Path) -> Result<(Vec<usize>, Vec<f32>, Elem)> {
     let (npy, count) = open(path)?;
     let dtype = dtype_of(&npy);
-    if dtype != "<f4" {
-        return Err(io_err(
-            path,
-            format!("dtype {dtype}: expected float32 (<f4)"),
-        ));
-    }
     let shape = npy.shape().iter().map(|&d| d as usize).collect();
-    let data = npy.into_vec::<f32>().map_err(|e| io_err(path, e))?;
-    Ok((shape, expect_count(path, data, count)?))
+    let (data, elem) = match dtype.as_str() {
+        "<f4" => (
+            npy.into_vec::<f32>().map_err(|e| io_err(path, e))?,
+            Elem::F32,
+        ),
+        "<f2" => {
+            let h = npy.into_vec::<half::f16>().map_err(|e| io_err(path, e))?;
+            (h.into_iter().map(half::f16::to_f32).collect(), Elem::F16)
+        }
+        _ => {
+            return Err(io_err(
+                path,
+                format!("dtype {dtype}: expected float32 (<f4) or float16 (<f2)"),
+            ));
+        }
+    };
+    Ok((shape, expect_count(path, data, count)?, elem))
 }
 
 /// Class labels stored as int64 or int32, widened to i64.
@@ -152,6 +169,12 @@ pub fn read_labels(path: &Path) -> Result<(Vec<usize>, Vec<i64>)> {
 /// Writes an f32 array of the given shape (`&[]` for a scalar).
 pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
     write(path, shape, data)
+}
+
+/// Writes f32 values as a float16 array (each rounded to nearest even; exact for f16 values).
+pub fn write_f16(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
+    let h: Vec<half::f16> = data.iter().map(|&v| half::f16::from_f32(v)).collect();
+    write(path, shape, &h)
 }
 
 /// Writes an int64 array (labels) of the given shape.

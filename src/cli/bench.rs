@@ -3,18 +3,20 @@
 //!
 //! Bytes counted (docs/MATH.md's cost model): softmax and cross-entropy forward+backward read the logits
 //! and write n·N values (n·N·8 bytes); the softmax backward reads p̂ and g and writes dz (n·N·12);
-//! the copy reads and writes (n·N·8).
+//! the copy reads and writes (n·N·8). With `--dtype f16,bf16` the GPU rows are repeated in each
+//! storage type (backend `gpu bf16`, …), bytes counted at the storage width (half the f32 bytes),
+//! each against the copy in its own type, with its speed over the f32 kernel's.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
 use xent::{
-    Context, CrossEntropyOptions, GpuLabels, GpuMatrix, Targets, XentError, cpu, reference,
+    Context, CrossEntropyOptions, Elem, GpuLabels, GpuMatrix, Targets, XentError, cpu, reference,
 };
 
 use super::bench_plot::Measurement;
-use super::{DeviceArgs, parse_shape, print_table, progress, timed};
+use super::{DeviceArgs, parse_shape, progress, timed};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -32,6 +34,9 @@ pub struct BenchArgs {
         default_value = "copy,softmax,ce,softmax_bwd"
     )]
     pub ops: Vec<String>,
+    /// Storage types of the GPU rows, comma-separated: f32, f16, bf16 (the CPU paths run f32).
+    #[arg(long, value_delimiter = ',', value_parser = parse_dtype, default_value = "f32")]
+    pub dtype: Vec<Elem>,
     /// Timed repetitions per measurement (the median is reported).
     #[arg(long, default_value_t = 7, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub reps: usize,
@@ -69,6 +74,18 @@ pub struct BenchArgs {
     /// Draw GB/s against shape (memory-bound ops), as SVG.
     #[arg(long)]
     pub plot: Option<PathBuf>,
+}
+
+pub(crate) fn parse_dtype(s: &str) -> Result<Elem, String> {
+    Elem::parse(s).ok_or_else(|| format!("dtype `{s}`: expected f32, f16 or bf16"))
+}
+
+/// The backend name of a GPU measurement in `dtype` (`gpu` for f32, `gpu bf16`, …).
+pub(crate) fn gpu_backend(dtype: Elem) -> String {
+    match dtype {
+        Elem::F32 => "gpu".into(),
+        e => format!("gpu {e}"),
+    }
 }
 
 fn parse_mm_shape(s: &str) -> Result<Option<(usize, usize, usize)>, String> {
@@ -143,9 +160,9 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Bytes an op moves at least, per docs/MATH.md.
-fn bytes_of(op: &str, n: usize, k: usize) -> f64 {
-    let e = (n * k) as f64 * 4.0;
+/// Bytes an op moves at least, per docs/MATH.md, at `dtype`'s width.
+fn bytes_of(op: &str, n: usize, k: usize, dtype: Elem) -> f64 {
+    let e = (n * k) as f64 * dtype.size() as f64;
     match op {
         "softmax_bwd" => 3.0 * e,
         _ => 2.0 * e,
@@ -213,14 +230,15 @@ fn gpu_measure(
     k: usize,
     d: &Data,
     reps: usize,
+    dtype: Elem,
 ) -> Result<(f64, Option<f64>), XentError> {
-    let x = GpuMatrix::from_slice(ctx, &d.x, n, k)?;
-    let out = GpuMatrix::zeros(ctx, n, k)?;
+    let x = GpuMatrix::from_slice_as(ctx, &d.x, n, k, dtype)?;
+    let out = GpuMatrix::zeros_as(ctx, n, k, dtype)?;
     match op {
         "copy" => time_gpu(ctx, reps, &|| ctx.copy_rows_into(&x, &out)),
         "softmax" => time_gpu(ctx, reps, &|| ctx.softmax_into(&x, &out)),
         "softmax_bwd" => {
-            let g = GpuMatrix::from_slice(ctx, &d.g, n, k)?;
+            let g = GpuMatrix::from_slice_as(ctx, &d.g, n, k, dtype)?;
             time_gpu(ctx, reps, &|| ctx.softmax_backward_into(&x, &g, &out))
         }
         "ce" => {
@@ -288,30 +306,36 @@ fn cpu_measure(
 /// Runs the sweep; the measurements in order (op-major within each shape).
 pub fn measure(args: &BenchArgs, ctx: Option<&Context>) -> Result<Vec<Measurement>, XentError> {
     let timer = ctx.is_some_and(Context::enable_gpu_timer);
-    let per_shape =
-        args.ops.len() * (1 + usize::from(!args.gpu_only) + usize::from(args.with_reference));
+    let per_shape = args.ops.len()
+        * (ctx.map_or(0, |_| args.dtype.len())
+            + usize::from(!args.gpu_only)
+            + usize::from(args.with_reference));
     let bar = progress((args.shapes.len() * per_shape) as u64, "bench");
     let mut out = Vec::new();
     for &(n, k) in &args.shapes {
         let d = data(n, k);
         for op in args.ops.iter().filter(|op| *op != "linear_ce") {
-            let bytes = bytes_of(op, n, k);
-            if let Some(ctx) = ctx {
-                bar.set_message(format!("{op} {n}x{k} gpu"));
-                let (wall, gpu) = gpu_measure(ctx, op, n, k, &d, args.reps)?;
+            let bytes = bytes_of(op, n, k, Elem::F32);
+            for (ctx, &dtype) in ctx
+                .iter()
+                .flat_map(|c| args.dtype.iter().map(move |d| (c, d)))
+            {
+                let backend = gpu_backend(dtype);
+                bar.set_message(format!("{op} {n}x{k} {backend}"));
+                let (wall, gpu) = gpu_measure(ctx, op, n, k, &d, args.reps, dtype)?;
                 out.push(Measurement {
                     op: op.clone(),
                     n,
                     k,
-                    backend: "gpu".into(),
+                    backend,
                     median_ms: wall,
                     gpu_ms: gpu.filter(|_| timer),
-                    bytes,
+                    bytes: bytes_of(op, n, k, dtype),
                     flops: None,
                     d: None,
                 });
+                bar.inc(1);
             }
-            bar.inc(1);
             let mut cpu_paths = Vec::new();
             if !args.gpu_only {
                 cpu_paths.push(("cpu", false));
@@ -375,114 +399,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, XentError> {
     let adapter = ctx.as_ref().map_or("none (--cpu-only)".into(), |ctx| {
         format!("{} ({:?})", ctx.adapter().name, ctx.adapter().backend)
     });
-    // Roofline: the copy's GB/s on this adapter and shape.
-    let copy = |n: usize, k: usize| {
-        results
-            .iter()
-            .find(|m| m.op == "copy" && m.backend == "gpu" && (m.n, m.k) == (n, k))
-    };
-    let copy_gbps = |n: usize, k: usize| copy(n, k).map(Measurement::gbps);
-    // The CPU's roofline: its own multithreaded copy of the same bytes.
-    let cpu_copy_gbps = |n: usize, k: usize| {
-        results
-            .iter()
-            .find(|m| m.op == "copy" && m.backend == "cpu" && (m.n, m.k) == (n, k))
-            .map(Measurement::gbps)
-    };
-    let roofline = |m: &Measurement| match m.backend.as_str() {
-        "gpu" => copy_gbps(m.n, m.k),
-        "cpu" => cpu_copy_gbps(m.n, m.k),
-        _ => None,
-    };
-    // Kernel against kernel: both timed by timestamps, where the adapter has them.
-    let gpu_pct = |m: &Measurement| {
-        let c = copy(m.n, m.k)?.gpu_gbps()?;
-        Some(100.0 * m.gpu_gbps()? / c)
-    };
-    let cpu_ms = |m: &Measurement| {
-        results
-            .iter()
-            .find(|c| c.op == m.op && c.backend == "cpu" && (c.n, c.k, c.d) == (m.n, m.k, m.d))
-            .map(|c| c.median_ms)
-    };
-    if args.json {
-        for m in &results {
-            let obj = serde_json::json!({
-                "op": m.op, "n": m.n, "k": m.k, "backend": m.backend, "adapter": adapter,
-                "median_ms": m.median_ms, "gpu_ms": m.gpu_ms, "gbps": m.gbps(),
-                "gflops": m.gflops(), "d": m.d,
-                "gpu_gbps": m.gpu_gbps(),
-                "pct_of_copy": roofline(m).filter(|_| m.flops.is_none()).map(|c| 100.0 * m.gbps() / c),
-                "cpu_isa": (m.backend == "cpu").then(|| cpu::isa().to_string()),
-                "gpu_pct_of_copy": gpu_pct(m),
-                "speedup_vs_cpu": cpu_ms(m).map(|c| c / m.median_ms),
-            });
-            println!("{obj}");
-        }
-    } else {
-        println!(
-            "adapter: {adapter}; CPU path: {} threads, {}",
-            rayon::current_num_threads(),
-            cpu::isa()
-        );
-        let rows: Vec<Vec<String>> = results
-            .iter()
-            .map(|m| {
-                let pct = match (roofline(m), m.flops) {
-                    (Some(c), None) => format!("{:.0}%", 100.0 * m.gbps() / c),
-                    _ => "-".into(),
-                };
-                let gpu_pct = match m.flops {
-                    None => gpu_pct(m).map_or("-".into(), |p| format!("{p:.0}%")),
-                    Some(_) => "-".into(),
-                };
-                let speedup = match (m.backend.as_str(), cpu_ms(m)) {
-                    ("gpu", Some(c)) => format!("{:.2}x", c / m.median_ms),
-                    _ => "-".into(),
-                };
-                let shape = match m.d {
-                    Some(d) => format!("{}x{}x{}", m.n, d, m.k),
-                    None => format!("{}x{}", m.n, m.k),
-                };
-                vec![
-                    m.op.clone(),
-                    shape,
-                    m.backend.clone(),
-                    format!("{:.3}", m.median_ms),
-                    m.gpu_ms.map_or("-".into(), |g| format!("{g:.3}")),
-                    format!("{:.2}", m.gbps()),
-                    m.gpu_gbps()
-                        .filter(|_| m.flops.is_none())
-                        .map_or("-".into(), |g| format!("{g:.2}")),
-                    m.gflops().map_or("-".into(), |f| format!("{f:.2}")),
-                    pct,
-                    gpu_pct,
-                    speedup,
-                ]
-            })
-            .collect();
-        if !results.is_empty() {
-            print_table(
-                &[
-                    "op",
-                    "shape",
-                    "backend",
-                    "median ms",
-                    "GPU ms",
-                    "GB/s",
-                    "GPU GB/s",
-                    "GFLOP/s",
-                    "% of copy",
-                    "GPU % of copy",
-                    "GPU÷CPU",
-                ],
-                &rows,
-            );
-            println!(
-                "GB/s and GFLOP/s from wall time (launch + wait); GPU ms and GPU GB/s from timestamp queries; % of copy = GB/s over the copy of the same shape on the same backend (the GPU's copy kernel; the CPU path's multithreaded copy; GPU % of copy: both from timestamps); GPU÷CPU against the fast CPU path"
-            );
-        }
-    }
+    super::bench_report::print(&results, &adapter, args.json);
     if !linear.is_empty() {
         super::bench_linear::print(&linear, args.json);
     }

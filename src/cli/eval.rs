@@ -9,14 +9,14 @@ use clap::Args;
 use xent::cpu;
 use xent::reference::{self, RefTargets};
 use xent::{
-    Context, CrossEntropyOptions, GpuLabels, GpuMatrix, Reduction, Targets, XentError, npy,
+    Context, CrossEntropyOptions, Elem, GpuLabels, GpuMatrix, Reduction, Targets, XentError, npy,
 };
 
 use super::DeviceArgs;
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
-    /// Logits, float32 [n, N] (or, with --linear-weight, none: the logits are X Wᵀ + b).
+    /// Logits, float32 or float16 [n, N] (or, with --linear-weight, none: the logits are X Wᵀ + b).
     #[arg(
         long,
         required_unless_present = "linear_weight",
@@ -53,6 +53,16 @@ pub struct EvalArgs {
     /// The linear layer's bias b, float32 [V] (with --linear-weight).
     #[arg(long, requires = "linear_weight")]
     pub linear_bias: Option<PathBuf>,
+    /// Storage type of the run: f32, f16 or bf16 (default: the logits file's, f16 for `<f2`). The
+    /// logits and probability targets are rounded to it on load (NumPy has no bfloat16: give f32
+    /// and `--dtype bf16`); every backend computes in f32 (the reference in f64) on those values and
+    /// rounds grad, softmax and log_softmax to it once.
+    #[arg(long, value_parser = super::bench::parse_dtype)]
+    pub dtype: Option<Elem>,
+    /// Write grad, softmax and log_softmax as float16 (`<f2`) in an f16 run (bf16 runs and the
+    /// default write float32, which holds every f16 and bf16 value exactly).
+    #[arg(long)]
+    pub write_dtype: bool,
     #[command(flatten)]
     pub device: DeviceArgs,
     /// Output folder (created once every output is written; existing files of the same names are
@@ -72,6 +82,8 @@ struct Inputs {
     targets: Option<Vec<f32>>,
     features: Option<(usize, Vec<f32>)>,
     opts: CrossEntropyOptions,
+    /// The run's storage type (logits and targets already rounded to it).
+    dtype: Elem,
 }
 
 fn load(args: &EvalArgs) -> Result<Inputs, XentError> {
@@ -79,7 +91,10 @@ fn load(args: &EvalArgs) -> Result<Inputs, XentError> {
         .logits
         .as_ref()
         .expect("clap: --logits or --linear-weight");
-    let (shape, logits) = npy::read_f32(path)?;
+    let (shape, logits, file_elem) = npy::read_floats(path)?;
+    let dtype = args.dtype.unwrap_or(file_elem);
+    let round = |v: Vec<f32>| v.into_iter().map(|x| dtype.round(x)).collect::<Vec<f32>>();
+    let logits = round(logits);
     let shape = npy::expect_rank(path, &shape, 2)?;
     let (n, cols) = (shape[0], shape[1]);
     if cols == 0 {
@@ -89,6 +104,7 @@ fn load(args: &EvalArgs) -> Result<Inputs, XentError> {
         )));
     }
     let (labels, targets, opts) = load_targets(args, n, cols, "the logits")?;
+    let targets = targets.map(round);
     let features = match &args.features {
         Some(p) => {
             let (s, x) = npy::read_f32(p)?;
@@ -112,6 +128,7 @@ fn load(args: &EvalArgs) -> Result<Inputs, XentError> {
         targets,
         features,
         opts,
+        dtype,
     })
 }
 
@@ -209,11 +226,13 @@ struct Results {
 impl Results {
     fn into_outputs(self, inp: &Inputs) -> Outputs {
         let (n, c) = (inp.n, inp.cols);
+        // n×N outputs in the run's type, rounded once (a GPU's are already: rounding is idempotent).
+        let round = |v: Vec<f32>| v.into_iter().map(|x| inp.dtype.round(x)).collect();
         let mut out: Outputs = vec![
             ("loss.npy", loss_shape(inp.opts.reduction, n), self.loss),
-            ("grad.npy", vec![n, c], self.grad),
-            ("softmax.npy", vec![n, c], self.softmax),
-            ("log_softmax.npy", vec![n, c], self.log_softmax),
+            ("grad.npy", vec![n, c], round(self.grad)),
+            ("softmax.npy", vec![n, c], round(self.softmax)),
+            ("log_softmax.npy", vec![n, c], round(self.log_softmax)),
             ("entropy.npy", vec![n], self.entropy),
         ];
         if let Some(kl) = self.kl {
@@ -300,7 +319,7 @@ fn eval_cpu(inp: &Inputs) -> Result<Results, XentError> {
 
 fn eval_gpu(ctx: &Context, inp: &Inputs) -> Result<Results, XentError> {
     let (n, c) = (inp.n, inp.cols);
-    let z = GpuMatrix::from_slice(ctx, &inp.logits, n, c)?;
+    let z = GpuMatrix::from_slice_as(ctx, &inp.logits, n, c, inp.dtype)?;
     let labels = inp
         .labels
         .as_ref()
@@ -309,7 +328,7 @@ fn eval_gpu(ctx: &Context, inp: &Inputs) -> Result<Results, XentError> {
     let probs = inp
         .targets
         .as_ref()
-        .map(|t| GpuMatrix::from_slice(ctx, t, n, c))
+        .map(|t| GpuMatrix::from_slice_as(ctx, t, n, c, inp.dtype))
         .transpose()?;
     let targets = match (&labels, &probs) {
         (Some(l), _) => Targets::Labels(l),
@@ -326,6 +345,14 @@ fn eval_gpu(ctx: &Context, inp: &Inputs) -> Result<Results, XentError> {
         // The matmul kernels, on the gradient still on the device.
         Some((d, x)) => {
             let xm = GpuMatrix::from_slice(ctx, x, n, *d)?;
+            // The matmuls take f32: a 16-bit gradient is widened on the device (exactly).
+            let wide = GpuMatrix::zeros(ctx, n, c)?;
+            let g = if g.elem() == Elem::F32 {
+                g
+            } else {
+                ctx.copy_rows_into(g, &wide)?;
+                &wide
+            };
             Some((
                 ctx.weight_grad(&xm, g)?.read_blocking(ctx)?,
                 ctx.bias_grad(g)?.read_blocking(ctx)?,
@@ -345,21 +372,18 @@ fn eval_gpu(ctx: &Context, inp: &Inputs) -> Result<Results, XentError> {
 }
 
 pub fn run(args: &EvalArgs) -> Result<ExitCode, XentError> {
-    let outputs = if args.linear_weight.is_some() {
-        super::eval_linear::outputs(args)?
+    let (outputs, dtype) = if args.linear_weight.is_some() {
+        (super::eval_linear::outputs(args)?, Elem::F32)
     } else {
         let inp = load(args)?;
-        if let Some(path) = args.device.host() {
-            match path {
-                xent::train::CpuPath::Reference => eval_reference(&inp),
-                xent::train::CpuPath::Fast => eval_cpu(&inp)?,
-            }
-            .into_outputs(&inp)
-        } else {
-            eval_gpu(&args.device.context()?, &inp)?.into_outputs(&inp)
-        }
+        let results = match args.device.host() {
+            Some(xent::train::CpuPath::Reference) => eval_reference(&inp),
+            Some(xent::train::CpuPath::Fast) => eval_cpu(&inp)?,
+            None => eval_gpu(&args.device.context()?, &inp)?,
+        };
+        (results.into_outputs(&inp), inp.dtype)
     };
-    write_all(&args.out, &outputs)?;
+    write_all(&args.out, &outputs, args.write_dtype && dtype == Elem::F16)?;
     for (name, shape, _) in &outputs {
         println!("wrote {} {shape:?}", args.out.join(name).display());
     }
@@ -371,7 +395,11 @@ pub fn run(args: &EvalArgs) -> Result<ExitCode, XentError> {
 /// when `out` does not exist yet, else file by file after checking that no target is a folder. On any
 /// failure the temporary folder and whatever was already moved are removed, and `out` (and any
 /// missing parent) is created only once every file is written.
-pub(super) fn write_all(out: &Path, outputs: &Outputs) -> Result<(), XentError> {
+pub(super) fn write_all(
+    out: &Path,
+    outputs: &Outputs,
+    f16_matrices: bool,
+) -> Result<(), XentError> {
     let io = |p: &Path, e: std::io::Error| XentError::Io {
         path: p.display().to_string(),
         reason: e.to_string(),
@@ -406,9 +434,15 @@ pub(super) fn write_all(out: &Path, outputs: &Outputs) -> Result<(), XentError> 
     let staged = std::fs::create_dir(&tmp)
         .map_err(|e| io(&tmp, e))
         .and_then(|()| {
-            outputs
-                .iter()
-                .try_for_each(|(name, shape, data)| npy::write_f32(&tmp.join(name), shape, data))
+            outputs.iter().try_for_each(|(name, shape, data)| {
+                let path = tmp.join(name);
+                // With `f16_matrices`, the n×N outputs (grad, softmax, log_softmax) as float16.
+                if f16_matrices && shape.len() == 2 && !name.starts_with("grad_") {
+                    npy::write_f16(&path, shape, data)
+                } else {
+                    npy::write_f32(&path, shape, data)
+                }
+            })
         })
         .and_then(|()| std::fs::create_dir_all(&parent).map_err(|e| io(&parent, e)));
     if let Err(e) = staged {

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod bench_linear;
 pub mod bench_plot;
+pub mod bench_report;
 pub mod check;
 pub mod eval;
 pub mod eval_linear;

@@ -57,6 +57,7 @@ mod narrow_x86;
 mod passes;
 mod rows;
 mod scalar;
+mod storage;
 
 use ce_row::*;
 use dispatch::*;
@@ -66,6 +67,10 @@ pub use matmul::{bias_grad, linear, weight_grad};
 use passes::*;
 use rows::*;
 use scalar::*;
+pub use storage::{
+    Storage, cross_entropy_as, log_softmax_as, log_softmax_backward_as, logsumexp_as, narrow,
+    softmax_as, softmax_backward_as, widen,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Validation.

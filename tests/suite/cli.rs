@@ -619,3 +619,111 @@ fn eval_linear_matches_the_materialised_features_path() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `eval --dtype`: a float16 logits file runs in f16 (its type by default) on every backend, the
+/// n×N outputs are the run's values (written as float16 with --write-dtype), bf16 runs from f32
+/// files, and the backends agree within one unit of the type; `bench --dtype` labels its GPU rows.
+#[test]
+fn eval_and_bench_run_in_sixteen_bit_types() {
+    let dir = temp_dir("dtype");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (n, c) = (5usize, 7usize);
+    let z: Vec<f32> = (0..n * c)
+        .map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.37)
+        .collect();
+    // A float16 .npy written by hand (npy::write_f16 is the writer under test elsewhere).
+    npy::write_f16(&dir.join("z16.npy"), &[n, c], &z).unwrap();
+    npy::write_f32(&dir.join("z32.npy"), &[n, c], &z).unwrap();
+    npy::write_i64(&dir.join("y.npy"), &[n], &[0, 3, 6, 1, 2]).unwrap();
+    let p = |f: &str| dir.join(f).to_str().unwrap().to_string();
+    let mut backends = vec!["reference", "cpu"];
+    if !contexts().is_empty() {
+        backends.push("gpu");
+    }
+    let mut grads = Vec::new();
+    for b in &backends {
+        let out = p(&format!("o16_{b}"));
+        let r = xent(&[
+            "eval",
+            "--logits",
+            &p("z16.npy"),
+            "--labels",
+            &p("y.npy"),
+            "--backend",
+            b,
+            "--write-dtype",
+            "--out",
+            &out,
+        ]);
+        assert!(
+            r.status.success(),
+            "{b}: {}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+        let (shape, g, elem) = npy::read_floats(&dir.join(format!("o16_{b}/grad.npy"))).unwrap();
+        assert_eq!(
+            (shape, elem),
+            (vec![n, c], xent::Elem::F16),
+            "{b}: grad written as f16"
+        );
+        assert!(g.iter().all(|&v| xent::Elem::F16.round(v) == v));
+        grads.push(g);
+        let out = p(&format!("obf_{b}"));
+        let r = xent(&[
+            "eval",
+            "--logits",
+            &p("z32.npy"),
+            "--labels",
+            &p("y.npy"),
+            "--dtype",
+            "bf16",
+            "--backend",
+            b,
+            "--out",
+            &out,
+        ]);
+        assert!(
+            r.status.success(),
+            "{b}: {}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+        let (_, s, elem) = npy::read_floats(&dir.join(format!("obf_{b}/softmax.npy"))).unwrap();
+        assert_eq!(elem, xent::Elem::F32, "bf16 outputs are written as f32");
+        assert!(
+            s.iter().all(|&v| xent::Elem::Bf16.round(v) == v),
+            "{b}: bf16 values"
+        );
+    }
+    for g in &grads[1..] {
+        for (a, b) in g.iter().zip(&grads[0]) {
+            assert!(
+                (a - b).abs() <= 2f32.powi(-11) * b.abs().max(2f32.powi(-14)),
+                "{a} vs {b}"
+            );
+        }
+    }
+    if !contexts().is_empty() {
+        let r = xent(&[
+            "bench",
+            "--shapes",
+            "64x100",
+            "--reps",
+            "1",
+            "--json",
+            "--dtype",
+            "f32,bf16",
+            "--ops",
+            "copy,ce",
+            "--gpu-only",
+            "--matmul-shapes",
+            "none",
+        ]);
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+        let out = String::from_utf8_lossy(&r.stdout);
+        assert!(
+            out.contains("\"backend\":\"gpu bf16\"") && out.contains("speedup_vs_f32"),
+            "{out}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -7,6 +7,7 @@ pub mod cross_entropy;
 mod edge_cases;
 mod fixtures;
 mod half;
+mod half_fixtures;
 mod linear_ce;
 mod linear_ce_gpu;
 mod magnitude;
