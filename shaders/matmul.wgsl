@@ -4,6 +4,7 @@
 //   bias    db = 1ᵀ G           (MM_A_ONES: no A, every A element is 1; column sums of G)
 //   input   dX = G Wᵀ           (MM_TRANS_B: B = W d×N read as N×d)
 // Reads: a, b, bias (bound whole or as the host's row chunk, starting `*_off` elements in). Writes: c.
+// a and b may be f32, f16 or bf16 (`#matrix`, read widened); bias and c are f32.
 // Tiles: each workgroup owns one TM×TN tile of C (no atomics: every element has one owner), each
 // invocation a 4×4 block held in registers, so TM·TN = 16·WG. TN (64, 32 or 16, an override the host
 // picks from C's width) lets a narrow C, such as N = 10 classes, waste 6/16 of a tile instead of 54/64.
@@ -47,8 +48,8 @@ override A_LOADS: u32 = TK * TM / WG;
 override B_LOADS: u32 = (TK * TN + WG - 1u) / WG;
 
 @group(0) @binding(0) var<uniform> q: MmParams;
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
+#matrix 1 a: read flat
+#matrix 2 b: read flat
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read_write> c: array<f32>;
 
@@ -68,9 +69,9 @@ fn a_at(i: u32, kk: u32, k_end: u32) -> f32 {
         return 1.0;
     }
     if (has(MM_TRANS_A)) {
-        return a[q.a_off + kk * q.lda + i];
+        return a_ld(q.a_off + kk * q.lda + i);
     }
-    return a[q.a_off + i * q.lda + kk];
+    return a_ld(q.a_off + i * q.lda + kk);
 }
 
 // op(B)[kk][j], zero outside the matrix and past `k_end`.
@@ -79,9 +80,9 @@ fn b_at(kk: u32, j: u32, k_end: u32) -> f32 {
         return 0.0;
     }
     if (has(MM_TRANS_B)) {
-        return b[q.b_off + j * q.ldb + kk];
+        return b_ld(q.b_off + j * q.ldb + kk);
     }
-    return b[q.b_off + kk * q.ldb + j];
+    return b_ld(q.b_off + kk * q.ldb + j);
 }
 
 // The r-th of an invocation's A_LOADS (B_LOADS) stores into the staged slab of A (B).

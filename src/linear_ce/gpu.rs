@@ -106,6 +106,10 @@ impl Context {
         w.expect_shape("linear weight W (V × d)", classes, d)?;
         x.rows_on(self)?;
         w.rows_on(self)?;
+        // The chunk loop moves rows of X by buffer copies of whole f32 rows: 16-bit X and W are
+        // not taken yet (the matmuls and the cross-entropy take them; the row compaction does not).
+        x.expect_elem("linear cross-entropy input X", crate::shaders::Elem::F32)?;
+        w.expect_elem("linear cross-entropy weight W", crate::shaders::Elem::F32)?;
         if let Some(b) = bias {
             b.expect_shape("linear bias b (1 × V)", 1, classes)?;
             b.on(self)?;
@@ -131,6 +135,8 @@ impl Context {
         for (g, what, r, c) in outs {
             if let Some(g) = g {
                 g.expect_shape(what, r, c)?;
+                // Gradients accumulate in f32 (X, W and probability targets may be 16-bit).
+                g.expect_elem(what, crate::shaders::Elem::F32)?;
                 g.rows_on(self)?;
             }
         }

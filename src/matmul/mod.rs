@@ -8,7 +8,7 @@ use crate::context::Context;
 use crate::error::Result;
 use crate::launch::{Encode, dispatch};
 use crate::matrix::GpuMatrix;
-use crate::shaders::{Elems, Kernel, WG_SIZE};
+use crate::shaders::{Elem, Elems, Kernel, WG_SIZE};
 
 mod lce;
 mod plan;
@@ -97,10 +97,8 @@ impl Context {
     /// The product's plan ([`plan::Plan`], pure), after checking that every operand belongs to this
     /// context; `None` for an empty C. Every error a product can raise on the host comes from here.
     fn plan_matmul(&self, p: &Product<'_>) -> Result<Option<plan::Plan>> {
-        // The matmuls read and write f32 only (16-bit operands: not yet).
-        for m in p.a.iter().chain([&p.b, &p.c]) {
-            m.expect_elem("a matrix product's operand", crate::shaders::Elem::F32)?;
-        }
+        // A and B may be 16-bit (read widened, f32 arithmetic); C and the bias are f32.
+        p.c.expect_elem("a matrix product's output", Elem::F32)?;
         p.a.map(|a| a.rows_on(self)).transpose()?;
         let b_buf = p.b.rows_on(self)?.0;
         let c_buf = p.c.rows_on(self)?.0;
@@ -147,10 +145,13 @@ impl Context {
         let align = self.limits().min_storage_buffer_offset_alignment as u64;
         let tile = plan.tile;
         let tn = tile.tn as u32;
-        let pipeline_first = self.pipeline(Kernel::Matmul, tn, p.flags, 1, 0, &Elems::F32)?;
+        let (a_elem, b_elem) = (p.a.map_or(Elem::F32, GpuMatrix::elem), p.b.elem());
+        let mut elems = Elems::F32;
+        (elems.0[1], elems.0[2]) = (a_elem, b_elem);
+        let pipeline_first = self.pipeline(Kernel::Matmul, tn, p.flags, 1, 0, &elems)?;
         // Adding into C: the bias was added by the first piece.
         let rest_flags = (p.flags & !mm_flags::BIAS) | mm_flags::ACCUM;
-        let pipeline_rest = self.pipeline(Kernel::Matmul, tn, rest_flags, 1, 0, &Elems::F32)?;
+        let pipeline_rest = self.pipeline(Kernel::Matmul, tn, rest_flags, 1, 0, &elems)?;
         let c_len = plan.c_len;
         let scratch = if plan.max_slices > 1 {
             Some(self.create_buffer(
@@ -178,13 +179,15 @@ impl Context {
                 let from = |base: u64, b: &wgpu::Buffer| (base, b.size() - base, 0u32);
                 let (a_rng, b_rng, c_rng) = match p.batch {
                     Batch::M => (
-                        a_buf.map(|_| at(a0, row_range(r0, rows, p.lda, align))),
+                        a_buf.map(|_| at(a0, row_range(r0, rows, p.lda, align, a_elem.size()))),
                         from(b0, b_buf),
-                        at(c0, row_range(r0, rows, p.ldc, align)),
+                        at(c0, row_range(r0, rows, p.ldc, align, 4)),
                     ),
                     Batch::K => (
-                        a_buf.map(|_| at(a0, row_range(p.k0 + r0, rows, p.lda, align))),
-                        at(b0, row_range(p.k0 + r0, rows, p.ldb, align)),
+                        a_buf.map(|_| {
+                            at(a0, row_range(p.k0 + r0, rows, p.lda, align, a_elem.size()))
+                        }),
+                        at(b0, row_range(p.k0 + r0, rows, p.ldb, align, b_elem.size())),
                         from(c0, c_buf),
                     ),
                 };

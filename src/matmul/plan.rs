@@ -50,12 +50,21 @@ pub(super) enum Batch {
     K,
 }
 
-/// The byte range and element shift of rows `[r0, r0 + rows)` of a row-major operand.
-pub(super) fn row_range(r0: usize, rows: usize, row_len: usize, align: u64) -> (u64, u64, u32) {
-    let first = r0 as u64 * row_len as u64 * 4;
+/// The byte range (whole 4-byte words) and element shift of rows `[r0, r0 + rows)` of a row-major
+/// operand of `esize`-byte elements.
+pub(super) fn row_range(
+    r0: usize,
+    rows: usize,
+    row_len: usize,
+    align: u64,
+    esize: u64,
+) -> (u64, u64, u32) {
+    let first = r0 as u64 * row_len as u64 * esize;
     let offset = first / align * align;
-    let size = (first - offset + rows as u64 * row_len as u64 * 4).max(4);
-    (offset, size, ((first - offset) / 4) as u32)
+    let size = (first - offset + rows as u64 * row_len as u64 * esize)
+        .next_multiple_of(4)
+        .max(4);
+    (offset, size, ((first - offset) / esize) as u32)
 }
 
 /// A split-K slice runs at least this many reduction steps (rows of `Xᵀ G`).

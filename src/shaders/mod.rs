@@ -282,6 +282,7 @@ pub const KERNELS: [KernelInfo; 15] = [
             | flags::MM_ACCUM
             | flags::MM_BIAS
             | flags::MM_A_ONES,
+        elems: ANY_ELEM,
         ..entry(Kernel::Matmul, "matmul", "xent.matmul")
     },
     KernelInfo {

@@ -137,16 +137,19 @@ impl Elems {
     }
 }
 
-/// A parsed `#matrix BINDING NAME: ACCESS` line.
+/// A parsed `#matrix BINDING NAME: ACCESS [flat]` line (`flat`: the kernel computes its own
+/// element indices, as the matmul's tiles do; no `NAME_base`).
 pub(crate) struct MatrixDecl<'a> {
     pub binding: u32,
     pub name: &'a str,
     pub writable: bool,
+    pub flat: bool,
 }
 
 /// Parses the text after `#matrix `.
 pub(crate) fn parse(rest: &str) -> Result<MatrixDecl<'_>, String> {
-    let bad = || format!("`#matrix {rest}`: expected `#matrix BINDING NAME: read|read_write`");
+    let bad =
+        || format!("`#matrix {rest}`: expected `#matrix BINDING NAME: read|read_write [flat]`");
     let (head, access) = rest.split_once(':').ok_or_else(bad)?;
     let mut words = head.split_whitespace();
     let binding = words.next().and_then(|b| b.parse().ok()).ok_or_else(bad)?;
@@ -154,15 +157,25 @@ pub(crate) fn parse(rest: &str) -> Result<MatrixDecl<'_>, String> {
     if words.next().is_some() {
         return Err(bad());
     }
-    let writable = match access.trim() {
-        "read" => false,
-        "read_write" => true,
+    let mut access = access.split_whitespace();
+    let writable = match access.next() {
+        Some("read") => false,
+        Some("read_write") => true,
         _ => return Err(bad()),
     };
+    let flat = match access.next() {
+        None => false,
+        Some("flat") => true,
+        Some(_) => return Err(bad()),
+    };
+    if access.next().is_some() {
+        return Err(bad());
+    }
     Ok(MatrixDecl {
         binding,
         name,
         writable,
+        flat,
     })
 }
 
@@ -172,6 +185,7 @@ pub(crate) fn expand(d: &MatrixDecl<'_>, elem: Elem, vec4: bool) -> Vec<String> 
         binding,
         name: n,
         writable,
+        flat,
     } = *d;
     let access = if writable { "read_write" } else { "read" };
     let t = if vec4 { "vec4<f32>" } else { "f32" };
@@ -214,11 +228,13 @@ pub(crate) fn expand(d: &MatrixDecl<'_>, elem: Elem, vec4: bool) -> Vec<String> 
             String::new(),
         ),
     };
-    let mut lines = vec![
-        format!("@group(0) @binding({binding}) var<storage, {access}> {n}: {store};"),
-        format!("fn {n}_base(row: u32) -> u32 {{ return {base}; }}"),
-        format!("fn {n}_ld(j: u32) -> {t} {{ {ld} }}"),
-    ];
+    let mut lines = vec![format!(
+        "@group(0) @binding({binding}) var<storage, {access}> {n}: {store};"
+    )];
+    if !flat {
+        lines.push(format!("fn {n}_base(row: u32) -> u32 {{ return {base}; }}"));
+    }
+    lines.push(format!("fn {n}_ld(j: u32) -> {t} {{ {ld} }}"));
     if writable {
         lines.push(format!("fn {n}_st(j: u32, v: {t}) {{ {st} }}"));
     }
@@ -234,6 +250,9 @@ mod tests {
         let d = parse("2 y: read_write").unwrap();
         assert_eq!((d.binding, d.name, d.writable), (2, "y", true));
         assert!(parse("y: read").is_err() && parse("1 y: write").is_err());
+        assert!(parse("1 y: read flat").unwrap().flat && parse("1 y: read wide").is_err());
+        let flat = expand(&parse("1 a: read flat").unwrap(), Elem::Bf16, false).join("\n");
+        assert!(!flat.contains("a_base") && flat.contains("fn a_ld"));
         let f32v4 = expand(&d, Elem::F32, true).join("\n");
         assert!(f32v4.contains("var<storage, read_write> y: array<vec4<f32>>;"));
         assert!(f32v4.contains("(p.shift + row * p.cols) / 4u"));

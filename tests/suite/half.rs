@@ -12,7 +12,9 @@ use xent::{
     Context, CrossEntropyOptions, Elem, GpuLabels, GpuMatrix, Reduction, Targets, reference,
 };
 
-use super::common::{PROB, Rng, contexts, describe, same_bits, small_binding_contexts};
+use super::common::{
+    PROB, Rng, contexts, describe, gpu_geometry_contexts, same_bits, small_binding_contexts,
+};
 
 const HALVES: [Elem; 2] = [Elem::F16, Elem::Bf16];
 
@@ -165,7 +167,25 @@ const SHAPES: &[(usize, usize)] = &[
 fn sixteen_bit_storage_is_the_f32_kernel_rounded_once() {
     let mut checked = 0;
     for ctx in contexts() {
-        for (s, &(n, cols)) in SHAPES.iter().enumerate() {
+        checked += rounded_once_on(ctx, SHAPES);
+    }
+    // Rows past the binding limit (64 KiB bindings: many chunks, each 16-bit binding at its own
+    // aligned offset), and the GPU geometry (many lanes per row, rows kept in workgroup memory).
+    let past_the_limit = [(200, 257), (40, 1000), (3500, 5), (300, 64)];
+    for ctx in &small_binding_contexts(64 * 1024) {
+        checked += rounded_once_on(ctx, &past_the_limit);
+    }
+    for ctx in &gpu_geometry_contexts() {
+        checked += rounded_once_on(ctx, &SHAPES[..SHAPES.len() - 1]);
+    }
+    assert!(checked >= SHAPES.len() * 2 * 3, "checked {checked}");
+}
+
+/// The body of [`sixteen_bit_storage_is_the_f32_kernel_rounded_once`] on one context; the cases run.
+fn rounded_once_on(ctx: &Context, shapes: &[(usize, usize)]) -> usize {
+    let mut checked = 0;
+    {
+        for (s, &(n, cols)) in shapes.iter().enumerate() {
             let x = logits(100 + s as u64, n, cols);
             let g = Rng::new(200 + s as u64).vec(n * cols, -1.0, 1.0);
             let labels: Vec<i64> = (0..n).map(|i| ((i * 7) % cols) as i64).collect();
@@ -225,7 +245,7 @@ fn sixteen_bit_storage_is_the_f32_kernel_rounded_once() {
             }
         }
     }
-    assert!(checked >= SHAPES.len() * 2, "checked {checked}");
+    checked
 }
 
 /// Rows that share a 4-byte word at their boundary (odd N) are written by different invocations:
@@ -348,9 +368,23 @@ fn device_rounding_matches_the_host() {
 fn sixteen_bit_matrices_are_refused_where_f32_is_needed() {
     for ctx in contexts() {
         let x = GpuMatrix::from_slice_as(ctx, &[1.0; 12], 3, 4, Elem::Bf16).unwrap();
-        let w = GpuMatrix::from_slice(ctx, &[1.0; 8], 4, 2).unwrap();
-        let e = ctx.linear(&x, &w, None).unwrap_err().to_string();
+        let g = GpuMatrix::from_slice(ctx, &[1.0; 6], 3, 2).unwrap();
+        // Products write f32 (no 16-bit accumulator anywhere).
+        let dw = GpuMatrix::zeros_as(ctx, 4, 2, Elem::Bf16).unwrap();
+        let e = ctx.weight_grad_into(&x, &g, &dw).unwrap_err().to_string();
         assert!(e.contains("bf16") && e.contains("f32"), "{e}");
+        // Operands bound whole (per-row upstream gradients, log-sum-exp outputs) are f32.
+        let up = GpuMatrix::from_slice_as(ctx, &[1.0; 3], 3, 1, Elem::F16).unwrap();
+        let lab = GpuLabels::from_slice(ctx, &[0i64, 1, 2]).unwrap();
+        let opts = CrossEntropyOptions {
+            reduction: Reduction::None,
+            ..Default::default()
+        };
+        let e = ctx
+            .cross_entropy_with_row_upstream(&x, Targets::Labels(&lab), &opts, &up)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("f16") && e.contains("f32"), "{e}");
         assert!(x.read_f16_blocking(ctx).is_err());
         assert_eq!(x.read_bf16_blocking(ctx).unwrap().len(), 12);
         let f = GpuMatrix::from_slice(ctx, &[1.0; 12], 3, 4).unwrap();
@@ -364,5 +398,80 @@ fn sixteen_bit_matrices_are_refused_where_f32_is_needed() {
         });
         let e = GpuMatrix::from_buffer_as(ctx, buf, 0, 1, 3, Elem::F16).unwrap_err();
         assert!(e.to_string().contains("expected 8"), "{e}");
+    }
+}
+
+/// The matmuls read 16-bit A and B widened: the same bits as the f32 product of the same values
+/// (X W + b, Xᵀ G split-K included, 1ᵀ G, G Wᵀ), with odd widths so rows start mid-word.
+#[test]
+fn sixteen_bit_matmul_inputs_give_the_f32_products_bits() {
+    for ctx in contexts() {
+        for &(n, d, c) in &[(7usize, 13usize, 5usize), (4096, 16, 10), (33, 64, 3)] {
+            for e in HALVES {
+                let mut r = Rng::new(500 + n as u64);
+                let x = round_all(e, &r.vec(n * d, -2.0, 2.0));
+                let w = round_all(e, &r.vec(d * c, -1.0, 1.0));
+                let g = round_all(e, &r.vec(n * c, -0.5, 0.5));
+                let b = r.vec(c, -1.0, 1.0);
+                let (h, f) = (
+                    |v: &[f32], rows, cols| {
+                        GpuMatrix::from_slice_as(ctx, v, rows, cols, e).unwrap()
+                    },
+                    |v: &[f32], rows, cols| GpuMatrix::from_slice(ctx, v, rows, cols).unwrap(),
+                );
+                let bias = f(&b, 1, c);
+                let read = |m: GpuMatrix| m.read_blocking(ctx).unwrap();
+                let case = format!("{} {n}×{d}×{c} {e}", describe(ctx));
+                let pairs = [
+                    (
+                        "X W + b",
+                        read(ctx.linear(&h(&x, n, d), &h(&w, d, c), Some(&bias)).unwrap()),
+                        read(ctx.linear(&f(&x, n, d), &f(&w, d, c), Some(&bias)).unwrap()),
+                    ),
+                    (
+                        "Xᵀ G",
+                        read(ctx.weight_grad(&h(&x, n, d), &h(&g, n, c)).unwrap()),
+                        read(ctx.weight_grad(&f(&x, n, d), &f(&g, n, c)).unwrap()),
+                    ),
+                    (
+                        "1ᵀ G",
+                        read(ctx.bias_grad(&h(&g, n, c)).unwrap()),
+                        read(ctx.bias_grad(&f(&g, n, c)).unwrap()),
+                    ),
+                    (
+                        "G Wᵀ",
+                        read(ctx.input_grad(&h(&g, n, c), &h(&w, d, c)).unwrap()),
+                        read(ctx.input_grad(&f(&g, n, c), &f(&w, d, c)).unwrap()),
+                    ),
+                ];
+                for (what, half, full) in pairs {
+                    assert!(same_bits(&half, &full), "{case}: {what}");
+                }
+            }
+        }
+    }
+}
+
+/// The fused linear cross-entropy does not take 16-bit X or W yet (its row compaction copies whole
+/// f32 rows): refused up front with the types named.
+#[test]
+fn fused_linear_cross_entropy_refuses_sixteen_bit_inputs() {
+    use xent::linear_ce::{GpuLinearGrads, GpuTargets, LinearCeOptions};
+    for ctx in contexts() {
+        let x = GpuMatrix::from_slice_as(ctx, &[0.5; 12], 3, 4, Elem::Bf16).unwrap();
+        let w = GpuMatrix::from_slice(ctx, &[0.25; 20], 5, 4).unwrap();
+        let lab = GpuLabels::from_slice(ctx, &[0i64, 1, 2]).unwrap();
+        let dx = GpuMatrix::zeros(ctx, 3, 4).unwrap();
+        let grads = GpuLinearGrads {
+            input: Some(&dx),
+            weight: None,
+            bias: None,
+        };
+        let opts = LinearCeOptions::default();
+        let err = ctx
+            .linear_cross_entropy(&x, &w, None, GpuTargets::Labels(&lab), &opts, grads)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bf16") && err.contains("f32"), "{err}");
     }
 }

@@ -89,7 +89,7 @@ fn every_shader_validates_on_both_reduction_paths() {
 fn a_type_a_kernel_does_not_store_is_refused_by_name() {
     let walk = RowWalk::for_policy(8);
     let e = compose_kernel(
-        Kernel::Matmul,
+        Kernel::SgdUpdate,
         ReducePath::Workgroup,
         walk,
         1,
@@ -98,7 +98,7 @@ fn a_type_a_kernel_does_not_store_is_refused_by_name() {
         &Elems([Elem::Bf16; 8]),
     )
     .unwrap_err();
-    assert!(e.contains("xent.matmul does not store bf16"), "{e}");
+    assert!(e.contains("xent.sgd_update does not store bf16"), "{e}");
 }
 
 #[test]
