@@ -8,9 +8,9 @@
 #import common: p, exp_rel, is_inf
 #import ce_common: has, capped
 
-@group(0) @binding(1) var<storage, read_write> z: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> grad: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> targets: array<vec4<f32>>;
+#matrix 1 z: read_write
+#matrix 2 grad: read_write
+#matrix 3 targets: read
 @group(0) @binding(4) var<storage, read> labels: array<i32>;
 @group(0) @binding(5) var<storage, read> weight: array<f32>;
 @group(0) @binding(6) var<storage, read> gscale: array<f32>;
@@ -25,6 +25,9 @@ fn w_c(c: u32) -> f32 {
 }
 
 fn pack_main(row: u32, base: u32) {
+    let zb = z_base(row);
+    let gb = grad_base(row);
+    let tb = targets_base(row);
     let labels_mode = has(CE_LABELS);
     let eps = p.f0;
     let eps_n = eps / f32(NC);
@@ -33,13 +36,13 @@ fn pack_main(row: u32, base: u32) {
         cap_inv = 1.0 / p.f2;
     }
     //#vec4s
-        var v_K = capped(z[base + K_u]);
+        var v_K = capped(z_ld(zb + K_u));
     //#end
     //#vec4s
         var t_K = vec4<f32>(0.0);
     //#end
     //#vec4s
-        if (!labels_mode) { t_K = targets[base + K_u]; }
+        if (!labels_mode) { t_K = targets_ld(tb + K_u); }
     //#end
     //#vec4s
         var g_K = vec4<f32>(0.0);
@@ -151,11 +154,11 @@ fn pack_main(row: u32, base: u32) {
     if (has(CE_GRAD)) {
         if (has(CE_IN_PLACE)) {
             //#vec4s
-                z[base + K_u] = g_K;
+                z_st(zb + K_u, g_K);
             //#end
         } else {
             //#vec4s
-                grad[base + K_u] = g_K;
+                grad_st(gb + K_u, g_K);
             //#end
         }
     }

@@ -4,11 +4,13 @@
 #import narrow: main
 #import common: p
 
-@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> y: array<vec4<f32>>;
+#matrix 1 x: read
+#matrix 2 y: read_write
 
 fn pack_main(row: u32, base: u32) {
+    let xb = x_base(row);
+    let yb = y_base(row);
     //#vec4s
-        y[base + K_u] = x[base + K_u];
+        y_st(yb + K_u, x_ld(xb + K_u));
     //#end
 }

@@ -23,8 +23,9 @@
 #import narrow_shape: NC, PR, NV
 
 // The entry point of every narrow kernel: the lane's pack starts at row `row` of the chunk and at vec4
-// `base` of its n×N bindings (the host starts every chunk on a pack boundary, so this is aligned); the
-// kernel's own `pack_main` does the rest.
+// `base` of its f32 n×N bindings (the host starts every chunk on a pack boundary, so this is aligned;
+// a `#matrix` binding's own `NAME_base(row)` gives the same for its type, 16-bit ones included: a
+// pack is whole vec4s, so whole pairs of words); the kernel's own `pack_main` does the rest.
 @compute @workgroup_size(WG)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     let row = gid.x * PR;

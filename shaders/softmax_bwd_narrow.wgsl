@@ -6,16 +6,19 @@
 #import narrow: main
 #import common: p, MODE
 
-@group(0) @binding(1) var<storage, read> y: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> g: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read_write> dz: array<vec4<f32>>;
+#matrix 1 y: read
+#matrix 2 g: read
+#matrix 3 dz: read_write
 
 fn pack_main(row: u32, base: u32) {
+    let yb = y_base(row);
+    let gb = g_base(row);
+    let db = dz_base(row);
     //#vec4s
-        var v_K = y[base + K_u];
+        var v_K = y_ld(yb + K_u);
     //#end
     //#vec4s
-        let g_K = g[base + K_u];
+        let g_K = g_ld(gb + K_u);
     //#end
     //#rows
     {
@@ -29,6 +32,6 @@ fn pack_main(row: u32, base: u32) {
     }
     //#end
     //#vec4s
-        dz[base + K_u] = v_K;
+        dz_st(db + K_u, v_K);
     //#end
 }

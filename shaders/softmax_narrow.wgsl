@@ -5,13 +5,15 @@
 #import narrow: main
 #import common: p, MODE, exp_rel, is_inf
 
-@group(0) @binding(1) var<storage, read> x: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read_write> y: array<vec4<f32>>;
+#matrix 1 x: read
+#matrix 2 y: read_write
 @group(0) @binding(3) var<storage, read_write> lse: array<f32>;
 
 fn pack_main(row: u32, base: u32) {
+    let xb = x_base(row);
+    let yb = y_base(row);
     //#vec4s
-        var v_K = x[base + K_u];
+        var v_K = x_ld(xb + K_u);
     //#end
     //#rows
     {
@@ -35,6 +37,6 @@ fn pack_main(row: u32, base: u32) {
         return;
     }
     //#vec4s
-        y[base + K_u] = v_K;
+        y_st(yb + K_u, v_K);
     //#end
 }

@@ -274,7 +274,6 @@ impl Context {
         if let Some(narrow) = kernel.narrow()
             && pr > 1
             && chunk >= pr
-            && !elems.any_half()
         {
             packed = n / pr * pr;
             if packed > 0 {

@@ -252,6 +252,7 @@ pub const KERNELS: [KernelInfo; 15] = [
     },
     KernelInfo {
         is_narrow: true,
+        elems: ANY_ELEM,
         ..entry(
             Kernel::SoftmaxNarrow,
             "softmax_narrow",
@@ -260,15 +261,18 @@ pub const KERNELS: [KernelInfo; 15] = [
     },
     KernelInfo {
         is_narrow: true,
+        elems: ANY_ELEM,
         ..entry(Kernel::CopyNarrow, "copy_narrow", "xent.copy_narrow")
     },
     KernelInfo {
         flags: CE_FLAGS,
         is_narrow: true,
+        elems: ANY_ELEM,
         ..entry(Kernel::CeNarrow, "ce_narrow", "xent.ce_narrow")
     },
     KernelInfo {
         is_narrow: true,
+        elems: ANY_ELEM,
         ..entry(
             Kernel::SoftmaxBwdNarrow,
             "softmax_bwd_narrow",

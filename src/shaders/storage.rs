@@ -16,8 +16,8 @@
 //!
 //! f32 is stored as `array<T>` (the loads and stores are the plain ones). bf16 and f16 are 16-bit
 //! pairs in u32 words (`shaders/half.wgsl`): a vec4 is two whole words (`array<vec2<u32>>`; a
-//! vectorised launch has N a multiple of 4 and chunks start on whole vec4s, so no word is shared
-//! between invocations); a scalar item is half a word. A row may then start in the middle of a word
+//! vectorised launch has N a multiple of 4, a narrow one packs rows into whole vec4s, and chunks
+//! start on whole vec4s, so no word is shared between invocations); a scalar item is half a word. A row may then start in the middle of a word
 //! (odd N) and two invocations may own the two halves of one word, so a written 16-bit scalar
 //! binding is `array<atomic<u32>>` and each store clears and sets only its own half with
 //! `atomicAnd` / `atomicOr` — the two halves never race, and the word's other half is never touched.
