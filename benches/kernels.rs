@@ -9,7 +9,8 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use xent::reference::{self, RefTargets};
 use xent::{
-    Context, ContextOptions, CrossEntropyOptions, GpuLabels, GpuMatrix, Targets, cpu, data, train,
+    Context, ContextOptions, CrossEntropyOptions, Elem, GpuLabels, GpuMatrix, Targets, cpu, data,
+    train,
 };
 
 fn values(len: usize, seed: u64) -> Vec<f32> {
@@ -208,5 +209,57 @@ fn matmul_and_training(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, softmax_and_ce, matmul_and_training);
+/// Each storage type side by side (f32, f16, bf16), in elements per second so the types compare
+/// directly: softmax and cross-entropy forward+backward on the GPU, and the CPU path's 16-bit twins.
+fn storage_types(c: &mut Criterion) {
+    let ctx = context();
+    let (n, k) = (1024, 32000);
+    let x = values(n * k, 3);
+    let labels: Vec<i64> = (0..n).map(|i| ((i * 7919) % k) as i64).collect();
+    let opts = CrossEntropyOptions::default();
+    for op in ["softmax", "cross_entropy_fwd_bwd"] {
+        let mut group = c.benchmark_group(format!("{op}_by_type"));
+        group
+            .throughput(Throughput::Elements((n * k) as u64))
+            .sample_size(10)
+            .measurement_time(Duration::from_secs(3));
+        for elem in Elem::ALL {
+            let id = format!("{n}x{k}-{elem}");
+            if let Some(ctx) = &ctx {
+                let xm = GpuMatrix::from_slice_as(ctx, &x, n, k, elem).unwrap();
+                let lm = GpuLabels::from_slice(ctx, &labels).unwrap();
+                let out = GpuMatrix::zeros_as(ctx, n, k, elem).unwrap();
+                group.bench_function(BenchmarkId::new(gpu_name(ctx), &id), |b| {
+                    b.iter(|| {
+                        if op == "softmax" {
+                            ctx.softmax_into(&xm, &out).unwrap();
+                        } else {
+                            ctx.cross_entropy_fwd_bwd_into(&xm, Targets::Labels(&lm), &opts, &out)
+                                .unwrap();
+                        }
+                        ctx.wait_idle().unwrap();
+                    })
+                });
+            }
+            if elem == Elem::Bf16 {
+                let xb: Vec<xent::half::bf16> = cpu::narrow(&x);
+                let mut grad = xb.clone();
+                group.bench_function(BenchmarkId::new("cpu-fast", &id), |b| {
+                    b.iter(|| {
+                        if op == "softmax" {
+                            drop(black_box(cpu::softmax_as(&xb, k).unwrap()));
+                        } else {
+                            let t = cpu::CpuTargets::Labels(&labels);
+                            let g = Some(&mut grad[..]);
+                            black_box(cpu::cross_entropy_as(&xb, k, t, &opts, g).unwrap());
+                        }
+                    })
+                });
+            }
+        }
+        group.finish();
+    }
+}
+
+criterion_group!(benches, softmax_and_ce, matmul_and_training, storage_types);
 criterion_main!(benches);
