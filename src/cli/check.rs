@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Args;
 use xent::cpu;
 use xent::reference::{self, RefTargets};
-use xent::{Context, CrossEntropyOptions, GpuLabels, GpuMatrix, Targets, XentError};
+use xent::{Context, CrossEntropyOptions, Elem, GpuLabels, GpuMatrix, Targets, XentError};
 
 use super::{DeviceArgs, parse_shape, print_table, progress, timed};
 
@@ -20,6 +20,11 @@ pub struct CheckArgs {
     /// Seed of the random logits (uniform in ±8) and labels.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Storage type of the GPU's matrices (f32, f16, bf16): the inputs are rounded to it, the
+    /// reference runs on those values, and the tolerance adds one unit in the last place of the type
+    /// (its relative spacing, 2^-10 or 2^-7) for the n×N outputs it rounds.
+    #[arg(long, value_parser = super::bench::parse_dtype, default_value = "f32")]
+    pub dtype: Elem,
 }
 
 /// Tolerance of `check`: |gpu − ref| ≤ ABS + REL·|ref| (as the test suite's PROB / log tolerances).
@@ -36,8 +41,19 @@ struct Row {
     cpu_ms: f64,
 }
 
-/// Max abs error, max relative error (over |ref| ≥ 1e-6), and the worst error ÷ tolerance.
-fn compare(got: &[f32], want: &[f64]) -> (f64, f64, f64) {
+/// Relative spacing of a storage type: one unit in the last place at 1 (0 for f32, whose rounding the
+/// base tolerance covers).
+fn type_rel(elem: Elem) -> f64 {
+    match elem {
+        Elem::F32 => 0.0,
+        Elem::F16 => 2f64.powi(-10),
+        Elem::Bf16 => 2f64.powi(-7),
+    }
+}
+
+/// Max abs error, max relative error (over |ref| ≥ 1e-6), and the worst error ÷ tolerance (the
+/// relative part widened by `extra_rel`, the storage type's spacing).
+fn compare(got: &[f32], want: &[f64], extra_rel: f64) -> (f64, f64, f64) {
     let (mut abs, mut rel, mut ratio) = (0f64, 0f64, 0f64);
     for (&g, &w) in got.iter().zip(want) {
         let g = g as f64;
@@ -52,7 +68,7 @@ fn compare(got: &[f32], want: &[f64]) -> (f64, f64, f64) {
         if w.abs() >= 1e-6 {
             rel = rel.max(e / w.abs());
         }
-        ratio = ratio.max(e / (ABS + REL * w.abs()));
+        ratio = ratio.max(e / (ABS + (REL + extra_rel) * w.abs()));
         if e.is_nan() {
             ratio = f64::INFINITY;
         }
@@ -124,8 +140,10 @@ fn check_kernel(
     x: &[f32],
     labels: &[i64],
     (n, c): (usize, usize),
+    elem: Elem,
 ) -> Result<Outcome, XentError> {
-    let xm = GpuMatrix::from_slice(ctx, x, n, c)?;
+    let xm = GpuMatrix::from_slice_as(ctx, x, n, c, elem)?;
+    let round = |v: Vec<f32>| -> Vec<f32> { v.into_iter().map(|x| elem.round(x)).collect() };
     let read = |m: GpuMatrix| m.read_blocking(ctx);
     match name {
         "softmax" => measure(
@@ -148,15 +166,15 @@ fn check_kernel(
         ),
         "softmax_backward" | "log_softmax_backward" => {
             let log = name == "log_softmax_backward";
-            let y = if log {
+            let y = round(if log {
                 reference::log_softmax(x, c)
             } else {
                 reference::softmax(x, c)
-            };
-            let g = upstream(x.len());
+            });
+            let g = round(upstream(x.len()));
             let (ym, gm) = (
-                GpuMatrix::from_slice(ctx, &y, n, c)?,
-                GpuMatrix::from_slice(ctx, &g, n, c)?,
+                GpuMatrix::from_slice_as(ctx, &y, n, c, elem)?,
+                GpuMatrix::from_slice_as(ctx, &g, n, c, elem)?,
             );
             measure(
                 ctx,
@@ -299,6 +317,11 @@ fn check_host(
 pub fn run(args: &CheckArgs) -> Result<ExitCode, XentError> {
     let ctx = match args.device.host() {
         None => Some(args.device.context()?),
+        Some(xent::train::CpuPath::Fast) if args.dtype != Elem::F32 => {
+            return Err(XentError::InvalidArgument(
+                "check --dtype f16/bf16 checks a GPU backend's 16-bit storage; the CPU path's twins (xent::cpu::*_as) are f32 arithmetic on widened values, tested by cargo test".into(),
+            ));
+        }
         Some(xent::train::CpuPath::Fast) => None,
         Some(xent::train::CpuPath::Reference) => {
             return Err(XentError::InvalidArgument(
@@ -332,13 +355,16 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, XentError> {
             rng
         };
         let x: Vec<f32> = (0..n * c)
-            .map(|_| (next() >> 40) as f32 / (1u64 << 24) as f32 * 16.0 - 8.0)
+            .map(|_| {
+                args.dtype
+                    .round((next() >> 40) as f32 / (1u64 << 24) as f32 * 16.0 - 8.0)
+            })
             .collect();
         let labels: Vec<i64> = (0..n).map(|_| (next() % c as u64) as i64).collect();
         for &name in KERNELS {
             bar.set_message(format!("{name} {n}x{c}"));
             let outcome = match &ctx {
-                Some(ctx) => Some(check_kernel(name, ctx, &x, &labels, (n, c))?),
+                Some(ctx) => Some(check_kernel(name, ctx, &x, &labels, (n, c), args.dtype)?),
                 None => check_host(name, &x, &labels, (n, c))?,
             };
             bar.inc(1);
@@ -351,7 +377,7 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, XentError> {
             else {
                 continue;
             };
-            let (max_abs, max_rel, worst_ratio) = compare(&got, &want);
+            let (max_abs, max_rel, worst_ratio) = compare(&got, &want, type_rel(args.dtype));
             rows.push(Row {
                 kernel: name,
                 shape: (n, c),
@@ -394,6 +420,13 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, XentError> {
         ],
         &table,
     );
+    if args.dtype != Elem::F32 {
+        println!(
+            "storage: {} (inputs rounded to it; the reference on those values; + {:e}*|ref| for its rounding)",
+            args.dtype,
+            type_rel(args.dtype)
+        );
+    }
     println!(
         "tolerance: |got - ref| <= {ABS:e} + {REL:e}*|ref|; rel err over |ref| >= 1e-6; GPU ms = launch + wait; CPU ms = the fast CPU path; CPU ref = f64 reference, 1 thread"
     );
