@@ -724,6 +724,10 @@ fn eval_and_bench_run_in_sixteen_bit_types() {
             out.contains("\"backend\":\"gpu bf16\"") && out.contains("speedup_vs_f32"),
             "{out}"
         );
+        let r = xent(&["check", "--dtype", "bf16", "--shapes", "33x257,40x10"]);
+        let out = String::from_utf8_lossy(&r.stdout);
+        assert!(r.status.success() && out.contains("storage: bf16"), "{out}");
+        assert!(!out.contains("FAIL"), "{out}");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
