@@ -421,3 +421,117 @@ fn fused_linear_cross_entropy_refuses_sixteen_bit_inputs() {
         assert!(err.contains("bf16") && err.contains("f32"), "{err}");
     }
 }
+
+/// Cross-entropy's options on 16-bit logits (class weights, ignore_index, z-loss, soft-capping,
+/// every reduction, probability targets in 16 bits, a per-row upstream): the f32 kernel's numbers on
+/// the same values, the gradient rounded once; and outputs in f32 on request (an f32 `_into` output
+/// of a 16-bit input holds the f32 kernel's values, unrounded).
+#[test]
+fn every_cross_entropy_option_and_f32_outputs_on_request() {
+    for ctx in contexts() {
+        for &(n, cols) in &[(37usize, 3usize), (9, 257), (4, 1000)] {
+            let x = logits(700 + cols as u64, n, cols);
+            let mut labels: Vec<i64> = (0..n).map(|i| ((i * 5) % cols) as i64).collect();
+            labels[1] = -100;
+            let mut r = Rng::new(701);
+            let weight: Vec<f32> = r.vec(cols, -0.5, 2.0);
+            let probs = r.vec(n * cols, 0.0, 0.2);
+            let upstream = r.vec(n, -2.0, 2.0);
+            let option_sets = [
+                CrossEntropyOptions {
+                    weight: Some(weight.clone()),
+                    reduction: Reduction::Sum,
+                    ..Default::default()
+                },
+                CrossEntropyOptions {
+                    z_loss: 1e-3,
+                    softcap: Some(5.0),
+                    label_smoothing: 0.2,
+                    ..Default::default()
+                },
+                CrossEntropyOptions {
+                    reduction: Reduction::None,
+                    weight: Some(weight.clone()),
+                    ..Default::default()
+                },
+            ];
+            for e in HALVES {
+                let case = format!("{} {n}×{cols} {e}", describe(ctx));
+                let xe = round_all(e, &x);
+                let pe = round_all(e, &probs);
+                let lab = GpuLabels::from_slice(ctx, &labels).unwrap();
+                let up = GpuMatrix::from_slice(ctx, &upstream, n, 1).unwrap();
+                // (rows, grad) of one call on logits and probability targets stored as `t`, the
+                // gradient into a matrix of `out`.
+                let call =
+                    |t: Elem, out: Elem, opts: &CrossEntropyOptions, probs: bool, rowup: bool| {
+                        let z = GpuMatrix::from_slice_as(ctx, &xe, n, cols, t).unwrap();
+                        let pm = GpuMatrix::from_slice_as(ctx, &pe, n, cols, t).unwrap();
+                        let targets = if probs {
+                            Targets::Probs(&pm)
+                        } else {
+                            Targets::Labels(&lab)
+                        };
+                        let o = if rowup {
+                            ctx.cross_entropy_with_row_upstream(&z, targets, opts, &up)
+                                .unwrap()
+                        } else {
+                            let g = GpuMatrix::zeros_as(ctx, n, cols, out).unwrap();
+                            let o = ctx
+                                .cross_entropy_fwd_bwd_into(&z, targets, opts, &g)
+                                .unwrap();
+                            return (
+                                o.rows.read_blocking(ctx).unwrap(),
+                                g.read_blocking(ctx).unwrap(),
+                            );
+                        };
+                        let g = o.grad.as_ref().unwrap().read_blocking(ctx).unwrap();
+                        (o.rows.read_blocking(ctx).unwrap(), g)
+                    };
+                let mut runs: Vec<(String, CrossEntropyOptions, bool, bool)> = option_sets
+                    .iter()
+                    .enumerate()
+                    .map(|(i, o)| (format!("options {i}"), o.clone(), false, false))
+                    .collect();
+                runs.push((
+                    "probability targets".into(),
+                    CrossEntropyOptions::default(),
+                    true,
+                    false,
+                ));
+                runs.push((
+                    "per-row upstream".into(),
+                    CrossEntropyOptions {
+                        reduction: Reduction::None,
+                        ..Default::default()
+                    },
+                    false,
+                    true,
+                ));
+                for (what, opts, probs, rowup) in &runs {
+                    let (hr, hg) = call(e, e, opts, *probs, *rowup);
+                    let (fr, fg) = call(Elem::F32, Elem::F32, opts, *probs, *rowup);
+                    assert!(same_bits(&hr, &fr), "{case}: {what}: rows");
+                    assert!(
+                        same_bits(&hg, &round_all(e, &fg)),
+                        "{case}: {what}: gradient"
+                    );
+                    if !rowup {
+                        // The gradient in f32 on request: the f32 kernel's values themselves.
+                        let (_, wide) = call(e, Elem::F32, opts, *probs, false);
+                        assert!(same_bits(&wide, &fg), "{case}: {what}: f32 gradient output");
+                    }
+                }
+                let z = GpuMatrix::from_slice_as(ctx, &xe, n, cols, e).unwrap();
+                let p32 = GpuMatrix::zeros(ctx, n, cols).unwrap();
+                ctx.softmax_into(&z, &p32).unwrap();
+                let zf = GpuMatrix::from_slice(ctx, &xe, n, cols).unwrap();
+                let pf = ctx.softmax(&zf).unwrap().read_blocking(ctx).unwrap();
+                assert!(
+                    same_bits(&p32.read_blocking(ctx).unwrap(), &pf),
+                    "{case}: f32 softmax output"
+                );
+            }
+        }
+    }
+}
