@@ -7,7 +7,7 @@ use crate::error::{Result, XentError};
 use crate::launch::Encode;
 use crate::matmul::LceChunk;
 use crate::matrix::{GpuLabels, GpuMatrix};
-use crate::shaders::Kernel;
+use crate::shaders::{Elem, Kernel};
 
 use super::{LinearCeOptions, LinearCeResult, LinearShape, Plan};
 
@@ -106,10 +106,11 @@ impl Context {
         w.expect_shape("linear weight W (V × d)", classes, d)?;
         x.rows_on(self)?;
         w.rows_on(self)?;
-        // The chunk loop moves rows of X by buffer copies of whole f32 rows: 16-bit X and W are
-        // not taken yet (the matmuls and the cross-entropy take them; the row compaction does not).
-        x.expect_elem("linear cross-entropy input X", crate::shaders::Elem::F32)?;
-        w.expect_elem("linear cross-entropy weight W", crate::shaders::Elem::F32)?;
+        // W may be 16-bit (the matmuls read it widened); X too (widened once on the device, below);
+        // probability targets must be f32 (their rows are gathered per chunk by buffer copies).
+        if let GpuTargets::Probs(p) = targets {
+            p.expect_elem("linear cross-entropy probability targets", Elem::F32)?;
+        }
         if let Some(b) = bias {
             b.expect_shape("linear bias b (1 × V)", 1, classes)?;
             b.on(self)?;
@@ -166,6 +167,19 @@ impl Context {
                 )));
             }
         }
+        // A 16-bit X is widened once into f32 scratch (exact; counted in the transient bytes): the
+        // chunks gather its rows by buffer copies, and then every product is the f32 path's on the
+        // same values, so the results are its bits.
+        let widened = match x.elem() {
+            Elem::F32 => None,
+            _ => {
+                let xw = GpuMatrix::zeros(self, n.max(1), d)?;
+                let xw_n = GpuMatrix::from_buffer(self, xw.buffer().clone(), n, d)?;
+                self.copy_rows(Encode::Into(enc), x, &xw_n)?;
+                Some(xw)
+            }
+        };
+        let x = widened.as_ref().unwrap_or(x);
         let granule = self.row_granule(Kernel::CeFwdBwd, classes);
         let plan = Plan::new(shape, labels_host.as_deref(), opts, granule)?;
         let want_grad = grads.input.is_some() || grads.weight.is_some() || grads.bias.is_some();
@@ -179,7 +193,8 @@ impl Context {
         };
         let rows_out = matrix(plan.count, 4)?;
         let mut transient = 4
-            * (xc.len()
+            * (widened.as_ref().map_or(0, GpuMatrix::len)
+                + xc.len()
                 + z.len()
                 + dxc.as_ref().map_or(0, GpuMatrix::len)
                 + pc.as_ref().map_or(0, GpuMatrix::len)
@@ -327,6 +342,7 @@ impl Context {
             }
         }
         keep.extend([xc, z]);
+        keep.extend(widened);
         keep.extend(dxc);
         keep.extend(pc);
         Ok(LinearCeRecorded {

@@ -398,27 +398,91 @@ fn sixteen_bit_matmul_inputs_give_the_f32_products_bits() {
     }
 }
 
-/// The fused linear cross-entropy does not take 16-bit X or W yet (its row compaction copies whole
-/// f32 rows): refused up front with the types named.
+/// The fused linear cross-entropy on 16-bit X and W (X widened once on the device, W read widened by
+/// the matmuls; f32 accumulators and gradients): the bits of the call on f32 matrices holding the
+/// same values, over several chunks; 16-bit gradient outputs and probability targets are refused up
+/// front.
 #[test]
-fn fused_linear_cross_entropy_refuses_sixteen_bit_inputs() {
+fn fused_linear_cross_entropy_takes_sixteen_bit_inputs() {
     use xent::linear_ce::{GpuLinearGrads, GpuTargets, LinearCeOptions};
+    let (n, d, v) = (300usize, 24usize, 77usize);
     for ctx in contexts() {
-        let x = GpuMatrix::from_slice_as(ctx, &[0.5; 12], 3, 4, Elem::Bf16).unwrap();
-        let w = GpuMatrix::from_slice(ctx, &[0.25; 20], 5, 4).unwrap();
-        let lab = GpuLabels::from_slice(ctx, &[0i64, 1, 2]).unwrap();
-        let dx = GpuMatrix::zeros(ctx, 3, 4).unwrap();
-        let grads = GpuLinearGrads {
-            input: Some(&dx),
-            weight: None,
-            bias: None,
-        };
-        let opts = LinearCeOptions::default();
-        let err = ctx
-            .linear_cross_entropy(&x, &w, None, GpuTargets::Labels(&lab), &opts, grads)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("bf16") && err.contains("f32"), "{err}");
+        for e in HALVES {
+            let mut r = Rng::new(900);
+            let x = round_all(e, &r.vec(n * d, -1.0, 1.0));
+            let w = round_all(e, &r.vec(v * d, -0.5, 0.5));
+            let b = r.vec(v, -0.1, 0.1);
+            let labels: Vec<i64> = (0..n)
+                .map(|i| {
+                    if i % 9 == 4 {
+                        -100
+                    } else {
+                        ((i * 13) % v) as i64
+                    }
+                })
+                .collect();
+            let lab = GpuLabels::from_slice(ctx, &labels).unwrap();
+            let bias = GpuMatrix::from_slice(ctx, &b, 1, v).unwrap();
+            let opts = LinearCeOptions {
+                budget_bytes: Some(128 * v as u64 * 4),
+                ..Default::default()
+            };
+            let run = |xe: Elem, we: Elem| {
+                let xm = GpuMatrix::from_slice_as(ctx, &x, n, d, xe).unwrap();
+                let wm = GpuMatrix::from_slice_as(ctx, &w, v, d, we).unwrap();
+                let (dx, dw, db) = (
+                    GpuMatrix::zeros(ctx, n, d).unwrap(),
+                    GpuMatrix::zeros(ctx, v, d).unwrap(),
+                    GpuMatrix::zeros(ctx, 1, v).unwrap(),
+                );
+                let grads = GpuLinearGrads {
+                    input: Some(&dx),
+                    weight: Some(&dw),
+                    bias: Some(&db),
+                };
+                let t = GpuTargets::Labels(&lab);
+                let res = ctx
+                    .linear_cross_entropy(&xm, &wm, Some(&bias), t, &opts, grads)
+                    .unwrap();
+                assert!(res.chunks > 1, "{} chunks", res.chunks);
+                let read = |m: &GpuMatrix| m.read_blocking(ctx).unwrap();
+                (res.loss, read(&dx), read(&dw), read(&db))
+            };
+            let f = run(Elem::F32, Elem::F32);
+            for (xe, we) in [(e, e), (e, Elem::F32), (Elem::F32, e)] {
+                let h = run(xe, we);
+                let case = format!("{} X {xe} W {we}", describe(ctx));
+                assert_eq!(h.0.to_bits(), f.0.to_bits(), "{case}: loss");
+                assert!(same_bits(&h.1, &f.1), "{case}: dX");
+                assert!(
+                    same_bits(&h.2, &f.2) && same_bits(&h.3, &f.3),
+                    "{case}: dW, db"
+                );
+            }
+            let xm = GpuMatrix::from_slice_as(ctx, &x, n, d, e).unwrap();
+            let wm = GpuMatrix::from_slice_as(ctx, &w, v, d, e).unwrap();
+            let dx16 = GpuMatrix::zeros_as(ctx, n, d, e).unwrap();
+            let grads = GpuLinearGrads {
+                input: Some(&dx16),
+                weight: None,
+                bias: None,
+            };
+            let t = GpuTargets::Labels(&lab);
+            let err = ctx
+                .linear_cross_entropy(&xm, &wm, None, t, &opts, grads)
+                .unwrap_err();
+            assert!(err.to_string().contains("f32"), "{err}");
+            let p16 = GpuMatrix::zeros_as(ctx, n, v, e).unwrap();
+            let none = GpuLinearGrads {
+                input: None,
+                weight: None,
+                bias: None,
+            };
+            let err = ctx
+                .linear_cross_entropy(&xm, &wm, None, GpuTargets::Probs(&p16), &opts, none)
+                .unwrap_err();
+            assert!(err.to_string().contains("probability targets"), "{err}");
+        }
     }
 }
 
