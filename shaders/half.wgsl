@@ -2,7 +2,7 @@
 // Only integer operations: every adapter runs them (GL included; no SHADER_F16), and none depends on
 // how the driver rounds, flushes subnormals or treats NaN in float arithmetic or in pack2x16float
 // (whose result WGSL leaves indeterminate out of f16's range).
-// - Widening is exact (every bf16 and f16 value is an f32 value).
+// - Widening is exact (every bf16 and f16 value is an f32 value; a signalling NaN comes out quiet).
 // - Narrowing rounds to nearest, ties to even; NaN stays NaN (quiet, sign and top payload bits kept,
 //   as the `half` crate does); f16 overflow gives ±inf (|x| ≥ 65520), tiny values f16 subnormals or
 //   ±0.
@@ -10,7 +10,9 @@
 
 // bf16: the top 16 bits of an f32.
 fn bf16_f32(h: u32) -> f32 {
-    return bitcast<f32>(h << 16u);
+    // A NaN comes out quiet (as the `half` crate does).
+    let b = h << 16u;
+    return bitcast<f32>(b | select(0u, 0x400000u, (b & 0x7fffffffu) > 0x7f800000u));
 }
 
 fn bf16_bits(v: f32) -> u32 {
@@ -31,7 +33,8 @@ fn f16_f32(h: u32) -> f32 {
         return bitcast<f32>(sign | bitcast<u32>(f32(m) * 5.9604644775390625e-8));
     }
     if (e == 31u) {
-        return bitcast<f32>(sign | 0x7f800000u | (m << 13u));
+        // ±inf, or a NaN made quiet (as the `half` crate does).
+        return bitcast<f32>(sign | 0x7f800000u | select(0u, 0x400000u, m != 0u) | (m << 13u));
     }
     return bitcast<f32>(sign | ((e + 112u) << 23u) | (m << 13u));
 }
