@@ -641,25 +641,29 @@ fn eval_and_bench_run_in_sixteen_bit_types() {
         backends.push("gpu");
     }
     let mut grads = Vec::new();
-    for b in &backends {
-        let out = p(&format!("o16_{b}"));
-        let r = xent(&[
+    // `xent eval` of LOGITS with the labels, EXTRA flags, on `b`, into DIR/OUT; it must succeed.
+    let eval = |logits: &str, extra: &[&str], b: &str, out: &str| {
+        let (logits, labels, out) = (p(logits), p("y.npy"), p(out));
+        let mut args = vec![
             "eval",
             "--logits",
-            &p("z16.npy"),
+            &logits,
             "--labels",
-            &p("y.npy"),
+            &labels,
             "--backend",
             b,
-            "--write-dtype",
-            "--out",
-            &out,
-        ]);
+        ];
+        args.extend_from_slice(extra);
+        args.extend(["--out", &out]);
+        let r = xent(&args);
         assert!(
             r.status.success(),
             "{b}: {}",
             String::from_utf8_lossy(&r.stderr)
         );
+    };
+    for b in &backends {
+        eval("z16.npy", &["--write-dtype"], b, &format!("o16_{b}"));
         let (shape, g, elem) = npy::read_floats(&dir.join(format!("o16_{b}/grad.npy"))).unwrap();
         assert_eq!(
             (shape, elem),
@@ -668,25 +672,7 @@ fn eval_and_bench_run_in_sixteen_bit_types() {
         );
         assert!(g.iter().all(|&v| xent::Elem::F16.round(v) == v));
         grads.push(g);
-        let out = p(&format!("obf_{b}"));
-        let r = xent(&[
-            "eval",
-            "--logits",
-            &p("z32.npy"),
-            "--labels",
-            &p("y.npy"),
-            "--dtype",
-            "bf16",
-            "--backend",
-            b,
-            "--out",
-            &out,
-        ]);
-        assert!(
-            r.status.success(),
-            "{b}: {}",
-            String::from_utf8_lossy(&r.stderr)
-        );
+        eval("z32.npy", &["--dtype", "bf16"], b, &format!("obf_{b}"));
         let (_, s, elem) = npy::read_floats(&dir.join(format!("obf_{b}/softmax.npy"))).unwrap();
         assert_eq!(elem, xent::Elem::F32, "bf16 outputs are written as f32");
         assert!(

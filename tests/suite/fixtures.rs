@@ -52,7 +52,14 @@ fn load_case(dir: &Path) -> (Case, Vec<f64>, Vec<f64>) {
 }
 
 fn case_dirs() -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torch");
+    fixture_dirs("torch")
+}
+
+/// The case folders (those with an options.json) of `tests/fixtures/<set>`, sorted.
+pub fn fixture_dirs(set: &str) -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(set);
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
         .unwrap()
         .map(|e| e.unwrap().path())

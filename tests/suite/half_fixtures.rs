@@ -5,7 +5,7 @@
 //! backend (each GPU context, the fast CPU path, the reference rounded to the type). PyTorch's
 //! worst errors are printed beside xent's, and xent's must not be larger.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use xent::half::{bf16, f16};
 use xent::reference::{self, RefTargets};
@@ -66,13 +66,7 @@ fn load(dir: &Path) -> Fixture {
 }
 
 fn fixtures() -> Vec<Fixture> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/torch_half");
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.join("options.json").exists())
-        .collect();
-    dirs.sort();
+    let dirs = super::fixtures::fixture_dirs("torch_half");
     assert!(dirs.len() >= 12, "fixtures missing: {}", dirs.len());
     dirs.iter().map(|d| load(d)).collect()
 }
