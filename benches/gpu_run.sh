@@ -8,8 +8,9 @@
 #   cp target/release/deps/xent-<hash> .dev/xent-tests     # the tests/xent.rs binary
 # and carried with the Vulkan loader: carry = [".gl", ".dev"]. Other builds to compare may sit beside
 # them as .dev/xent-<variant> (the `variants` step times each on the large shapes, GPU only).
-# Usage there: bash benches/gpu_run.sh [tests|bench|json|peers|variants]...
-# (tests bench json peers by default; json: the same sweep as JSON lines and an SVG plot)
+# Usage there: bash benches/gpu_run.sh [tests|bench|json|peers|variants|half]...
+# (tests bench json peers by default; json: the same sweep as JSON lines and an SVG plot; half: f32,
+# f16 and bf16 side by side at the language-model shapes, xent beside PyTorch CUDA in each type)
 set -u
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
@@ -53,6 +54,13 @@ for step in $steps; do
         ;;
     peers)
         python3 benches/peers.py --no-cpu --shapes "$SHAPES" --reps "$REPS" 2>&1 | tee "$OUT/peers.txt"
+        ;;
+    half)
+        HSHAPES=${HSHAPES:-4096x128256,8192x32000,4096x50257}
+        target/release/xent bench --backend vulkan --gpu-only --dtype f32,f16,bf16 \
+            --shapes "$HSHAPES" --reps "$REPS" --matmul-shapes none 2>&1 | tee "$OUT/bench-half.txt"
+        python3 benches/peers.py --no-cpu --dtypes float32,float16,bfloat16 --shapes "$HSHAPES" \
+            --reps "$REPS" 2>&1 | grep -v jax | tee "$OUT/peers-half.txt"
         ;;
     esac
 done

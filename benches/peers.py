@@ -52,13 +52,16 @@ def cuda_event_ms(fn, reps):
     return statistics.median(times)
 
 
-def torch_rows(shapes, reps, device):
+def torch_rows(shapes, reps, device, dtype="float32"):
     import torch
 
+    dt = getattr(torch, dtype)
+    esize = torch.tensor([], dtype=dt).element_size()
+    suffix = "" if dtype == "float32" else "-" + {"bfloat16": "bf16", "float16": "f16"}[dtype]
     rows = []
     for n, k in shapes:
         rng = np.random.default_rng(n * 31 + k)
-        x = torch.tensor(rng.uniform(-8, 8, (n, k)).astype(np.float32), device=device)
+        x = torch.tensor(rng.uniform(-8, 8, (n, k)).astype(np.float32), device=device).to(dt)
         y = torch.tensor(rng.integers(0, k, n), device=device)
         sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
@@ -75,10 +78,10 @@ def torch_rows(shapes, reps, device):
 
         out = torch.empty_like(x)
         p = torch.softmax(x, dim=1)
-        g = torch.tensor(rng.uniform(-0.5, 0.5, (n, k)).astype(np.float32), device=device)
+        g = torch.tensor(rng.uniform(-0.5, 0.5, (n, k)).astype(np.float32), device=device).to(dt)
 
         def softmax_bwd(wait=True):
-            torch._softmax_backward_data(g, p, 1, torch.float32)
+            torch._softmax_backward_data(g, p, 1, dt)
             if wait:
                 sync()
 
@@ -92,8 +95,9 @@ def torch_rows(shapes, reps, device):
             ops.insert(0, ("copy", copy))
         for op, fn in ops:
             ms = median_ms(fn, reps)
-            nbytes = n * k * (12 if op == "softmax_bwd" else 8)
-            row = dict(op=op, n=n, k=k, backend=f"torch-{device}", median_ms=ms, gbps=nbytes / ms / 1e6)
+            nbytes = n * k * esize * (3 if op == "softmax_bwd" else 2)
+            row = dict(op=op, n=n, k=k, backend=f"torch-{device}{suffix}", median_ms=ms,
+                       gbps=nbytes / ms / 1e6)
             if device == "cuda":
                 # Device time: events on the stream around the launches, no host synchronisation
                 # inside the window (runs before 2026-11-22's last had one: +10–20 µs a call).
@@ -138,15 +142,19 @@ def main():
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--no-cpu", action="store_true", help="skip PyTorch's CPU timings")
+    ap.add_argument("--dtypes", default="float32",
+                    help="PyTorch's storage types, comma-separated: float32, bfloat16, float16 "
+                         "(bytes at the storage width; JAX runs float32)")
     args = ap.parse_args()
     rows = []
     try:
         import torch
 
-        if not args.no_cpu:
-            rows += torch_rows(args.shapes, args.reps, "cpu")
-        if torch.cuda.is_available():
-            rows += torch_rows(args.shapes, args.reps, "cuda")
+        for dtype in args.dtypes.split(","):
+            if not args.no_cpu:
+                rows += torch_rows(args.shapes, args.reps, "cpu", dtype)
+            if torch.cuda.is_available():
+                rows += torch_rows(args.shapes, args.reps, "cuda", dtype)
     except ImportError:
         print("# torch not installed: skipped")
     try:
