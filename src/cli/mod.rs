@@ -84,6 +84,10 @@ pub fn info(args: &DeviceArgs) -> Result<ExitCode, XentError> {
         rayon::current_num_threads(),
         xent::cpu::Isa::detected()
     );
+    println!(
+        "storage types: {} (16-bit as u32 pairs with integer conversions: every adapter; f32 arithmetic inside)",
+        xent::Elem::ALL.map(|e| e.short()).join(", ")
+    );
     let opts = args.options()?;
     let adapters = pollster::block_on(xent::list_adapters(&opts));
     if adapters.is_empty() {

@@ -599,3 +599,46 @@ fn every_cross_entropy_option_and_f32_outputs_on_request() {
         }
     }
 }
+
+/// 16-bit operations recorded into a caller's encoder (one submission) give the calls' bits.
+#[test]
+fn recorded_sixteen_bit_operations_give_the_calls_bits() {
+    for ctx in contexts() {
+        let (n, cols) = (33, 257);
+        let x = logits(1000, n, cols);
+        let labels: Vec<i64> = (0..n).map(|i| (i % cols) as i64).collect();
+        let lab = GpuLabels::from_slice(ctx, &labels).unwrap();
+        let opts = CrossEntropyOptions::default();
+        let z = GpuMatrix::from_slice_as(ctx, &x, n, cols, Elem::Bf16).unwrap();
+        let (p_rec, g_rec) = (
+            GpuMatrix::zeros_as(ctx, n, cols, Elem::Bf16).unwrap(),
+            GpuMatrix::zeros_as(ctx, n, cols, Elem::F16).unwrap(),
+        );
+        let mut encoder = ctx
+            .device()
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        let out = {
+            let mut rec = ctx.recorder(&mut encoder);
+            rec.softmax_into(&z, &p_rec).unwrap();
+            rec.cross_entropy_fwd_bwd_into(&z, Targets::Labels(&lab), &opts, &g_rec)
+                .unwrap()
+        };
+        ctx.queue().submit([encoder.finish()]);
+        let p_call = ctx.softmax(&z).unwrap();
+        let g_call = GpuMatrix::zeros_as(ctx, n, cols, Elem::F16).unwrap();
+        let call = ctx
+            .cross_entropy_fwd_bwd_into(&z, Targets::Labels(&lab), &opts, &g_call)
+            .unwrap();
+        let read = |m: &GpuMatrix| m.read_blocking(ctx).unwrap();
+        let case = describe(ctx);
+        assert!(same_bits(&read(&p_rec), &read(&p_call)), "{case}: softmax");
+        assert!(
+            same_bits(&read(&g_rec), &read(&g_call)),
+            "{case}: bf16 logits → f16 gradient"
+        );
+        assert!(
+            same_bits(&read(&out.rows), &read(&call.rows)),
+            "{case}: rows"
+        );
+    }
+}
