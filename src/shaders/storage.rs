@@ -130,11 +130,6 @@ impl Elems {
     pub fn at(&self, binding: u32) -> Elem {
         self.0.get(binding as usize).copied().unwrap_or_default()
     }
-
-    /// Whether any binding is not f32.
-    pub fn any_half(&self) -> bool {
-        self.0.iter().any(|&e| e != Elem::F32)
-    }
 }
 
 /// A parsed `#matrix BINDING NAME: ACCESS [flat]` line (`flat`: the kernel computes its own
