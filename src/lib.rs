@@ -30,6 +30,7 @@ pub mod cpu;
 pub mod cross_entropy;
 pub mod data;
 pub mod error;
+mod exact_sum;
 mod geometry;
 mod launch;
 pub mod linear_ce;

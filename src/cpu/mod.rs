@@ -354,20 +354,13 @@ fn ce_impl(
         }
     };
     let w_of = |j: usize| weight.map_or(1.0, |w| f64::from(w[j]));
-    let denominator: f64 = match labels {
-        // Folded from +0 (an empty `sum` is −0 since Rust 1.81; PyTorch's is +0).
-        // Without weights, a count: the same value as the fold of ones (exact below 2⁵³).
-        Some(l) if weight.is_none() => l.iter().filter(|&&y| y != opts.ignore_index).count() as f64,
-        Some(l) => l
-            .iter()
-            .filter(|&&y| y != opts.ignore_index)
-            .fold(0.0, |a, &y| a + w_of(y as usize)),
-        None => n as f64,
+    let denominator = match labels {
+        Some(l) => crate::exact_sum::mean_denominator(l, weight, opts.ignore_index),
+        None => n as f32,
     };
-    let grad_output = f64::from(opts.grad_output);
     let scale = match opts.reduction {
-        Reduction::Mean => grad_output / denominator,
-        Reduction::Sum | Reduction::None => grad_output,
+        Reduction::Mean => crate::exact_sum::mean_scale(opts.grad_output, denominator),
+        Reduction::Sum | Reduction::None => opts.grad_output,
     };
     let cfg = CeCfg {
         cols,
@@ -381,7 +374,7 @@ fn ce_impl(
         w_sum: (0..cols).map(w_of).sum::<f64>() as f32,
         z_loss: opts.z_loss,
         softcap: opts.softcap,
-        scale: scale as f32,
+        scale,
     };
 
     let mut rows = vec![RowOut::default(); n];
@@ -417,7 +410,7 @@ fn ce_impl(
 
     let total = rows.iter().fold(0.0, |a, r| a + f64::from(r.loss));
     let loss = match opts.reduction {
-        Reduction::Mean => total / denominator,
+        Reduction::Mean => total / f64::from(denominator),
         Reduction::Sum | Reduction::None => total,
     };
     let accuracy = match labels {
@@ -440,7 +433,7 @@ fn ce_impl(
     Ok(CpuCrossEntropy {
         row_loss: rows.iter().map(|r| r.loss).collect(),
         loss: loss as f32,
-        denominator: denominator as f32,
+        denominator,
         lse: rows.iter().map(|r| r.lse).collect(),
         argmax: rows.iter().map(|r| r.argmax).collect(),
         accuracy,

@@ -320,7 +320,7 @@ impl Context {
         let reduce = |encoder: &mut wgpu::CommandEncoder| -> Result<()> {
             let mut params = RowParams::mode(REDUCE_FINISH);
             params.flags = fl;
-            params.f[1] = denom as f32;
+            params.f[1] = denom;
             params.total = n as u32;
             let args = [
                 Arg::Whole(rows.on(self)?),

@@ -2,6 +2,7 @@
 //! batch sums' slicing, decided from validated input before anything is allocated or encoded.
 
 use super::{REDUCE_SLICE, flags};
+use crate::exact_sum::{mean_denominator, mean_scale};
 use crate::options::{CrossEntropyOptions, Reduction};
 
 /// [`GradTo`] without the matrix, for the plan.
@@ -22,9 +23,9 @@ pub(super) struct CePlan {
     pub(super) passes: u32,
     /// `ignore_index` as the kernels compare it (i32; one outside i32 can match no stored label).
     pub(super) ignore_index: i32,
-    /// The mean's denominator: Σ w\[y_i\] over rows not ignored (f64, rounded once), n for
-    /// probability targets.
-    pub(super) denominator: f64,
+    /// The mean's denominator: Σ w\[y_i\] over rows not ignored (exact, rounded once:
+    /// [`crate::exact_sum::mean_denominator`]), n for probability targets.
+    pub(super) denominator: f32,
     /// The row kernel's scalars f0…f4: label smoothing, z-loss, softcap (1 when off), Σ_j w_j, and
     /// the gradient's scale (`grad_output`, ÷ the denominator for a mean).
     pub(super) scalars: [f32; 5],
@@ -63,23 +64,15 @@ impl CePlan {
         );
         set(&mut fl, row_upstream, flags::ROW_UPSTREAM);
         // The mean's denominator, on the host where labels and weights are: with it the
-        // gradient's scale is known before the rows run.
+        // gradient's scale is known before the rows run (device-only labels: ce_denom computes
+        // the same bits on the device).
         let denominator = match labels {
-            Some(labels) => labels
-                .iter()
-                .filter(|&&y| i64::from(y) != opts.ignore_index)
-                .map(|&y| {
-                    opts.weight
-                        .as_ref()
-                        .map_or(1.0, |w| f64::from(w[y as usize]))
-                })
-                // Folded from +0, as the CPU path: an empty `sum` is −0, and PyTorch's is +0.
-                .fold(0.0, |a, w| a + w),
-            None => n as f64,
+            Some(labels) => mean_denominator(labels, opts.weight.as_deref(), opts.ignore_index),
+            None => n as f32,
         };
         let grad_scale = match opts.reduction {
-            Reduction::Mean => f64::from(opts.grad_output) / denominator,
-            _ => f64::from(opts.grad_output),
+            Reduction::Mean => mean_scale(opts.grad_output, denominator),
+            _ => opts.grad_output,
         };
         // A slice is launched as a "row", so it keeps under the binding limit like one (row_out, 16
         // bytes a row, is bound whole: the partials then fit too).
@@ -94,7 +87,7 @@ impl CePlan {
                 opts.z_loss,
                 opts.softcap.unwrap_or(1.0),
                 opts.weight_sum(cols),
-                grad_scale as f32,
+                grad_scale,
             ],
             slice,
             slices: n.div_ceil(slice),

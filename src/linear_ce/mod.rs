@@ -21,6 +21,7 @@
 use std::ops::Range;
 
 use crate::error::{Result, XentError};
+use crate::exact_sum::{mean_denominator, mean_scale};
 use crate::options::{CrossEntropyOptions, Reduction};
 
 mod gpu;
@@ -135,7 +136,7 @@ pub(crate) struct Plan {
     pub count: usize,
     pub chunk_rows: usize,
     pub row_block: usize,
-    pub denominator: f64,
+    pub denominator: f32,
     /// The caller's reduction.
     pub reduction: Reduction,
     /// The options of each chunk's cross-entropy: the batch's scale as a `Sum` (or `None`).
@@ -178,16 +179,15 @@ impl Plan {
             }
         }
         let ce = &opts.ce;
-        let w_of = |j: usize| ce.weight.as_ref().map_or(1.0, |w| f64::from(w[j]));
         let (listed, denominator) = match labels {
             Some(l) => {
                 let kept: Vec<usize> = (0..n).filter(|&i| l[i] != ce.ignore_index).collect();
-                // Folded from +0 in row order, as every cross-entropy of this crate.
-                let denom = kept.iter().fold(0.0, |a, &i| a + w_of(l[i] as usize));
+                // Exact, rounded once, as every cross-entropy of this crate.
+                let denom = mean_denominator(l, ce.weight.as_deref(), ce.ignore_index);
                 let listed = (kept.len() < n).then_some(kept);
                 (listed, denom)
             }
-            None => (None, n as f64),
+            None => (None, n as f32),
         };
         let count = listed.as_ref().map_or(n, Vec::len);
         let row_block = opts.row_block;
@@ -205,7 +205,7 @@ impl Plan {
         let mut const_upstream = None;
         match ce.reduction {
             Reduction::Mean => {
-                let scale = (f64::from(ce.grad_output) / denominator) as f32;
+                let scale = mean_scale(ce.grad_output, denominator);
                 if scale.is_finite() {
                     chunk_ce.reduction = Reduction::Sum;
                     chunk_ce.grad_output = scale;
@@ -305,7 +305,7 @@ impl Plan {
             }
         }
         let reduced = match self.reduction {
-            Reduction::Mean => total / self.denominator,
+            Reduction::Mean => total / f64::from(self.denominator),
             Reduction::Sum | Reduction::None => total,
         };
         let accuracy = match labels {
@@ -315,7 +315,7 @@ impl Plan {
         LinearCeResult {
             loss: reduced as f32,
             row_loss,
-            denominator: self.denominator as f32,
+            denominator: self.denominator,
             accuracy,
             lse: row_lse,
             chunk_rows: self.chunk_rows,
