@@ -1,7 +1,8 @@
 // ce_fwd_bwd: softmax cross-entropy per row, fused with its gradient.
-// Reads: z (n×N logits, chunk-bound), targets (n×N probabilities, chunk-bound) or labels (n, i32),
-//        weight (N class weights), gscale (one gradient scale per row, read with CE_ROW_UPSTREAM;
-//        otherwise the scale is p.f4: the upstream gradient, ÷ the mean's denominator for mean).
+// Reads: z (n×N logits, chunk-bound), targets (n×N probabilities, chunk-bound) or labels (n; i32, u32
+//        or i64: ce_common's label_at), weight (N class weights), gscale (one gradient scale per row,
+//        read with CE_ROW_UPSTREAM; with CE_DEVICE_DENOM the batch numbers of ce_denom, the scale at
+//        [4]; otherwise the scale is p.f4: the upstream gradient, ÷ the mean's denominator for mean).
 // Writes: row_out (n×4: loss, lse, argmax, correct), and the gradient ∂L/∂z into grad (n×N,
 //         chunk-bound), or over z itself with CE_IN_PLACE. Unused bindings get a 16-byte stand-in.
 // Vectorised: V is f32 or vec4<f32> (vec1.wgsl / vec4.wgsl), chosen by the host from N. z, grad and
@@ -14,20 +15,20 @@
 // Semantics: torch.nn.functional.cross_entropy (weight, ignore_index, label_smoothing), with logit
 // soft-capping c·tanh(z/c) applied first and z-loss (f1 · lse²) added to each row that is not ignored.
 // row_out[3] (correct) is 1 or 0, and −1 for an ignored row or probability targets.
-// Ignored rows: loss 0 and gradient exactly 0. Terms with a zero target (or zero weight) contribute 0
+// Ignored rows: loss 0 and gradient exactly 0. A bad device-only label (ce_common's label_at): loss
+// and gradient NaN, never a plausible number; ce_denom records the first such row. Terms with a zero target (or zero weight) contribute 0
 // (PyTorch gives 0·(−inf) = NaN there for probability targets over masked logits).
 // Flags and soft-capping: ce_common.wgsl.
 
-#import prelude: WG, UNROLL, ROW_CACHE, CE_LABELS, CE_WEIGHT, CE_GRAD, CE_IN_PLACE, CE_ROW_UPSTREAM, CE_PASS2
+#import prelude: WG, UNROLL, ROW_CACHE, CE_LABELS, CE_WEIGHT, CE_GRAD, CE_IN_PLACE, CE_ROW_UPSTREAM, CE_PASS2, CE_DEVICE_DENOM
 #import vector: V, VU, VW, comp, hfirst, hmax, hsum, vidx
 #import common: p, lane_of, row_of, walk_n, cached, cache_slot, exp_rel, is_inf, MaxSum, online_push_v
 #import reduce: seg_max, seg_sum4
-#import ce_common: has, capped
+#import ce_common: has, capped, label_at, labels
 
 #matrix 1 z: read_write
 #matrix 2 grad: read_write
 #matrix 3 targets: read
-@group(0) @binding(4) var<storage, read> labels: array<i32>;
 @group(0) @binding(5) var<storage, read> weight: array<V>;
 @group(0) @binding(6) var<storage, read> gscale: array<f32>;
 @group(0) @binding(7) var<storage, read_write> row_out: array<f32>;
@@ -59,10 +60,12 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
 
     var label = 0u;
     var ignored = false;
+    var bad = false;
     if (live && labels_mode) {
-        let l = labels[grow];
-        ignored = l == p.ignore_index;
-        label = select(u32(l), 0u, ignored);
+        let l = label_at(grow, p.cols);
+        ignored = l.ignored;
+        bad = l.bad;
+        label = l.cls;
     }
 
     // Pass 1: online (max, Σexp), the lane's first maximal index, and Σ w·t for probability targets.
@@ -104,7 +107,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     let lse = m + log_s;
     // log p̂_j = (z_j − M) − log Σ; a row whose max is infinite has no softmax (NaN, as PyTorch).
     let m_norm = select(m, p.nan, is_inf(m));
-    let keep = live && !ignored;
+    let keep = live && !ignored && !bad;
 
     var w_y = 0.0;
     var z_y = 0.0;
@@ -120,7 +123,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     coef += 2.0 * p.f1 * lse;
     var up = 0.0;
     if (live) {
-        up = select(p.f4, gscale[grow], has(CE_ROW_UPSTREAM));
+        up = select(select(p.f4, gscale[4], has(CE_DEVICE_DENOM)), gscale[grow], has(CE_ROW_UPSTREAM));
     }
     var cap_inv = 0.0;
     if (has(CE_SOFTCAP)) {
@@ -159,7 +162,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
                             let t = v * cap_inv;
                             gj *= V(1.0) - t * t;
                         }
-                        gj = select(V(0.0), gj, keep);
+                        gj = select(select(V(0.0), gj, keep), V(p.nan), bad);
                         if (has(CE_IN_PLACE)) {
                             z_st(zb + j, gj);
                         } else {
@@ -182,11 +185,11 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     }
     loss += p.f1 * lse * lse;
     var correct = -1.0;
-    if (labels_mode && !ignored) {
+    if (labels_mode && !ignored && !bad) {
         correct = select(0.0, 1.0, first == label);
     }
     let o = 4u * grow;
-    row_out[o] = select(0.0, loss, keep);
+    row_out[o] = select(select(0.0, loss, keep), p.nan, bad);
     row_out[o + 1u] = lse;
     row_out[o + 2u] = f32(first);
     row_out[o + 3u] = correct;

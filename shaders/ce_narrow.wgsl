@@ -3,15 +3,14 @@
 // between stays in registers. Same bindings (weights and row_out read as floats and vec4s), options,
 // outputs and edge cases as ce_fwd_bwd.
 
-#import prelude: CE_LABELS, CE_WEIGHT, CE_GRAD, CE_IN_PLACE, CE_ROW_UPSTREAM, CE_SOFTCAP, CE_PASS2
+#import prelude: CE_LABELS, CE_WEIGHT, CE_GRAD, CE_IN_PLACE, CE_ROW_UPSTREAM, CE_SOFTCAP, CE_PASS2, CE_DEVICE_DENOM
 #import narrow: main
 #import common: p, exp_rel, is_inf
-#import ce_common: has, capped
+#import ce_common: has, capped, label_at, labels
 
 #matrix 1 z: read_write
 #matrix 2 grad: read_write
 #matrix 3 targets: read
-@group(0) @binding(4) var<storage, read> labels: array<i32>;
 @group(0) @binding(5) var<storage, read> weight: array<f32>;
 @group(0) @binding(6) var<storage, read> gscale: array<f32>;
 @group(0) @binding(7) var<storage, read_write> row_out: array<vec4<f32>>;
@@ -55,12 +54,14 @@ fn pack_main(row: u32, base: u32) {
         let grow = p.row0 + row + I_u;
         var label = 0u;
         var ignored = false;
+        var bad = false;
         if (labels_mode) {
-            let l = labels[grow];
-            ignored = l == p.ignore_index;
-            label = select(u32(l), 0u, ignored);
+            let l = label_at(grow, p.cols);
+            ignored = l.ignored;
+            bad = l.bad;
+            label = l.cls;
         }
-        let keep = !ignored;
+        let keep = !ignored && !bad;
         // Max, first maximal column, Σexp and Σ w·t, as ce_fwd_bwd's pass 1.
         var m = p.ninf;
         //#columns
@@ -100,7 +101,7 @@ fn pack_main(row: u32, base: u32) {
             //#end
         }
         coef += 2.0 * p.f1 * lse;
-        let up = select(p.f4, gscale[grow], has(CE_ROW_UPSTREAM));
+        let up = select(select(p.f4, gscale[4], has(CE_DEVICE_DENOM)), gscale[grow], has(CE_ROW_UPSTREAM));
         // The gradient and the loss terms that need the log-sum-exp, as ce_fwd_bwd's pass 2.
         var loss_acc = 0.0;
         if (has(CE_PASS2)) {
@@ -137,7 +138,7 @@ fn pack_main(row: u32, base: u32) {
                     //#end
                 }
                 //#columns
-                    g_E = select(0.0, gj_C, keep);
+                    g_E = select(select(0.0, gj_C, keep), p.nan, bad);
                 //#end
             }
         }
@@ -145,10 +146,10 @@ fn pack_main(row: u32, base: u32) {
         var correct = -1.0;
         if (labels_mode) {
             loss = (1.0 - eps) * w_y * (-((z_y - m_norm) - log_s)) + eps_n * loss_acc;
-            correct = select(select(0.0, 1.0, first == label), -1.0, ignored);
+            correct = select(select(0.0, 1.0, first == label), -1.0, ignored || bad);
         }
         loss += p.f1 * lse * lse;
-        row_out[grow] = vec4<f32>(select(0.0, loss, keep), lse, f32(first), correct);
+        row_out[grow] = vec4<f32>(select(select(0.0, loss, keep), p.nan, bad), lse, f32(first), correct);
     }
     //#end
     if (has(CE_GRAD)) {

@@ -5,12 +5,13 @@
 // Larger batches, two launches: first a row launch over slices, "row" g being the p.cols = S batch rows
 //   g·S … g·S + S − 1 (fewer in the last slice: p.total is the batch size n), each slice's sums going
 //   to partial[g]; then one "row" of p.cols = G partials (FINISH | FROM_PARTIALS).
-// FINISH writes stats[0] = Σ row losses (÷ p.f1, the mean's denominator from the host, for mean),
+// FINISH writes stats[0] = Σ row losses (÷ p.f1, the mean's denominator from the host, for mean; with
+//   CE_DEVICE_DENOM ÷ stats[1], written there by ce_denom),
 //   stats[1] = p.f1, stats[2] = accuracy over rows with a label, stats[3] = how many such rows.
 // Reads: row_out (n×4), partial (G×4). Writes: partial, stats (4).
 // An all-ignored batch gives a mean of 0/0 = NaN, as PyTorch.
 
-#import prelude: WG, UNROLL, CE_MEAN, MODE_FINISH, MODE_FROM_PARTIALS
+#import prelude: WG, UNROLL, CE_MEAN, CE_DEVICE_DENOM, MODE_FINISH, MODE_FROM_PARTIALS
 #import common: p, MODE, FLAGS, lane_of, row_of, walk
 #import reduce: seg_sum4
 
@@ -58,8 +59,10 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
         return;
     }
     let mean = (FLAGS & CE_MEAN) != 0u;
-    stats[0] = select(t.x, t.x / p.f1, mean);
-    stats[1] = p.f1;
+    // Device-only labels: ce_denom wrote the denominator into stats[1] before the rows ran.
+    let den = select(p.f1, stats[1], (FLAGS & CE_DEVICE_DENOM) != 0u);
+    stats[0] = select(t.x, t.x / den, mean);
+    stats[1] = den;
     stats[2] = t.z / t.w;
     stats[3] = t.w;
 }

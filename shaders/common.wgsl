@@ -20,7 +20,7 @@ struct Params {
     mode: u32,          // the same values as the MODE and FLAGS overrides below (kept for
     flags: u32,         // inspection); the kernels read the overrides
 
-    ignore_index: i32,  // cross-entropy: label to skip
+    ignore_index: i32,  // cross-entropy: label to skip (its low word; ignore_hi below)
     ninf: f32,          // -inf and NaN come from the host: WGSL has no literal for them
     nan: f32,
     f0: f32,            // kernel-specific scalars
@@ -31,6 +31,8 @@ struct Params {
     total: u32,         // rows of the whole launch, where a kernel needs it (ce_reduce: the batch)
     shift16: u32,       // `shift` for the 16-bit (f16, bf16) n×N bindings, which start at their own
                         // aligned offset
+    ignore_hi: i32,     // cross-entropy: the high word of ignore_index as an i64 (ignore_index is the low)
+    classes: u32,       // ce_denom: N (its rows are blocks of labels)
 }
 
 @group(0) @binding(0) var<uniform> p: Params;

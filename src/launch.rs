@@ -38,6 +38,8 @@ pub(crate) struct RowParams {
     pub f: [f32; 5],
     pub total: u32,
     pub shift16: u32,
+    pub ignore_hi: i32,
+    pub classes: u32,
 }
 
 impl RowParams {
@@ -57,6 +59,8 @@ impl RowParams {
             f: [0.0; 5],
             total: 0,
             shift16: 0,
+            ignore_hi: 0,
+            classes: 0,
         }
     }
 }
@@ -79,12 +83,15 @@ pub(crate) enum Encode<'e> {
 }
 
 /// One binding of a row kernel, in binding order after the uniform at binding 0.
+#[derive(Clone, Copy)]
 pub(crate) enum Arg<'a> {
     /// An n×N matrix of the given element type starting at the given byte of the buffer (a multiple
     /// of the storage offset alignment), bound chunk by chunk.
     Rows(&'a wgpu::Buffer, u64, Elem),
     /// A buffer bound whole (per-row vectors, class weights, scalars).
     Whole(&'a wgpu::Buffer),
+    /// `size` bytes of a buffer from byte `offset` (an aligned start): a caller's per-row vector.
+    Part(&'a wgpu::Buffer, u64, u64),
 }
 
 pub(crate) use crate::context::dispatch;
@@ -245,12 +252,15 @@ impl Context {
         // Operands bound whole (per-row vectors, class weights) must fit one binding too.
         let limit = self.limits().max_storage_buffer_binding_size;
         for arg in args {
-            if let Arg::Whole(b) = arg
-                && b.size() > limit
-            {
+            let bytes = match arg {
+                Arg::Whole(b) => b.size(),
+                Arg::Part(_, _, size) => *size,
+                Arg::Rows(..) => continue,
+            };
+            if bytes > limit {
                 return Err(XentError::TooLarge {
                     what: format!("`{}` operand of {} rows", kernel.label(), n),
-                    needed: format!("{} bytes in one storage binding", b.size()),
+                    needed: format!("{bytes} bytes in one storage binding"),
                     limit: format!("{limit} bytes (max_storage_buffer_binding_size)"),
                 });
             }
@@ -340,6 +350,13 @@ impl Context {
                             })
                         }
                         Arg::Whole(b) => b.as_entire_binding(),
+                        Arg::Part(b, offset, size) => {
+                            wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                                buffer: b,
+                                offset: *offset,
+                                size: wgpu::BufferSize::new(*size),
+                            })
+                        }
                     });
                 }
                 let bind = self.bind_group(&seg.pipeline, &resources)?;

@@ -32,6 +32,7 @@ pub mod data;
 pub mod error;
 mod exact_sum;
 mod geometry;
+mod labels;
 mod launch;
 pub mod linear_ce;
 pub mod matmul;
@@ -49,7 +50,7 @@ pub use context::{AdapterSummary, Context, ContextOptions, list_adapters};
 pub use cross_entropy::{CeStats, CrossEntropyOptions, CrossEntropyOutput, Reduction, Targets};
 pub use error::{Result, XentError};
 pub use half;
-pub use matrix::{GpuLabels, GpuMatrix};
+pub use matrix::{GpuLabels, GpuMatrix, LabelType};
 pub use record::Recorder;
 pub use shaders::{Elem, ReducePath};
 

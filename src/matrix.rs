@@ -4,6 +4,8 @@ use crate::context::{Context, ContextId, MATRIX_USAGE};
 use crate::error::{Result, XentError};
 use crate::shaders::Elem;
 
+pub use crate::labels::{GpuLabels, LabelType};
+
 /// A row-major `rows × cols` matrix that lives on the device, stored as f32 (the default), f16 or
 /// bf16 ([`GpuMatrix::elem`]). Kernels take and return these, so a chain of kernels never goes
 /// through the host. A vector is a matrix with one column. A matrix belongs to the [`Context`] that
@@ -31,6 +33,43 @@ pub struct GpuMatrix {
 /// Bytes of `len` elements of `elem` in a buffer: whole 4-byte words.
 pub(crate) fn storage_bytes(len: usize, elem: Elem) -> u64 {
     (len as u64 * elem.size()).next_multiple_of(4)
+}
+
+/// A caller's buffer holds `bytes` of a matrix or labels (`what`) at `offset`: STORAGE usage, the
+/// offset a multiple of the storage offset alignment, and the bytes inside the buffer.
+pub(crate) fn check_caller_buffer(
+    ctx: &Context,
+    buffer: &wgpu::Buffer,
+    offset: u64,
+    bytes: u64,
+    what: &'static str,
+) -> Result<()> {
+    if !buffer.usage().contains(wgpu::BufferUsages::STORAGE) {
+        return Err(XentError::InvalidArgument(format!(
+            "the buffer of {what} needs STORAGE usage; this one has {:?}",
+            buffer.usage()
+        )));
+    }
+    let align = u64::from(ctx.limits().min_storage_buffer_offset_alignment);
+    if !offset.is_multiple_of(align) {
+        return Err(XentError::InvalidArgument(format!(
+            "the offset of {what} must be a multiple of {align} bytes \
+             (min_storage_buffer_offset_alignment), not {offset}"
+        )));
+    }
+    let end = bytes.checked_add(offset);
+    if end.is_none_or(|end| end > buffer.size()) {
+        return Err(XentError::LengthMismatch {
+            what: if what == "labels" {
+                "caller buffer (bytes) for the labels at their offset"
+            } else {
+                "caller buffer (bytes) for the matrix at its offset"
+            },
+            expected: end.map_or(usize::MAX, |e| e as usize),
+            got: buffer.size() as usize,
+        });
+    }
+    Ok(())
 }
 
 fn checked_len(rows: usize, cols: usize) -> Result<usize> {
@@ -127,27 +166,7 @@ impl GpuMatrix {
         elem: Elem,
     ) -> Result<Self> {
         let len = checked_len(rows, cols)?;
-        if !buffer.usage().contains(wgpu::BufferUsages::STORAGE) {
-            return Err(XentError::InvalidArgument(format!(
-                "a matrix's buffer needs STORAGE usage; this one has {:?}",
-                buffer.usage()
-            )));
-        }
-        let align = u64::from(ctx.limits().min_storage_buffer_offset_alignment);
-        if !offset.is_multiple_of(align) {
-            return Err(XentError::InvalidArgument(format!(
-                "a matrix's offset must be a multiple of {align} bytes \
-                 (min_storage_buffer_offset_alignment), not {offset}"
-            )));
-        }
-        let end = storage_bytes(len, elem).checked_add(offset);
-        if end.is_none_or(|end| end > buffer.size()) {
-            return Err(XentError::LengthMismatch {
-                what: "caller buffer (bytes) for the matrix at its offset",
-                expected: end.map_or(usize::MAX, |e| e as usize),
-                got: buffer.size() as usize,
-            });
-        }
+        check_caller_buffer(ctx, &buffer, offset, storage_bytes(len, elem), "matrix")?;
         Ok(Self {
             buffer,
             elem,
@@ -387,85 +406,5 @@ impl GpuMatrix {
             });
         }
         Ok(())
-    }
-}
-
-/// Class labels of `n` rows on the device (i32), with the host copy kept for validation: a
-/// cross-entropy call checks every label against N and `ignore_index` before any kernel runs, so a bad
-/// label is an error and never a half-written output.
-#[derive(Debug)]
-pub struct GpuLabels {
-    buffer: wgpu::Buffer,
-    host: Vec<i32>,
-    owner: ContextId,
-}
-
-impl GpuLabels {
-    /// Uploads labels given as any integer type that fits in i32 (u32, i32 and i64 from NumPy and
-    /// PyTorch); a value outside i32 is an error naming its row.
-    pub fn from_slice<T: Copy + TryInto<i32> + std::fmt::Display>(
-        ctx: &Context,
-        labels: &[T],
-    ) -> Result<Self> {
-        let host = labels
-            .iter()
-            .enumerate()
-            .map(|(row, &l)| {
-                l.try_into().map_err(|_| {
-                    XentError::InvalidArgument(format!(
-                        "label {l} in row {row} does not fit in i32"
-                    ))
-                })
-            })
-            .collect::<Result<Vec<i32>>>()?;
-        let buffer = ctx.create_buffer("xent.labels", host.len() as u64 * 4, MATRIX_USAGE)?;
-        if !host.is_empty() {
-            ctx.checked(|| {
-                ctx.queue
-                    .write_buffer(&buffer, 0, bytemuck::cast_slice(&host))
-            })?;
-        }
-        Ok(Self {
-            buffer,
-            host,
-            owner: ctx.id(),
-        })
-    }
-
-    /// Number of rows.
-    pub fn len(&self) -> usize {
-        self.host.len()
-    }
-
-    /// Whether there are no rows.
-    pub fn is_empty(&self) -> bool {
-        self.host.is_empty()
-    }
-
-    /// The labels as uploaded.
-    pub fn as_slice(&self) -> &[i32] {
-        &self.host
-    }
-
-    /// The wgpu buffer (i32 per row).
-    pub fn buffer(&self) -> &wgpu::Buffer {
-        &self.buffer
-    }
-
-    /// The buffer, checked to belong to `ctx` (see [`GpuMatrix::on`]).
-    pub(crate) fn on(&self, ctx: &Context) -> Result<&wgpu::Buffer> {
-        ctx.expect_owner("labels", self.owner)?;
-        Ok(&self.buffer)
-    }
-}
-
-impl GpuLabels {
-    /// Labels already on the device (`buffer`, i32 per row) with their host copy.
-    pub(crate) fn from_parts(ctx: &Context, buffer: wgpu::Buffer, host: Vec<i32>) -> Self {
-        Self {
-            buffer,
-            host,
-            owner: ctx.id(),
-        }
     }
 }

@@ -10,12 +10,18 @@ use crate::softmax::check_cols;
 
 pub use crate::options::{CrossEntropyOptions, Reduction};
 
+mod output;
 mod plan;
 
-use plan::{CePlan, GradKind};
+pub use output::{CeStats, CrossEntropyOutput};
+use plan::{CePlan, GradKind, PlanTargets};
 
 /// Batch rows per partial sum in ce_reduce's first stage.
 const REDUCE_SLICE: usize = 4096;
+/// Columns of [`CrossEntropyOutput::stats`].
+pub(crate) const STATS_WIDTH: usize = 8;
+/// Batch rows per "row" of ce_denom (a lane sums at most this many: its carry-save digits hold 2¹⁵).
+const DENOM_BLOCK: usize = 4096;
 /// ce_reduce's MODE bits (defined once, in [`crate::shaders::flags`]).
 use crate::shaders::flags::{
     MODE_FINISH as REDUCE_FINISH, MODE_FROM_PARTIALS as REDUCE_FROM_PARTIALS,
@@ -30,74 +36,11 @@ pub enum Targets<'a> {
     Probs(&'a GpuMatrix),
 }
 
-/// What a cross-entropy call leaves on the device.
-#[derive(Debug)]
-pub struct CrossEntropyOutput {
-    /// n×4, per row: loss (weighted, smoothed, with z-loss; 0 when ignored), log-sum-exp of the
-    /// (soft-capped) logits, argmax (first maximal class, as f32), correct (1 or 0; −1 for an ignored
-    /// row or probability targets).
-    pub rows: GpuMatrix,
-    /// 1×4: the reduced loss (the sum of row losses for `Reduction::None`), the mean's denominator,
-    /// the accuracy over labelled rows, and how many labelled rows there were.
-    pub stats: GpuMatrix,
-    /// ∂L/∂logits of the reduced loss (of `loss.sum()` for none), when asked for.
-    pub grad: Option<GpuMatrix>,
-    /// The reduction the call used.
-    pub reduction: Reduction,
-}
-
-/// The batch numbers of a cross-entropy call, by name ([`CrossEntropyOutput::read_stats`]).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct CeStats {
-    /// The reduced loss (the sum of the row losses for `Reduction::None`).
-    pub loss: f32,
-    /// The mean's denominator: Σ w\[y\] over rows not ignored (labels), n (probability targets).
-    pub denominator: f32,
-    /// Accuracy over the labelled rows not ignored (NaN when there are none, and for probabilities).
-    pub accuracy: f32,
-    /// How many labelled rows were not ignored.
-    pub labelled_rows: f32,
-}
-
-impl CrossEntropyOutput {
-    /// The batch numbers, read back (`stats` on the device, by name).
-    pub async fn read_stats(&self, ctx: &Context) -> Result<CeStats> {
-        let s = self.stats.read(ctx).await?;
-        Ok(CeStats {
-            loss: s[0],
-            denominator: s[1],
-            accuracy: s[2],
-            labelled_rows: s[3],
-        })
-    }
-
-    /// Blocking [`CrossEntropyOutput::read_stats`].
-    pub fn read_stats_blocking(&self, ctx: &Context) -> Result<CeStats> {
-        pollster::block_on(self.read_stats(ctx))
-    }
-
-    /// Column `c` of [`CrossEntropyOutput::rows`], read back.
-    pub fn read_row_column(&self, ctx: &Context, c: usize) -> Result<Vec<f32>> {
-        if c >= 4 {
-            return Err(XentError::InvalidArgument(format!(
-                "row column {c}: the per-row outputs have 4 columns (loss, lse, argmax, correct)"
-            )));
-        }
-        let rows = self.rows.read_blocking(ctx)?;
-        Ok(rows.chunks_exact(4).map(|r| r[c]).collect())
-    }
-
-    /// The loss as PyTorch returns it: n values for none, one value for sum and mean.
-    pub fn read_loss(&self, ctx: &Context) -> Result<Vec<f32>> {
-        match self.reduction {
-            Reduction::None => self.read_row_column(ctx, 0),
-            _ => Ok(vec![self.stats.read_blocking(ctx)?[0]]),
-        }
-    }
-}
-
 /// The cross-entropy kernels' FLAGS bits (defined once, in [`crate::shaders::flags`]).
 mod flags {
+    pub use crate::shaders::flags::{
+        CE_DEVICE_DENOM as DEVICE_DENOM, CE_LABELS_I64 as LABELS_I64, CE_LABELS_U32 as LABELS_U32,
+    };
     pub use crate::shaders::flags::{
         CE_GRAD as GRAD, CE_IN_PLACE as IN_PLACE, CE_LABELS as LABELS, CE_MEAN as MEAN,
         CE_PASS2 as PASS2, CE_ROW_UPSTREAM as ROW_UPSTREAM, CE_SOFTCAP as SOFTCAP,
@@ -210,9 +153,10 @@ impl Context {
         )
     }
 
-    /// Validates everything (the mean's denominator and the gradient scale are computed here, from
-    /// the labels and weights the host has), then encodes ce_fwd_bwd → ce_reduce (loss, accuracy; two
-    /// stages past 4,096 rows) in one submission. No readback in between.
+    /// Validates everything known on the host (for host labels also the labels, and the mean's
+    /// denominator and the gradient scale are computed here), then encodes, in one submission:
+    /// ce_denom (device-only labels: the denominator, the scale and the labels' check, on the
+    /// device) → ce_fwd_bwd → ce_reduce (loss, accuracy; two stages past 4,096 rows). No readback.
     pub(crate) fn ce(
         &self,
         to: Encode<'_>,
@@ -239,25 +183,36 @@ impl Context {
         if let Some(u) = upstream {
             u.on(self)?;
         }
-        match targets {
-            Targets::Labels(labels) => check_labels(labels, n, cols, opts.ignore_index)?,
+        let plan_targets = match targets {
+            Targets::Labels(labels) => match labels.host() {
+                Some(host) => {
+                    crate::options::check_labels(host, n, cols, opts.ignore_index)?;
+                    PlanTargets::Host(host)
+                }
+                None if labels.len() != n => {
+                    return Err(XentError::LengthMismatch {
+                        what: "labels (one per row)",
+                        expected: n,
+                        got: labels.len(),
+                    });
+                }
+                None => PlanTargets::Device(labels.label_type()),
+            },
             Targets::Probs(t) => {
                 t.expect_shape("probability targets", n, cols)?;
                 opts.validate_for_probs()?;
+                PlanTargets::Probs
             }
-        }
+        };
+        let device_denom = matches!(plan_targets, PlanTargets::Device(_));
         let grad_into = match grad_to {
             GradTo::Into(g) => Some(g),
             _ => None,
         };
-        let labels_host = match targets {
-            Targets::Labels(l) => Some(l.as_slice()),
-            Targets::Probs(_) => None,
-        };
         let plan = CePlan::new(
             n,
             cols,
-            labels_host,
+            plan_targets,
             opts,
             grad_to.kind(),
             upstream.is_some(),
@@ -266,7 +221,7 @@ impl Context {
         let fl = plan.flags;
 
         let rows = GpuMatrix::zeros(self, n, 4)?;
-        let stats = GpuMatrix::zeros(self, 1, 4)?;
+        let stats = GpuMatrix::zeros(self, 1, STATS_WIDTH)?;
         let grad = match grad_to {
             GradTo::NewBuffer => Some(GpuMatrix::zeros_as(self, n, cols, logits.elem())?),
             _ => None,
@@ -284,11 +239,19 @@ impl Context {
             .map(|w| GpuMatrix::from_slice(self, w, 1, cols))
             .transpose()?;
         let weight_buf = weight.as_ref().map_or(Ok(no_weight), |w| w.on(self))?;
-        let (labels_buf, targets_arg) = match targets {
-            Targets::Labels(l) => (l.on(self)?, Arg::Whole(no_targets)),
-            Targets::Probs(t) => (no_labels, t.rows_arg(self)?),
+        let (labels_arg, targets_arg) = match targets {
+            Targets::Labels(l) => (l.arg(self)?, Arg::Whole(no_targets)),
+            Targets::Probs(t) => (Arg::Whole(no_labels), t.rows_arg(self)?),
         };
         let reduction = opts.reduction;
+        let output = |rows, stats, grad| CrossEntropyOutput {
+            rows,
+            stats,
+            grad,
+            reduction,
+            classes: cols,
+            ignore_index: opts.ignore_index,
+        };
         if n == 0 {
             // Nothing to launch: PyTorch's mean of nothing is NaN, its sum 0.
             let loss = if reduction == Reduction::Mean {
@@ -303,15 +266,52 @@ impl Context {
                     bytemuck::cast_slice(&[loss, 0.0, f32::NAN, 0.0]),
                 )
             })?;
-            return Ok(CrossEntropyOutput {
-                rows,
-                stats,
-                grad,
-                reduction,
-            });
+            return Ok(output(rows, stats, grad));
         }
 
         let (denom, slice, slices) = (plan.denominator, plan.slice, plan.slices);
+        let mut params = RowParams::mode(0);
+        params.flags = fl;
+        (params.ignore_index, params.ignore_hi) = plan.ignore_index;
+        let denom_params = params;
+        // Device-only labels: ce_denom's exact sum (11 words, zeroed), then its finish.
+        let acc = device_denom
+            .then(|| GpuMatrix::zeros(self, 1, 16))
+            .transpose()?;
+        let denom_args = match &acc {
+            Some(acc) => Some([
+                Arg::Whole(stats.on(self)?),
+                Arg::Whole(acc.on(self)?),
+                Arg::Whole(weight_buf),
+                labels_arg,
+            ]),
+            None => None,
+        };
+        let device_denominator = |encoder: &mut wgpu::CommandEncoder| -> Result<()> {
+            let Some(args) = &denom_args else {
+                return Ok(());
+            };
+            let mut p = denom_params;
+            p.classes = cols as u32;
+            p.total = n as u32;
+            p.f[0] = opts.grad_output;
+            let block = DENOM_BLOCK.min(n);
+            for (mode, rows, cols) in [(0, n.div_ceil(block), block), (REDUCE_FINISH, 1, 1)] {
+                p.mode = mode;
+                self.encode_rows(
+                    encoder,
+                    RowLaunch {
+                        kernel: Kernel::CeDenom,
+                        params: p,
+                        rows,
+                        cols,
+                        passes: 1,
+                        args,
+                    },
+                )?;
+            }
+            Ok(())
+        };
         // Written only by the first stage of a batch of several slices.
         let partials = (slices > 1)
             .then(|| GpuMatrix::zeros(self, slices, 4))
@@ -343,28 +343,31 @@ impl Context {
             params.mode = REDUCE_FINISH | REDUCE_FROM_PARTIALS;
             self.encode_rows(encoder, launch(params, 1, slices))
         };
-        let mut params = RowParams::mode(0);
-        params.flags = fl;
-        params.ignore_index = plan.ignore_index;
         params.f = plan.scalars;
         let grad_arg = match grad.as_ref().or(grad_into) {
             Some(g) => g.rows_arg(self)?,
             None => Arg::Whole(no_grad),
         };
-        // Read only with per-row upstream gradients (else the scale is f4); a read-only stand-in.
-        let scale_buf = upstream.map_or(Ok(no_weight), |u| u.on(self))?;
+        // Per-row upstream gradients; else, for device-only labels, the batch numbers (the scale at
+        // [4]); else unread (the scale is f4): a read-only stand-in.
+        let scale_buf = match upstream {
+            Some(u) => u.on(self)?,
+            None if device_denom => stats.on(self)?,
+            None => no_weight,
+        };
         let passes = plan.passes;
         let main_args = [
             logits.rows_arg(self)?,
             grad_arg,
             targets_arg,
-            Arg::Whole(labels_buf),
+            labels_arg,
             Arg::Whole(weight_buf),
             Arg::Whole(scale_buf),
             Arg::Whole(rows.on(self)?),
         ];
-        // One submission: the rows, then the batch numbers.
+        // One submission: the denominator (device-only labels), the rows, then the batch numbers.
         self.launches(Kernel::CeFwdBwd.label(), to, |encoder| {
+            device_denominator(encoder)?;
             self.encode_rows(
                 encoder,
                 RowLaunch {
@@ -378,12 +381,7 @@ impl Context {
             )?;
             reduce(encoder)
         })?;
-        Ok(CrossEntropyOutput {
-            rows,
-            stats,
-            grad,
-            reduction,
-        })
+        Ok(output(rows, stats, grad))
     }
 
     /// Per row: entropy of softmax(z), and with targets P also the cross-entropy H(P, Q) and
@@ -430,7 +428,14 @@ impl Context {
 }
 
 /// Every label must be a class in `[0, N)` or the ignore index ([`crate::options::check_labels`] on
-/// the labels' host copy).
+/// the labels' host copy); device-only labels are checked by the kernels instead (see
+/// [`GpuLabels`]), so here they are an error.
 pub fn check_labels(labels: &GpuLabels, n: usize, classes: usize, ignore_index: i64) -> Result<()> {
-    crate::options::check_labels(labels.as_slice(), n, classes, ignore_index)
+    let host = labels.host().ok_or_else(|| {
+        XentError::InvalidArgument(
+            "device-only labels have no host copy to check; the cross-entropy kernels check them"
+                .into(),
+        )
+    })?;
+    crate::options::check_labels(host, n, classes, ignore_index)
 }

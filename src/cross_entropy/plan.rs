@@ -3,7 +3,19 @@
 
 use super::{REDUCE_SLICE, flags};
 use crate::exact_sum::{mean_denominator, mean_scale};
+use crate::matrix::LabelType;
 use crate::options::{CrossEntropyOptions, Reduction};
+
+/// The targets as the plan sees them.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum PlanTargets<'a> {
+    /// Labels with their host copy (checked).
+    Host(&'a [i32]),
+    /// Labels only on the device, of this type: the denominator comes from ce_denom.
+    Device(LabelType),
+    /// Probability rows.
+    Probs,
+}
 
 /// [`GradTo`] without the matrix, for the plan.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,10 +33,11 @@ pub(super) struct CePlan {
     pub(super) flags: u32,
     /// Walks over each row (2 with the gradient, smoothing or probability targets).
     pub(super) passes: u32,
-    /// `ignore_index` as the kernels compare it (i32; one outside i32 can match no stored label).
-    pub(super) ignore_index: i32,
+    /// `ignore_index` as the kernels compare it: its low and high words as an i64.
+    pub(super) ignore_index: (i32, i32),
     /// The mean's denominator: Σ w\[y_i\] over rows not ignored (exact, rounded once:
-    /// [`crate::exact_sum::mean_denominator`]), n for probability targets.
+    /// [`crate::exact_sum::mean_denominator`]), n for probability targets; NaN for device-only
+    /// labels (computed on the device by ce_denom, with the same bits).
     pub(super) denominator: f32,
     /// The row kernel's scalars f0…f4: label smoothing, z-loss, softcap (1 when off), Σ_j w_j, and
     /// the gradient's scale (`grad_output`, ÷ the denominator for a mean).
@@ -39,7 +52,7 @@ impl CePlan {
     pub(super) fn new(
         n: usize,
         cols: usize,
-        labels: Option<&[i32]>,
+        targets: PlanTargets<'_>,
         opts: &CrossEntropyOptions,
         grad: GradKind,
         row_upstream: bool,
@@ -51,24 +64,29 @@ impl CePlan {
                 *fl |= bit;
             }
         };
-        set(&mut fl, labels.is_some(), flags::LABELS);
+        let labels = !matches!(targets, PlanTargets::Probs);
+        set(&mut fl, labels, flags::LABELS);
+        if let PlanTargets::Device(ty) = targets {
+            fl |= flags::DEVICE_DENOM;
+            set(&mut fl, ty == LabelType::U32, flags::LABELS_U32);
+            set(&mut fl, ty == LabelType::I64, flags::LABELS_I64);
+        }
         set(&mut fl, opts.weight.is_some(), flags::WEIGHT);
         set(&mut fl, opts.softcap.is_some(), flags::SOFTCAP);
         set(&mut fl, opts.reduction == Reduction::Mean, flags::MEAN);
         set(&mut fl, grad != GradKind::None, flags::GRAD | flags::PASS2);
         set(&mut fl, grad == GradKind::InPlace, flags::IN_PLACE);
-        set(
-            &mut fl,
-            opts.label_smoothing > 0.0 || labels.is_none(),
-            flags::PASS2,
-        );
+        set(&mut fl, opts.label_smoothing > 0.0 || !labels, flags::PASS2);
         set(&mut fl, row_upstream, flags::ROW_UPSTREAM);
         // The mean's denominator, on the host where labels and weights are: with it the
         // gradient's scale is known before the rows run (device-only labels: ce_denom computes
         // the same bits on the device).
-        let denominator = match labels {
-            Some(labels) => mean_denominator(labels, opts.weight.as_deref(), opts.ignore_index),
-            None => n as f32,
+        let denominator = match targets {
+            PlanTargets::Host(labels) => {
+                mean_denominator(labels, opts.weight.as_deref(), opts.ignore_index)
+            }
+            PlanTargets::Device(_) => f32::NAN,
+            PlanTargets::Probs => n as f32,
         };
         let grad_scale = match opts.reduction {
             Reduction::Mean => mean_scale(opts.grad_output, denominator),
@@ -80,7 +98,7 @@ impl CePlan {
         Self {
             flags: fl,
             passes: if fl & flags::PASS2 != 0 { 2 } else { 1 },
-            ignore_index: i32::try_from(opts.ignore_index).unwrap_or(i32::MIN),
+            ignore_index: (opts.ignore_index as i32, (opts.ignore_index >> 32) as i32),
             denominator,
             scalars: [
                 opts.label_smoothing,
@@ -103,7 +121,7 @@ mod tests {
         CePlan::new(
             labels.map_or(10_000, <[i32]>::len),
             5,
-            labels,
+            labels.map_or(PlanTargets::Probs, PlanTargets::Host),
             opts,
             grad,
             false,
@@ -154,14 +172,42 @@ mod tests {
         // Probability targets divide by n; slices of 4,096 rows.
         let p = plan(None, &CrossEntropyOptions::default(), GradKind::None);
         assert_eq!((p.denominator, p.slice, p.slices), (10_000.0, 4096, 3));
-        // A tiny binding limit shortens the slices; an ignore_index outside i32 matches nothing.
+        // A tiny binding limit shortens the slices; an ignore_index outside i32 keeps its high word
+        // (no i32 label matches it).
         let far = CrossEntropyOptions {
-            ignore_index: 1 << 40,
+            ignore_index: (1 << 40) + 7,
             ..Default::default()
         };
-        let p = CePlan::new(9, 5, Some(&[0; 9]), &far, GradKind::None, true, 4);
-        assert_eq!((p.slice, p.slices, p.ignore_index), (4, 3, i32::MIN));
+        let p = CePlan::new(
+            9,
+            5,
+            PlanTargets::Host(&[0; 9]),
+            &far,
+            GradKind::None,
+            true,
+            4,
+        );
+        assert_eq!((p.slice, p.slices, p.ignore_index), (4, 3, (7, 256)));
         assert_ne!(p.flags & flags::ROW_UPSTREAM, 0);
         assert_eq!(p.denominator, 9.0);
+        assert_eq!(
+            plan(Some(&[0]), &CrossEntropyOptions::default(), GradKind::None).ignore_index,
+            (-100, -1)
+        );
+        // Device-only labels: the denominator is the device's; the type is a flag.
+        let p = CePlan::new(
+            3,
+            5,
+            PlanTargets::Device(LabelType::I64),
+            &far,
+            GradKind::None,
+            false,
+            1 << 20,
+        );
+        assert!(p.denominator.is_nan());
+        assert_eq!(
+            p.flags & (flags::DEVICE_DENOM | flags::LABELS_I64 | flags::LABELS_U32),
+            flags::DEVICE_DENOM | flags::LABELS_I64
+        );
     }
 }

@@ -118,8 +118,16 @@ impl Context {
         let labels_host: Option<Vec<i64>> = match targets {
             GpuTargets::Labels(l) => {
                 l.on(self)?;
-                crate::options::check_labels(l.as_slice(), n, classes, opts.ce.ignore_index)?;
-                Some(l.as_slice().iter().map(|&v| i64::from(v)).collect())
+                // The plan lists the kept rows on the host (their matmul work is skipped).
+                let host = l.host().ok_or_else(|| {
+                    XentError::InvalidArgument(
+                        "linear cross-entropy needs labels with a host copy (GpuLabels::from_slice): \
+                         it lists the rows to skip on the host"
+                            .into(),
+                    )
+                })?;
+                crate::options::check_labels(host, n, classes, opts.ce.ignore_index)?;
+                Some(host.iter().map(|&v| i64::from(v)).collect())
             }
             GpuTargets::Probs(p) => {
                 p.expect_shape("probability targets (n × V)", n, classes)?;

@@ -22,6 +22,7 @@ use super::storage::{self, Elem, Elems};
 /// The WGSL files of `shaders/`, by module name.
 const FILES: &[(&str, &str)] = &[
     ("ce_common", include_str!("../../shaders/ce_common.wgsl")),
+    ("ce_denom", include_str!("../../shaders/ce_denom.wgsl")),
     ("ce_fwd_bwd", include_str!("../../shaders/ce_fwd_bwd.wgsl")),
     ("ce_narrow", include_str!("../../shaders/ce_narrow.wgsl")),
     ("ce_reduce", include_str!("../../shaders/ce_reduce.wgsl")),
@@ -35,6 +36,7 @@ const FILES: &[(&str, &str)] = &[
         "gather_rows",
         include_str!("../../shaders/gather_rows.wgsl"),
     ),
+    ("exact_sum", include_str!("../../shaders/exact_sum.wgsl")),
     ("half", include_str!("../../shaders/half.wgsl")),
     ("info_rows", include_str!("../../shaders/info_rows.wgsl")),
     ("loop_probe", include_str!("../../shaders/loop_probe.wgsl")),

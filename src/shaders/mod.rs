@@ -50,6 +50,13 @@ pub mod flags {
     pub const CE_MEAN: u32 = 1 << 7;
     /// softmax_fwd / ce_fwd_bwd: the workgroup's rows are kept in workgroup memory between passes.
     pub const ROW_CACHED: u32 = 1 << 8;
+    /// Labels are u32 (else i32).
+    pub const CE_LABELS_U32: u32 = 1 << 9;
+    /// Labels are i64, as pairs of u32 words (else i32).
+    pub const CE_LABELS_I64: u32 = 1 << 10;
+    /// Device-only labels: the mean's denominator and the gradient's scale come from ce_denom's
+    /// batch numbers, not from the uniform.
+    pub const CE_DEVICE_DENOM: u32 = 1 << 11;
     /// info_rows: target distributions are bound.
     pub const INFO_TARGETS: u32 = 1 << 0;
     /// matmul: A is read transposed.
@@ -89,6 +96,9 @@ pub mod flags {
         ("CE_PASS2", CE_PASS2),
         ("CE_MEAN", CE_MEAN),
         ("ROW_CACHED", ROW_CACHED),
+        ("CE_LABELS_U32", CE_LABELS_U32),
+        ("CE_LABELS_I64", CE_LABELS_I64),
+        ("CE_DEVICE_DENOM", CE_DEVICE_DENOM),
         ("INFO_TARGETS", INFO_TARGETS),
         ("MM_TRANS_A", MM_TRANS_A),
         ("MM_TRANS_B", MM_TRANS_B),
@@ -132,6 +142,8 @@ pub enum Kernel {
     CeFwdBwd,
     /// Cross-entropy's batch-level reductions (`ce_reduce.wgsl`).
     CeReduce,
+    /// The mean's denominator and the labels' check for device-only labels (`ce_denom.wgsl`).
+    CeDenom,
     /// Entropy, cross-entropy and KL per row (`info_rows.wgsl`).
     InfoRows,
     /// The bandwidth roofline: a copy walked like the row kernels (`copy_rows.wgsl`).
@@ -190,7 +202,11 @@ const CE_FLAGS: u32 = flags::CE_LABELS
     | flags::CE_IN_PLACE
     | flags::CE_ROW_UPSTREAM
     | flags::CE_SOFTCAP
-    | flags::CE_PASS2;
+    | flags::CE_PASS2
+    | LABEL_FLAGS
+    | flags::CE_DEVICE_DENOM;
+/// The labels' storage type.
+const LABEL_FLAGS: u32 = flags::CE_LABELS_U32 | flags::CE_LABELS_I64;
 
 const fn entry(kernel: Kernel, file: &'static str, label: &'static str) -> KernelInfo {
     KernelInfo {
@@ -208,7 +224,7 @@ const fn entry(kernel: Kernel, file: &'static str, label: &'static str) -> Kerne
 }
 
 /// The kernel table, in [`Kernel`] order.
-pub const KERNELS: [KernelInfo; 15] = [
+pub const KERNELS: [KernelInfo; 16] = [
     KernelInfo {
         overrides: &[],
         ..entry(Kernel::LoopProbe, "loop_probe", "xent.loop_probe")
@@ -236,8 +252,12 @@ pub const KERNELS: [KernelInfo; 15] = [
         ..entry(Kernel::CeFwdBwd, "ce_fwd_bwd", "xent.ce_fwd_bwd")
     },
     KernelInfo {
-        flags: flags::CE_MEAN,
+        flags: flags::CE_MEAN | flags::CE_DEVICE_DENOM,
         ..entry(Kernel::CeReduce, "ce_reduce", "xent.ce_reduce")
+    },
+    KernelInfo {
+        flags: flags::CE_MEAN | flags::CE_WEIGHT | LABEL_FLAGS,
+        ..entry(Kernel::CeDenom, "ce_denom", "xent.ce_denom")
     },
     KernelInfo {
         flags: flags::INFO_TARGETS,
@@ -306,6 +326,7 @@ impl Kernel {
         Kernel::SoftmaxBwd,
         Kernel::CeFwdBwd,
         Kernel::CeReduce,
+        Kernel::CeDenom,
         Kernel::InfoRows,
         Kernel::CopyRows,
         Kernel::SoftmaxNarrow,

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use super::{EpochStats, TrainConfig, check_data, check_indices, epoch_batches, epoch_stats};
 use crate::context::Context;
-use crate::cross_entropy::{CrossEntropyOptions, GradTo, Targets};
+use crate::cross_entropy::{CrossEntropyOptions, GradTo, STATS_WIDTH, Targets};
 use crate::data::Dataset;
 use crate::error::Result;
 use crate::launch::Encode;
@@ -118,10 +118,8 @@ impl<'c> GpuTrainer<'c> {
             &bb.labels,
         )?;
         // Host copy of the batch labels: the cross-entropy call validates them (cheap, batch-sized).
-        let host: Vec<i32> = idx
-            .iter()
-            .map(|&i| self.y_all.as_slice()[i as usize])
-            .collect();
+        let all = self.y_all.host().unwrap_or_default();
+        let host: Vec<i32> = idx.iter().map(|&i| all[i as usize]).collect();
         let labels = GpuLabels::from_parts(ctx, bb.labels.clone(), host);
         ctx.linear_to(Encode::Into(encoder), &bb.x, &self.w, Some(&self.b), &bb.z)?;
         let out = ctx.ce(
@@ -179,7 +177,8 @@ impl<'c> GpuTrainer<'c> {
     /// Runs one epoch: every step's statistics are copied into a log on the device and read once.
     pub fn epoch(&mut self, epoch: usize, cfg: &TrainConfig) -> Result<EpochStats> {
         let batches = epoch_batches(self.train.n, cfg.batch_size, cfg.seed, epoch);
-        let log = GpuMatrix::zeros(self.ctx, batches.len(), 4)?;
+        let width = STATS_WIDTH;
+        let log = GpuMatrix::zeros(self.ctx, batches.len(), width)?;
         for (s, idx) in batches.iter().enumerate() {
             // The step and its log entry: one submission.
             let mut encoder = self.ctx.encoder("xent.train.step");
@@ -190,7 +189,7 @@ impl<'c> GpuTrainer<'c> {
         }
         let log = log.read_blocking(self.ctx)?;
         let per_batch = log
-            .chunks_exact(4)
+            .chunks_exact(width)
             .zip(&batches)
             .map(|(entry, idx)| (entry[0] as f64, entry[2] as f64, idx.len()));
         Ok(epoch_stats(epoch, per_batch, self.test_accuracy()?))

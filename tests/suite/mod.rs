@@ -4,6 +4,7 @@ pub mod common;
 mod conformance;
 mod cpu;
 pub mod cross_entropy;
+mod device_labels;
 mod edge_cases;
 mod fixtures;
 mod half;
