@@ -1,11 +1,11 @@
 //! xent inside a program's own wgpu pipeline: the program opens its own device, makes its own
 //! buffers and runs its own compute pass (here it writes a batch of logits), then records xent's
-//! softmax, fused cross-entropy and weight gradient into the same command encoder, on its buffers,
-//! and submits once.
+//! softmax, fused cross-entropy (on its int64 labels, which never visit the host) and weight gradient
+//! into the same command encoder, on its buffers, and submits once.
 //!
 //!     cargo run --example record_into_encoder
 
-use xent::{Context, CrossEntropyOptions, GpuLabels, GpuMatrix, Targets, XentError};
+use xent::{Context, CrossEntropyOptions, GpuLabels, GpuMatrix, LabelType, Targets, XentError};
 
 /// The program's own kernel: logits z[i] = 4·sin(i) (any producer of logits would do).
 const MAKE_LOGITS: &str = "
@@ -44,11 +44,15 @@ fn main() -> Result<(), XentError> {
             mapped_at_creation: false,
         })
     };
-    let (logits, probs, features) = (
+    let (logits, probs, features, targets) = (
         buffer("logits", n * c * 4),
         buffer("probs", n * c * 4),
         buffer("x", n * d * 4),
+        buffer("labels (int64)", n * 8),
     );
+    // Class indices as PyTorch keeps them (int64); they never visit xent's host side.
+    let y: Vec<i64> = (0..n as i64).map(|i| (i * 3) % c as i64).collect();
+    queue.write_buffer(&targets, 0, bytemuck::cast_slice(&y));
     let x: Vec<f32> = (0..n * d)
         .map(|i| ((i * 37 % 101) as f32 / 101.0) - 0.5)
         .collect();
@@ -79,8 +83,8 @@ fn main() -> Result<(), XentError> {
     let z = GpuMatrix::from_buffer(&ctx, logits, n, c)?;
     let p = GpuMatrix::from_buffer(&ctx, probs, n, c)?;
     let xm = GpuMatrix::from_buffer(&ctx, features, n, d)?;
-    let labels: Vec<i64> = (0..n as i64).map(|i| (i * 3) % c as i64).collect();
-    let labels = GpuLabels::from_slice(&ctx, &labels)?;
+    // Device-only labels: the mean's denominator and the labels' check run on the device.
+    let labels = GpuLabels::from_buffer(&ctx, targets, 0, n, LabelType::I64)?;
     let dw = GpuMatrix::zeros(&ctx, d, c)?;
 
     // One encoder: the program's pass, then xent's operations; one submission.
@@ -110,10 +114,16 @@ fn main() -> Result<(), XentError> {
         .zip(&want)
         .map(|(a, b)| (a - b).abs())
         .fold(0f32, f32::max);
-    let loss = ce.read_loss(&ctx)?[0];
+    // A bad label would come back here as XentError::LabelOutOfRange (its row NaN).
+    let stats = ce.read_stats_blocking(&ctx)?;
+    let loss = stats.loss;
     let dw = dw.read_blocking(&ctx)?;
     println!("softmax of the program's logits: max |error| against the reference {worst:.2e}");
-    println!("mean cross-entropy {loss:.6}; dW[0][0..3] = {:?}", &dw[..3]);
+    println!(
+        "mean cross-entropy {loss:.6} over {} labelled rows (denominator from the device); dW[0][0..3] = {:?}",
+        stats.denominator,
+        &dw[..3]
+    );
     if worst > 1e-5 || !loss.is_finite() {
         return Err(XentError::InvalidArgument(format!(
             "unexpected result: {worst} {loss}"
