@@ -24,37 +24,25 @@
 
 var<workgroup> wacc: array<atomic<u32>, 11>;
 
-// v added into the workgroup's limbs, carries forwarded (each add's own carry is exact).
-fn add_to_workgroup(v: array<u32, 10>) {
+// v added into the workgroup's limbs (or, with to_batch, the batch's), each limb's value and then the
+// incoming carry as atomic adds of their own: each add's carry is exact, so the total is, in any
+// interleaving. (One function for both: WGSL passes no pointers to atomics of other address spaces.)
+fn add_limbs(v: array<u32, 10>, to_batch: bool) {
     var x = v;
     var carry = 0u;
     for (var i = 0u; i < 10u; i++) {
         var c = 0u;
-        if (x[i] != 0u) {
-            let old = atomicAdd(&wacc[i], x[i]);
-            c += select(0u, 1u, old + x[i] < old);
-        }
-        if (carry != 0u) {
-            let old = atomicAdd(&wacc[i], carry);
-            c += select(0u, 1u, old + carry < old);
-        }
-        carry = c;
-    }
-}
-
-// The same into the batch's limbs.
-fn add_to_batch(v: array<u32, 10>) {
-    var x = v;
-    var carry = 0u;
-    for (var i = 0u; i < 10u; i++) {
-        var c = 0u;
-        if (x[i] != 0u) {
-            let old = atomicAdd(&acc[i], x[i]);
-            c += select(0u, 1u, old + x[i] < old);
-        }
-        if (carry != 0u) {
-            let old = atomicAdd(&acc[i], carry);
-            c += select(0u, 1u, old + carry < old);
+        for (var k = 0u; k < 2u; k++) {
+            let a = select(carry, x[i], k == 0u);
+            if (a != 0u) {
+                var old: u32;
+                if (to_batch) {
+                    old = atomicAdd(&acc[i], a);
+                } else {
+                    old = atomicAdd(&wacc[i], a);
+                }
+                c += select(0u, 1u, old + a < old);
+            }
         }
         carry = c;
     }
@@ -97,7 +85,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     }
     let mine = cs_limbs(&cs);
     if (limbs_nonzero(mine)) {
-        add_to_workgroup(mine);
+        add_limbs(mine, false);
     }
     if (bad_mark != 0u) {
         atomicMax(&wacc[10], bad_mark);
@@ -109,7 +97,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
             total[i] = atomicLoad(&wacc[i]);
         }
         if (limbs_nonzero(total)) {
-            add_to_batch(total);
+            add_limbs(total, true);
         }
         let b = atomicLoad(&wacc[10]);
         if (b != 0u) {

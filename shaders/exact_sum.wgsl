@@ -124,21 +124,26 @@ fn limbs_to_f32(v: array<u32, 10>) -> u32 {
         return sign | m[0];
     }
     let sh = top - 23u;
-    var mant = limbs_bits_at(&m, sh) & 0xffffffu;
     let guard = (limbs_bits_at(&m, sh - 1u) & 1u) != 0u;
-    let sticky = limbs_below(&m, sh - 1u);
-    var e = sh + 1u;
+    return round_normal(sign, sh + 1u, limbs_bits_at(&m, sh) & 0xffffffu, guard, limbs_below(&m, sh - 1u));
+}
+
+// A normal f32 from its sign bit, biased exponent e ≥ 1, 24-bit significand (leading bit set) and the
+// guard and sticky bits below it: rounded to nearest, ties to even; ±inf past the range.
+fn round_normal(sign: u32, e: u32, significand: u32, guard: bool, sticky: bool) -> u32 {
+    var mant = significand;
+    var be = e;
     if (guard && (sticky || (mant & 1u) != 0u)) {
         mant += 1u;
         if (mant == 0x1000000u) {
             mant = mant >> 1u;
-            e += 1u;
+            be += 1u;
         }
     }
-    if (e >= 255u) {
+    if (be >= 255u) {
         return sign | 0x7f800000u;
     }
-    return sign | (e << 23u) | (mant & 0x7fffffu);
+    return sign | (be << 23u) | (mant & 0x7fffffu);
 }
 
 // a ÷ b for f32 bit patterns, correctly rounded (to nearest, ties to even), subnormals included: the
@@ -196,33 +201,21 @@ fn div_rne(a: u32, b: u32) -> u32 {
     }
     var sticky = r != 0u;
     let biased = e + 127;
+    if (biased >= 1) {
+        return round_normal(sign, u32(biased), q >> 1u, (q & 1u) != 0u, sticky);
+    }
+    // Subnormal: the last representable bit is 2^-149, sh bits further up q (rounding up into the
+    // smallest normal gives its bits too).
+    let sh = u32(2 - biased);
     var mant = 0u;
     var guard = false;
-    if (biased >= 1) {
-        mant = q >> 1u;
-        guard = (q & 1u) != 0u;
-    } else {
-        // Subnormal: the last representable bit is 2^-149, sh bits further up q.
-        let sh = u32(2 - biased);
-        if (sh <= 25u) {
-            mant = q >> sh;
-            guard = ((q >> (sh - 1u)) & 1u) != 0u;
-            sticky = sticky || (q & ((1u << (sh - 1u)) - 1u)) != 0u;
-        }
+    if (sh <= 25u) {
+        mant = q >> sh;
+        guard = ((q >> (sh - 1u)) & 1u) != 0u;
+        sticky = sticky || (q & ((1u << (sh - 1u)) - 1u)) != 0u;
     }
     if (guard && (sticky || (mant & 1u) != 0u)) {
         mant += 1u;
     }
-    if (biased < 1) {
-        return sign | mant;
-    }
-    var be = u32(biased);
-    if (mant == 0x1000000u) {
-        mant = mant >> 1u;
-        be += 1u;
-    }
-    if (be >= 255u) {
-        return sign | 0x7f800000u;
-    }
-    return sign | (be << 23u) | (mant & 0x7fffffu);
+    return sign | mant;
 }
