@@ -146,6 +146,21 @@ fn round_normal(sign: u32, e: u32, significand: u32, guard: bool, sticky: bool) 
     return sign | (be << 23u) | (mant & 0x7fffffu);
 }
 
+// A finite non-zero f32 (biased exponent, fraction) as m · 2^(e − 150) with m in [2^23, 2^24),
+// subnormals normalised.
+struct Unpacked {
+    m: u32,
+    e: i32,
+}
+
+fn unpack(e: u32, f: u32) -> Unpacked {
+    if (e == 0u) {
+        let lz = countLeadingZeros(f) - 8u;
+        return Unpacked(f << lz, 1 - i32(lz));
+    }
+    return Unpacked(f | 0x800000u, i32(e));
+}
+
 // a ÷ b for f32 bit patterns, correctly rounded (to nearest, ties to even), subnormals included: the
 // host's `(a as f64 / b as f64) as f32` on every adapter (WGSL's own division may be off by 2.5 ulp).
 fn div_rne(a: u32, b: u32) -> u32 {
@@ -168,22 +183,11 @@ fn div_rne(a: u32, b: u32) -> u32 {
     if (eb == 255u || a_zero) {
         return sign;
     }
-    // Significands in [2^23, 2^24), exponents unbiased: x = m · 2^(x_e − 150).
-    var ma = fa | 0x800000u;
-    var xa = i32(ea);
-    if (ea == 0u) {
-        let lz = countLeadingZeros(fa) - 8u;
-        ma = fa << lz;
-        xa = 1 - i32(lz);
-    }
-    var mb = fb | 0x800000u;
-    var xb = i32(eb);
-    if (eb == 0u) {
-        let lz = countLeadingZeros(fb) - 8u;
-        mb = fb << lz;
-        xb = 1 - i32(lz);
-    }
-    var e = xa - xb;
+    let ua = unpack(ea, fa);
+    let ub = unpack(eb, fb);
+    var ma = ua.m;
+    let mb = ub.m;
+    var e = ua.e - ub.e;
     if (ma < mb) {
         ma = ma << 1u;
         e -= 1;
