@@ -46,6 +46,7 @@ pub mod shaders;
 pub mod softmax;
 pub mod train;
 
+pub use context::workspace::Workspace;
 pub use context::{AdapterSummary, Context, ContextOptions, list_adapters};
 pub use cross_entropy::{CeStats, CrossEntropyOptions, CrossEntropyOutput, Reduction, Targets};
 pub use error::{Result, XentError};

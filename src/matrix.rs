@@ -84,6 +84,23 @@ impl GpuMatrix {
         Self::zeros_as(ctx, rows, cols, Elem::F32)
     }
 
+    /// An f32 scratch matrix of an operation: from this thread's workspace when one is in use
+    /// ([`Context::with_workspace`]); zero-filled when new, and when reused if `zeroed` (else it
+    /// holds the last run's values: for outputs the kernels overwrite whole).
+    pub(crate) fn scratch(ctx: &Context, rows: usize, cols: usize, zeroed: bool) -> Result<Self> {
+        let len = checked_len(rows, cols)?;
+        let bytes = storage_bytes(len, Elem::F32);
+        let buffer = ctx.scratch_buffer("xent.scratch", bytes, MATRIX_USAGE, zeroed)?;
+        Ok(Self {
+            buffer,
+            elem: Elem::F32,
+            offset: 0,
+            rows,
+            cols,
+            owner: ctx.id(),
+        })
+    }
+
     /// A zero-filled matrix of element type `elem`.
     pub fn zeros_as(ctx: &Context, rows: usize, cols: usize, elem: Elem) -> Result<Self> {
         let len = checked_len(rows, cols)?;

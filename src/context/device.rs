@@ -44,6 +44,8 @@ impl Context {
         }
         // wgpu wants sizes in multiples of 4; an empty matrix still gets a valid (tiny) buffer.
         let size = bytes.max(4).next_multiple_of(4);
+        self.buffers_created
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.checked(|| {
             self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
@@ -60,6 +62,18 @@ impl Context {
         value: &T,
     ) -> Result<wgpu::Buffer> {
         use wgpu::util::DeviceExt;
+        if self.in_workspace() {
+            let usage = wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST;
+            let size = std::mem::size_of::<T>() as u64;
+            let buffer = self.scratch_buffer(label, size, usage, false)?;
+            self.checked(|| {
+                self.queue
+                    .write_buffer(&buffer, 0, bytemuck::bytes_of(value))
+            })?;
+            return Ok(buffer);
+        }
+        self.buffers_created
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.checked(|| {
             self.device
                 .create_buffer_init(&wgpu::util::BufferInitDescriptor {

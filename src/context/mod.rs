@@ -5,6 +5,7 @@
 mod device;
 mod pipelines;
 mod timer;
+pub mod workspace;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -130,6 +131,8 @@ pub struct Context {
     gpu_error: Arc<Mutex<Option<String>>>,
     /// GPU timestamps around every row-kernel launch, when enabled (benchmarks).
     timer: Mutex<Option<GpuTimer>>,
+    /// See [`Context::buffers_created`].
+    buffers_created: std::sync::atomic::AtomicU64,
 }
 
 /// A context's identity, unique in the process: every [`crate::GpuMatrix`] and [`crate::GpuLabels`]
@@ -305,6 +308,7 @@ impl Context {
             stand_ins,
             gpu_error,
             timer: Mutex::new(None),
+            buffers_created: Default::default(),
         };
         ctx.loop_cap = ctx.probe_loop_cap()?;
         Ok(ctx)
@@ -316,6 +320,13 @@ impl Context {
     /// refuses one buffer bound both read-only and read-write in a dispatch.
     pub(crate) fn stand_in(&self, i: usize) -> &wgpu::Buffer {
         &self.stand_ins[i]
+    }
+
+    /// How many wgpu buffers this context has made so far (matrices, labels, uniforms, scratch): a
+    /// loop inside [`Context::with_workspace`] makes none after its first run.
+    pub fn buffers_created(&self) -> u64 {
+        self.buffers_created
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// This context's identity (unique in the process; matrices and labels record their maker's).

@@ -220,8 +220,10 @@ impl Context {
         );
         let fl = plan.flags;
 
-        let rows = GpuMatrix::zeros(self, n, 4)?;
-        let stats = GpuMatrix::zeros(self, 1, STATS_WIDTH)?;
+        // Every row's four numbers are written by the rows' kernel; the batch numbers' status words
+        // and the exact sum's limbs must start at zero.
+        let rows = GpuMatrix::scratch(self, n, 4, false)?;
+        let stats = GpuMatrix::scratch(self, 1, STATS_WIDTH, true)?;
         let grad = match grad_to {
             GradTo::NewBuffer => Some(GpuMatrix::zeros_as(self, n, cols, logits.elem())?),
             _ => None,
@@ -236,7 +238,14 @@ impl Context {
         let weight = opts
             .weight
             .as_ref()
-            .map(|w| GpuMatrix::from_slice(self, w, 1, cols))
+            .map(|w| -> Result<GpuMatrix> {
+                let m = GpuMatrix::scratch(self, 1, cols, false)?;
+                self.checked(|| {
+                    self.queue
+                        .write_buffer(m.buffer(), 0, bytemuck::cast_slice(w))
+                })?;
+                Ok(m)
+            })
             .transpose()?;
         let weight_buf = weight.as_ref().map_or(Ok(no_weight), |w| w.on(self))?;
         let (labels_arg, targets_arg) = match targets {
@@ -276,7 +285,7 @@ impl Context {
         let denom_params = params;
         // Device-only labels: ce_denom's exact sum (11 words, zeroed), then its finish.
         let acc = device_denom
-            .then(|| GpuMatrix::zeros(self, 1, 16))
+            .then(|| GpuMatrix::scratch(self, 1, 16, true))
             .transpose()?;
         let denom_args = match &acc {
             Some(acc) => Some([
@@ -314,7 +323,7 @@ impl Context {
         };
         // Written only by the first stage of a batch of several slices.
         let partials = (slices > 1)
-            .then(|| GpuMatrix::zeros(self, slices, 4))
+            .then(|| GpuMatrix::scratch(self, slices, 4, false))
             .transpose()?;
         let partials_buf = partials.as_ref().map_or(Ok(no_grad), |p| p.on(self))?;
         let reduce = |encoder: &mut wgpu::CommandEncoder| -> Result<()> {

@@ -154,10 +154,11 @@ impl Context {
         let pipeline_rest = self.pipeline(Kernel::Matmul, tn, rest_flags, 1, 0, &elems)?;
         let c_len = plan.c_len;
         let scratch = if plan.max_slices > 1 {
-            Some(self.create_buffer(
+            Some(self.scratch_buffer(
                 "xent.matmul.partials",
                 (plan.max_slices * c_len * 4) as u64,
                 wgpu::BufferUsages::STORAGE,
+                false,
             )?)
         } else {
             None

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use super::{EpochStats, TrainConfig, check_data, check_indices, epoch_batches, epoch_stats};
 use crate::context::Context;
+use crate::context::workspace::Workspace;
 use crate::cross_entropy::{CrossEntropyOptions, GradTo, STATS_WIDTH, Targets};
 use crate::data::Dataset;
 use crate::error::Result;
@@ -32,6 +33,8 @@ pub struct GpuTrainer<'c> {
     db: GpuMatrix,
     batches: HashMap<usize, BatchBuffers>,
     test: Option<(GpuMatrix, GpuLabels)>,
+    /// The steps' scratch buffers.
+    ws: Workspace,
 }
 
 impl<'c> GpuTrainer<'c> {
@@ -61,6 +64,7 @@ impl<'c> GpuTrainer<'c> {
             db: GpuMatrix::zeros(ctx, 1, c)?,
             batches: HashMap::new(),
             test,
+            ws: Workspace::new(),
         })
     }
 
@@ -84,9 +88,10 @@ impl<'c> GpuTrainer<'c> {
         Ok(&self.batches[&rows])
     }
 
-    /// One SGD step on the rows `idx`, in one submission; returns the loss statistics buffer of the
-    /// step (1 × 4: loss, rows, accuracy, rows), still on the device. An index outside the training
-    /// set is an error (nothing runs).
+    /// One SGD step on the rows `idx`, in one submission; returns the batch numbers of the step
+    /// ([`crate::CrossEntropyOutput::stats`]: loss, denominator, accuracy, rows, …), still on the
+    /// device and valid until the next step (they live in the trainer's workspace). An index outside
+    /// the training set is an error (nothing runs).
     pub fn step(&mut self, idx: &[u32], cfg: &TrainConfig) -> Result<GpuMatrix> {
         let mut encoder = self.ctx.encoder("xent.train.step");
         let stats = self.record_step(&mut encoder, idx, cfg)?;
@@ -104,10 +109,26 @@ impl<'c> GpuTrainer<'c> {
         cfg: &TrainConfig,
     ) -> Result<GpuMatrix> {
         check_indices(idx, self.train.n)?;
-        let rows = idx.len();
+        self.buffers(idx.len())?;
+        // The step's scratch (uniforms, per-row outputs, batch numbers, split-K partials) is the
+        // trainer's workspace: no buffer is made after the first step of each batch size.
+        let mut ws = std::mem::take(&mut self.ws);
+        let stats = self
+            .ctx
+            .with_workspace(&mut ws, || self.record_ops(encoder, idx, cfg));
+        self.ws = ws;
+        stats
+    }
+
+    /// [`GpuTrainer::record_step`]'s operations (the batch's buffers exist).
+    fn record_ops(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        idx: &[u32],
+        cfg: &TrainConfig,
+    ) -> Result<GpuMatrix> {
         let ctx = self.ctx;
-        self.buffers(rows)?;
-        let bb = &self.batches[&rows];
+        let bb = &self.batches[&idx.len()];
         ctx.gather_rows(
             Encode::Into(encoder),
             &self.x_all,

@@ -18,3 +18,4 @@ mod record;
 mod reference;
 mod shaders;
 mod softmax;
+mod workspace;

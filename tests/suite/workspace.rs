@@ -1,0 +1,111 @@
+//! Workspaces: a loop that runs the same operations allocates no wgpu buffer after its first run,
+//! and gives the bits it gives without one.
+
+use xent::train::{GpuTrainer, TrainConfig};
+use xent::{CrossEntropyOptions, GpuLabels, GpuMatrix, Targets, Workspace, XentError};
+
+use super::common::{contexts, describe, random, same_bits};
+
+/// The trainer's step (gather → XW+b → fused CE → XᵀG → 1ᵀG → SGD ×2, one submission): buffers made
+/// per step, counted by the context.
+#[test]
+fn a_steady_training_step_makes_no_buffer() {
+    let (train, _) = xent::data::digits_split().unwrap();
+    let cfg = TrainConfig::default();
+    let mut ran = 0;
+    for ctx in contexts() {
+        let mut trainer = GpuTrainer::new(ctx, &train, None).unwrap();
+        let idx: Vec<u32> = (0..cfg.batch_size as u32).collect();
+        let per_step: Vec<u64> = (0..5)
+            .map(|_| {
+                let before = ctx.buffers_created();
+                trainer.step(&idx, &cfg).unwrap();
+                ctx.buffers_created() - before
+            })
+            .collect();
+        println!(
+            "{}: buffers made per training step {per_step:?}",
+            describe(ctx)
+        );
+        assert!(per_step[0] > 0, "the first step makes its workspace");
+        assert_eq!(per_step[1..], [0, 0, 0, 0], "steady steps make no buffer");
+        ran += 1;
+    }
+    assert!(ran > 0, "no adapter");
+}
+
+/// Cross-entropy in a workspace, run after run: no new buffer, the bits of calls without one, and
+/// the reused batch numbers start clean (a bad device-only label's status does not stay behind).
+#[test]
+fn workspace_runs_give_the_bits_of_plain_calls() {
+    for ctx in contexts() {
+        let (n, cols) = (300, 37);
+        let z = GpuMatrix::from_slice(ctx, &random(3, n, cols, -5.0, 5.0), n, cols).unwrap();
+        let labels: Vec<i64> = (0..n as i64).map(|i| i % cols as i64).collect();
+        let host = GpuLabels::from_slice(ctx, &labels).unwrap();
+        let opts = CrossEntropyOptions {
+            weight: Some((0..cols).map(|j| 0.5 + j as f32 / 7.0).collect()),
+            ..Default::default()
+        };
+        let plain = ctx
+            .cross_entropy(&z, Targets::Labels(&host), &opts)
+            .unwrap();
+        let want = (
+            plain.rows.read_blocking(ctx).unwrap(),
+            plain.read_stats_blocking(ctx).unwrap(),
+        );
+        let mut bad = labels.clone();
+        bad[17] = cols as i64;
+        let bad = {
+            let buf = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some("bad labels"),
+                size: n as u64 * 8,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            ctx.queue()
+                .write_buffer(&buf, 0, bytemuck::cast_slice(&bad));
+            GpuLabels::from_buffer(ctx, buf, 0, n, xent::LabelType::I64).unwrap()
+        };
+        let mut ws = Workspace::new();
+        let mut made = Vec::new();
+        for run in 0..4 {
+            let before = ctx.buffers_created();
+            let targets = if run == 1 { &bad } else { &host };
+            let out = ctx
+                .with_workspace(&mut ws, || {
+                    ctx.cross_entropy(&z, Targets::Labels(targets), &opts)
+                })
+                .unwrap();
+            made.push(ctx.buffers_created() - before);
+            // Read after the run (a readback makes its own staging buffer); the outputs are the
+            // workspace's until it runs again.
+            let (rows, stats) = (
+                out.rows.read_blocking(ctx).unwrap(),
+                out.read_stats_blocking(ctx),
+            );
+            if run == 1 {
+                assert!(
+                    matches!(stats, Err(XentError::LabelOutOfRange { row: 17, .. })),
+                    "{stats:?}"
+                );
+                continue;
+            }
+            assert!(
+                same_bits(&rows, &want.0),
+                "{} run {run}: rows",
+                describe(ctx)
+            );
+            assert_eq!(stats.unwrap(), want.1, "{} run {run}: stats", describe(ctx));
+        }
+        println!(
+            "{}: buffers made per run {made:?}, workspace of {}",
+            describe(ctx),
+            ws.len()
+        );
+        // Run 1 (device-only labels) asks for other scratch than runs 0, 2 and 3 (host labels), so
+        // run 2 remakes what differs; run 3 repeats run 2 and makes nothing.
+        assert!(made[0] > 0);
+        assert_eq!(made[3], 0);
+    }
+}
