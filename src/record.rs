@@ -60,14 +60,14 @@ impl Recorder<'_> {
 
     /// [`Context::softmax_into`], recorded.
     pub fn softmax_into(&mut self, x: &GpuMatrix, out: &GpuMatrix) -> Result<()> {
-        let lse = GpuMatrix::zeros(self.ctx, x.rows(), 1)?;
+        let lse = GpuMatrix::scratch(self.ctx, x.rows(), 1, false)?;
         let ctx = self.ctx;
         ctx.softmax_fwd(self.to(), x, flags::MODE_SOFTMAX, Some(out), &lse)
     }
 
     /// [`Context::log_softmax_into`], recorded.
     pub fn log_softmax_into(&mut self, x: &GpuMatrix, out: &GpuMatrix) -> Result<()> {
-        let lse = GpuMatrix::zeros(self.ctx, x.rows(), 1)?;
+        let lse = GpuMatrix::scratch(self.ctx, x.rows(), 1, false)?;
         let ctx = self.ctx;
         ctx.softmax_fwd(self.to(), x, flags::MODE_LOG_SOFTMAX, Some(out), &lse)
     }
@@ -132,6 +132,48 @@ impl Recorder<'_> {
     ) -> Result<CrossEntropyOutput> {
         let ctx = self.ctx;
         ctx.ce(self.to(), logits, targets, opts, None, GradTo::Into(grad))
+    }
+
+    /// [`Context::cross_entropy_fwd_bwd_in_place`], recorded: the logits come back as `grad`.
+    pub fn cross_entropy_fwd_bwd_in_place(
+        &mut self,
+        logits: GpuMatrix,
+        targets: Targets<'_>,
+        opts: &CrossEntropyOptions,
+    ) -> Result<CrossEntropyOutput> {
+        let ctx = self.ctx;
+        let mut out = ctx.ce(self.to(), &logits, targets, opts, None, GradTo::Logits)?;
+        out.grad = Some(logits);
+        Ok(out)
+    }
+
+    /// [`Context::cross_entropy_with_row_upstream`], recorded.
+    pub fn cross_entropy_with_row_upstream(
+        &mut self,
+        logits: &GpuMatrix,
+        targets: Targets<'_>,
+        opts: &CrossEntropyOptions,
+        upstream: &GpuMatrix,
+    ) -> Result<CrossEntropyOutput> {
+        let ctx = self.ctx;
+        ctx.ce_row_upstream(self.to(), logits, targets, opts, upstream)
+    }
+
+    /// [`Context::info_rows`], recorded.
+    pub fn info_rows(
+        &mut self,
+        logits: &GpuMatrix,
+        targets: Option<&GpuMatrix>,
+        bits: bool,
+    ) -> Result<GpuMatrix> {
+        let ctx = self.ctx;
+        ctx.info_rows_to(self.to(), logits, targets, bits)
+    }
+
+    /// [`Context::input_grad_into`], recorded.
+    pub fn input_grad_into(&mut self, g: &GpuMatrix, w: &GpuMatrix, dx: &GpuMatrix) -> Result<()> {
+        let ctx = self.ctx;
+        ctx.input_grad_to(self.to(), g, w, dx)
     }
 
     /// [`Context::linear_into`], recorded.

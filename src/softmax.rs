@@ -65,7 +65,7 @@ impl Context {
     /// [`Context::softmax`] into an existing `out` of the same shape. A reused output skips the
     /// zero-fill wgpu gives every new buffer on first use (one write pass over memory).
     pub fn softmax_into(&self, x: &GpuMatrix, out: &GpuMatrix) -> Result<()> {
-        let lse = GpuMatrix::zeros(self, x.rows(), 1)?;
+        let lse = GpuMatrix::scratch(self, x.rows(), 1, false)?;
         self.softmax_fwd(Encode::Submit, x, FWD_SOFTMAX, Some(out), &lse)
     }
 
@@ -79,7 +79,7 @@ impl Context {
 
     /// [`Context::log_softmax`] into an existing `out` of the same shape.
     pub fn log_softmax_into(&self, x: &GpuMatrix, out: &GpuMatrix) -> Result<()> {
-        let lse = GpuMatrix::zeros(self, x.rows(), 1)?;
+        let lse = GpuMatrix::scratch(self, x.rows(), 1, false)?;
         self.softmax_fwd(Encode::Submit, x, FWD_LOG_SOFTMAX, Some(out), &lse)
     }
 

@@ -137,20 +137,25 @@ impl Context {
         opts: &CrossEntropyOptions,
         upstream: &GpuMatrix,
     ) -> Result<CrossEntropyOutput> {
+        self.ce_row_upstream(Encode::Submit, logits, targets, opts, upstream)
+    }
+
+    /// [`Context::cross_entropy_with_row_upstream`] into `to`.
+    pub(crate) fn ce_row_upstream(
+        &self,
+        to: Encode<'_>,
+        logits: &GpuMatrix,
+        targets: Targets<'_>,
+        opts: &CrossEntropyOptions,
+        upstream: &GpuMatrix,
+    ) -> Result<CrossEntropyOutput> {
         if opts.reduction != Reduction::None {
             return Err(XentError::InvalidArgument(
                 "a per-row upstream gradient needs reduction none".into(),
             ));
         }
         upstream.expect_shape("per-row upstream gradient", logits.rows(), 1)?;
-        self.ce(
-            Encode::Submit,
-            logits,
-            targets,
-            opts,
-            Some(upstream),
-            GradTo::NewBuffer,
-        )
+        self.ce(to, logits, targets, opts, Some(upstream), GradTo::NewBuffer)
     }
 
     /// Validates everything known on the host (for host labels also the labels, and the mean's
@@ -402,6 +407,17 @@ impl Context {
         targets: Option<&GpuMatrix>,
         bits: bool,
     ) -> Result<GpuMatrix> {
+        self.info_rows_to(Encode::Submit, logits, targets, bits)
+    }
+
+    /// [`Context::info_rows`] into `to`.
+    pub(crate) fn info_rows_to(
+        &self,
+        to: Encode<'_>,
+        logits: &GpuMatrix,
+        targets: Option<&GpuMatrix>,
+        bits: bool,
+    ) -> Result<GpuMatrix> {
         let (n, cols) = logits.shape();
         check_cols(cols)?;
         if let Some(t) = targets {
@@ -418,7 +434,7 @@ impl Context {
             None => Arg::Whole(self.stand_in(0)),
         };
         self.rows(
-            Encode::Submit,
+            to,
             RowLaunch {
                 kernel: Kernel::InfoRows,
                 params,

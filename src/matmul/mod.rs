@@ -399,17 +399,34 @@ impl Context {
 
     /// The input gradient `dX = G Wᵀ` (n × d) for a layer before this one.
     pub fn input_grad(&self, g: &GpuMatrix, w: &GpuMatrix) -> Result<GpuMatrix> {
+        let dx = GpuMatrix::zeros(self, g.rows(), w.rows())?;
+        self.input_grad_to(Encode::Submit, g, w, &dx)?;
+        Ok(dx)
+    }
+
+    /// [`Context::input_grad`] into an existing `dx` (n × d).
+    pub fn input_grad_into(&self, g: &GpuMatrix, w: &GpuMatrix, dx: &GpuMatrix) -> Result<()> {
+        self.input_grad_to(Encode::Submit, g, w, dx)
+    }
+
+    pub(crate) fn input_grad_to(
+        &self,
+        to: Encode<'_>,
+        g: &GpuMatrix,
+        w: &GpuMatrix,
+        dx: &GpuMatrix,
+    ) -> Result<()> {
         let (n, classes) = g.shape();
         let d = w.rows();
         w.expect_shape("weights W (d × N)", d, classes)?;
-        let dx = GpuMatrix::zeros(self, n, d)?;
+        dx.expect_shape("input gradient dX (n × d)", n, d)?;
         self.run_matmul(
-            Encode::Submit,
+            to,
             &Product {
                 a: Some(g),
                 b: w,
                 bias: None,
-                c: &dx,
+                c: dx,
                 m: n,
                 n: d,
                 k: classes,
@@ -421,7 +438,6 @@ impl Context {
                 k0: 0,
                 split: true,
             },
-        )?;
-        Ok(dx)
+        )
     }
 }

@@ -6,6 +6,11 @@ use xent::{CrossEntropyOptions, GpuLabels, GpuMatrix, Targets, XentError};
 
 use super::common::{contexts, describe, random, same_bits, small_binding_contexts};
 
+/// The layer's weights for `G Wᵀ`: W is d × N (the same values on every call).
+fn w2(ctx: &xent::Context, d: usize, c: usize) -> GpuMatrix {
+    GpuMatrix::from_slice(ctx, &random(6, d, c, -1.0, 1.0), d, c).unwrap()
+}
+
 #[test]
 fn recorded_operations_give_the_bits_of_the_calls() {
     let mut checked = 0;
@@ -35,6 +40,20 @@ fn recorded_operations_give_the_bits_of_the_calls() {
                 .unwrap();
             let zl = ctx.linear(&x, &w, None).unwrap();
             let dw = ctx.weight_grad(&x, ce.grad.as_ref().unwrap()).unwrap();
+            let info = ctx.info_rows(&z, Some(&p), false).unwrap();
+            let dx = ctx.input_grad(&g, &w2(ctx, d, c)).unwrap();
+            let none = CrossEntropyOptions {
+                reduction: xent::Reduction::None,
+                ..opts.clone()
+            };
+            let up = GpuMatrix::from_slice(ctx, &random(5, n, 1, -2.0, 2.0), n, 1).unwrap();
+            let ceu = ctx
+                .cross_entropy_with_row_upstream(&z, Targets::Labels(&labels), &none, &up)
+                .unwrap();
+            let z_copy = || GpuMatrix::from_slice(ctx, &read(&z), n, c).unwrap();
+            let cei = ctx
+                .cross_entropy_fwd_bwd_in_place(z_copy(), Targets::Labels(&labels), &opts)
+                .unwrap();
             // The same, recorded into one encoder, submitted once.
             let out = |r, c| GpuMatrix::zeros(ctx, r, c).unwrap();
             let (p2, lp2, lse2, dz2, zl2, dw2) = (
@@ -57,6 +76,15 @@ fn recorded_operations_give_the_bits_of_the_calls() {
             rec.linear_into(&x, &w, None, &zl2).unwrap();
             rec.weight_grad_into(&x, ce2.grad.as_ref().unwrap(), &dw2)
                 .unwrap();
+            let info2 = rec.info_rows(&z, Some(&p2), false).unwrap();
+            let dx2 = out(n, d);
+            rec.input_grad_into(&g, &w2(ctx, d, c), &dx2).unwrap();
+            let ceu2 = rec
+                .cross_entropy_with_row_upstream(&z, Targets::Labels(&labels), &none, &up)
+                .unwrap();
+            let cei2 = rec
+                .cross_entropy_fwd_bwd_in_place(z_copy(), Targets::Labels(&labels), &opts)
+                .unwrap();
             ctx.queue().submit([encoder.finish()]);
             for (name, a, b) in [
                 ("softmax", &p, &p2),
@@ -72,6 +100,20 @@ fn recorded_operations_give_the_bits_of_the_calls() {
                 ("ce stats", &ce.stats, &ce2.stats),
                 ("linear", &zl, &zl2),
                 ("weight_grad", &dw, &dw2),
+                ("info_rows", &info, &info2),
+                ("input_grad", &dx, &dx2),
+                (
+                    "ce row upstream grad",
+                    ceu.grad.as_ref().unwrap(),
+                    ceu2.grad.as_ref().unwrap(),
+                ),
+                ("ce row upstream rows", &ceu.rows, &ceu2.rows),
+                (
+                    "ce in place grad",
+                    cei.grad.as_ref().unwrap(),
+                    cei2.grad.as_ref().unwrap(),
+                ),
+                ("ce in place stats", &cei.stats, &cei2.stats),
             ] {
                 assert!(
                     same_bits(&read(a), &read(b)),
