@@ -112,6 +112,27 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
+#if MM_DIRECT
+    // CPU drivers (the context's row walk is the CPU policy): each invocation reads its operands
+    // straight from memory, with no workgroup memory and no barriers (on Mesa's CPU drivers a barrier
+    // suspends and resumes every invocation of the workgroup), and one whose 4×4 block lies outside C
+    // does nothing. The same products in the same order as the tiled walk below (zeros past k_end
+    // included), so the same values.
+    let bi = i0 + ty * 4u;
+    let bj = j0 + tx * 4u;
+    let inside = bi < q.m && bj < q.n;
+    for (var k0 = k_begin; k0 < k_end && inside; k0 += TK) {
+        for (var kk = 0u; kk < TK; kk++) {
+            let k = k0 + kk;
+            let av = vec4<f32>(a_at(bi, k, k_end), a_at(bi + 1u, k, k_end), a_at(bi + 2u, k, k_end), a_at(bi + 3u, k, k_end));
+            let bv = vec4<f32>(b_at(k, bj, k_end), b_at(k, bj + 1u, k_end), b_at(k, bj + 2u, k_end), b_at(k, bj + 3u, k_end));
+            acc0 += av.x * bv;
+            acc1 += av.y * bv;
+            acc2 += av.z * bv;
+            acc3 += av.w * bv;
+        }
+    }
+#else
     for (var k0 = k_begin; k0 < k_end; k0 += TK) {
         // Staging written out (A_LOADS ≤ 8, B_LOADS ≤ 4; the guards are pipeline constants): no inner
         // loop, so a step costs the loop cap 1 + TK iterations (Tile::iterations_per_step).
@@ -140,6 +161,7 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
         }
         workgroupBarrier();
     }
+#endif
     let c_base = q.c_off + wid.z * q.cslice;
     var rows = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
     for (var r = 0u; r < 4u; r++) {

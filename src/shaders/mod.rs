@@ -477,6 +477,10 @@ pub fn compose_kernel(
     if (vw == 4 && info.vectorised) || info.is_narrow {
         defs.push("VEC4");
     }
+    // The matmul reads its operands directly on CPU drivers (no workgroup tiles; see matmul.wgsl).
+    if kernel == Kernel::Matmul && !walk.is_gpu() {
+        defs.push("MM_DIRECT");
+    }
     let mut generated = vec![("prelude", prelude(path, walk, flags & ROW_CACHED != 0))];
     if info.is_narrow {
         let shape = narrow::Shape::of(cols);

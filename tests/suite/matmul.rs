@@ -5,8 +5,8 @@ use xent::train::{self, CpuTrainer, GpuTrainer, TrainConfig};
 use xent::{Context, ContextOptions, GpuMatrix, reference};
 
 use super::common::{
-    Rng, Tol, assert_close, contexts, describe, gpu_geometry_contexts, open_contexts,
-    small_binding_contexts,
+    Rng, Tol, assert_close, contexts, describe, gpu_geometry_contexts, open_contexts, random,
+    same_bits, small_binding_contexts,
 };
 
 /// A sum of k products of values in [−1, 1] carries about k·2⁻²⁴ of rounding per term in the worst
@@ -329,4 +329,43 @@ fn weights_past_the_binding_limit_are_refused() {
             Err(xent::XentError::TooLarge { .. })
         ));
     }
+}
+
+/// CPU drivers run the matmul's direct walk (operands read straight from memory, no workgroup tiles),
+/// GPUs the tiled one: the same products in the same order, so the same values. Compared on the
+/// same adapters, one context with each geometry, on products without split-K (X W + b, G Wᵀ).
+#[test]
+fn the_direct_walk_gives_the_tiled_walks_values() {
+    let tiled = gpu_geometry_contexts();
+    let mut compared = 0;
+    for (direct, tiled) in contexts().into_iter().zip(&tiled) {
+        for &(n, d, c) in &[(64, 64, 10), (33, 70, 17), (5, 300, 129)] {
+            let run = |ctx: &Context| {
+                let x = GpuMatrix::from_slice(ctx, &random(1, n, d, -1.0, 1.0), n, d).unwrap();
+                let w = GpuMatrix::from_slice(ctx, &random(2, d, c, -1.0, 1.0), d, c).unwrap();
+                let b = GpuMatrix::from_slice(ctx, &random(3, 1, c, -1.0, 1.0), 1, c).unwrap();
+                let g = GpuMatrix::from_slice(ctx, &random(4, n, c, -1.0, 1.0), n, c).unwrap();
+                let z = ctx
+                    .linear(&x, &w, Some(&b))
+                    .unwrap()
+                    .read_blocking(ctx)
+                    .unwrap();
+                let dx = ctx.input_grad(&g, &w).unwrap().read_blocking(ctx).unwrap();
+                (z, dx)
+            };
+            let (a, b) = (run(direct), run(tiled));
+            assert!(
+                same_bits(&a.0, &b.0),
+                "{} {n}x{d}x{c}: X W + b",
+                describe(direct)
+            );
+            assert!(
+                same_bits(&a.1, &b.1),
+                "{} {n}x{d}x{c}: G Wᵀ",
+                describe(direct)
+            );
+            compared += 1;
+        }
+    }
+    assert!(compared > 0, "no adapter");
 }
