@@ -78,7 +78,7 @@ impl GpuLabels {
                     .write_buffer(&buffer, 0, bytemuck::cast_slice(&host))
             })?;
         }
-        Ok(Self::from_parts(ctx, buffer, host))
+        Ok(Self::from_parts(ctx, buffer, host.len(), Some(host)))
     }
 
     /// Labels that live only on the device: `rows` labels of type `ty` in a caller's `buffer` from
@@ -171,14 +171,20 @@ impl GpuLabels {
         Ok(Arg::Part(self.on(ctx)?, self.offset, bytes))
     }
 
-    /// Labels already on the device (`buffer`, i32 per row) with their host copy.
-    pub(crate) fn from_parts(ctx: &Context, buffer: wgpu::Buffer, host: Vec<i32>) -> Self {
+    /// `len` i32 labels already on the device (`buffer`, from its start), with their host copy if
+    /// there is one.
+    pub(crate) fn from_parts(
+        ctx: &Context,
+        buffer: wgpu::Buffer,
+        len: usize,
+        host: Option<Vec<i32>>,
+    ) -> Self {
         Self {
             buffer,
             offset: 0,
-            len: host.len(),
+            len,
             ty: LabelType::I32,
-            host: Some(host),
+            host,
             owner: ctx.id(),
         }
     }

@@ -34,7 +34,7 @@ use crate::cross_entropy::{CrossEntropyOutput, GradTo, Targets};
 use crate::error::Result;
 use crate::launch::Encode;
 use crate::linear_ce::{GpuLinearGrads, GpuTargets, LinearCeOptions, LinearCeRecorded};
-use crate::matrix::GpuMatrix;
+use crate::matrix::{GpuLabels, GpuMatrix};
 use crate::options::CrossEntropyOptions;
 use crate::shaders::flags;
 
@@ -212,6 +212,19 @@ impl Recorder<'_> {
     ) -> Result<()> {
         let ctx = self.ctx;
         ctx.sgd_update_to(self.to(), w, v, g, learning_rate, momentum, l2)
+    }
+
+    /// [`Context::gather_rows_into`], recorded (the indices are written through the queue, ahead of
+    /// the caller's submission).
+    pub fn gather_rows_into(
+        &mut self,
+        x: &GpuMatrix,
+        labels: &GpuLabels,
+        idx: &[u32],
+        out: &GpuMatrix,
+    ) -> Result<GpuLabels> {
+        let ctx = self.ctx;
+        ctx.gather(self.to(), x, labels, idx, out)
     }
 
     /// [`Context::copy_rows_into`] (the bandwidth roofline), recorded.

@@ -1,10 +1,10 @@
 //! The training ops the trainer is made of, beside the matmuls and the cross-entropy: gathering a
 //! minibatch by index, the SGD update, and copying a row (the trainer's on-device loss log).
 
-use crate::context::Context;
+use crate::context::{Context, MATRIX_USAGE};
 use crate::error::{Result, XentError};
 use crate::launch::{Arg, Encode, RowLaunch, RowParams};
-use crate::matrix::{GpuLabels, GpuMatrix};
+use crate::matrix::{GpuLabels, GpuMatrix, LabelType};
 use crate::shaders::Kernel;
 
 impl Context {
@@ -71,6 +71,55 @@ impl Context {
         )
     }
 
+    /// Rows `idx` of `x` (n × d) and their labels, gathered on the device: `out` (`idx.len()` × d)
+    /// gets the rows, and the labels come back as new [`GpuLabels`] (i32; with the gathered host
+    /// copy when `labels` has one, device-only otherwise). `labels` must be i32 (host labels are); an
+    /// index outside `x` is an error and nothing runs. Inside [`Context::with_workspace`] the index
+    /// and label buffers are the workspace's.
+    pub fn gather_rows_into(
+        &self,
+        x: &GpuMatrix,
+        labels: &GpuLabels,
+        idx: &[u32],
+        out: &GpuMatrix,
+    ) -> Result<GpuLabels> {
+        self.gather(Encode::Submit, x, labels, idx, out)
+    }
+
+    /// [`Context::gather_rows_into`] into `to`.
+    pub(crate) fn gather(
+        &self,
+        to: Encode<'_>,
+        x: &GpuMatrix,
+        labels: &GpuLabels,
+        idx: &[u32],
+        out: &GpuMatrix,
+    ) -> Result<GpuLabels> {
+        crate::train::check_indices(idx, x.rows())?;
+        if labels.len() != x.rows() {
+            return Err(XentError::LengthMismatch {
+                what: "labels (one per row of x)",
+                expected: x.rows(),
+                got: labels.len(),
+            });
+        }
+        if labels.label_type() != LabelType::I32 {
+            return Err(XentError::InvalidArgument(format!(
+                "gathering labels needs i32 labels, not {:?}",
+                labels.label_type()
+            )));
+        }
+        out.expect_shape("gathered rows", idx.len(), x.cols())?;
+        let bytes = idx.len() as u64 * 4;
+        let idx_buf = self.scratch_buffer("xent.gather.idx", bytes, MATRIX_USAGE, false)?;
+        let out_labels = self.scratch_buffer("xent.gather.labels", bytes, MATRIX_USAGE, false)?;
+        self.gather_rows(to, x, labels, idx, &idx_buf, out, &out_labels)?;
+        let host = labels
+            .host()
+            .map(|h| idx.iter().map(|&i| h[i as usize]).collect());
+        Ok(GpuLabels::from_parts(self, out_labels, idx.len(), host))
+    }
+
     /// Rows `idx` of `x` and their labels, gathered into `out` (rows × d) and `out_labels` (rows
     /// i32) through `idx_buf` (room for the indices, which the caller has checked against `x`).
     #[expect(
@@ -110,7 +159,7 @@ impl Context {
                 passes: 1,
                 args: &[
                     Arg::Whole(x.on(self)?),
-                    Arg::Whole(labels.on(self)?),
+                    labels.arg(self)?,
                     Arg::Whole(idx_buf),
                     out.rows_arg(self)?,
                     Arg::Whole(out_labels),

@@ -141,7 +141,7 @@ impl<'c> GpuTrainer<'c> {
         // Host copy of the batch labels: the cross-entropy call validates them (cheap, batch-sized).
         let all = self.y_all.host().unwrap_or_default();
         let host: Vec<i32> = idx.iter().map(|&i| all[i as usize]).collect();
-        let labels = GpuLabels::from_parts(ctx, bb.labels.clone(), host);
+        let labels = GpuLabels::from_parts(ctx, bb.labels.clone(), host.len(), Some(host));
         ctx.linear_to(Encode::Into(encoder), &bb.x, &self.w, Some(&self.b), &bb.z)?;
         let out = ctx.ce(
             Encode::Into(encoder),

@@ -292,3 +292,39 @@ fn recorded_linear_cross_entropy_gives_the_bits_of_the_call() {
         );
     }
 }
+
+/// Gathering a minibatch by index (rows and labels), called and recorded: the rows and labels of the
+/// host's gather.
+#[test]
+fn gathered_minibatches_as_called_and_recorded() {
+    for ctx in contexts() {
+        let (n, d) = (50, 7);
+        let xs = random(8, n, d, -1.0, 1.0);
+        let x = GpuMatrix::from_slice(ctx, &xs, n, d).unwrap();
+        let ys: Vec<i64> = (0..n as i64).map(|i| (i * 5) % 3).collect();
+        let labels = GpuLabels::from_slice(ctx, &ys).unwrap();
+        let idx = [4u32, 0, 49, 4, 17];
+        let want_x: Vec<f32> = idx
+            .iter()
+            .flat_map(|&i| xs[i as usize * d..][..d].to_vec())
+            .collect();
+        let want_y: Vec<i32> = idx.iter().map(|&i| ys[i as usize] as i32).collect();
+        let out = GpuMatrix::zeros(ctx, idx.len(), d).unwrap();
+        let got = ctx.gather_rows_into(&x, &labels, &idx, &out).unwrap();
+        assert_eq!(out.read_blocking(ctx).unwrap(), want_x);
+        assert_eq!(got.host(), Some(&want_y[..]));
+        let out2 = GpuMatrix::zeros(ctx, idx.len(), d).unwrap();
+        let mut encoder = ctx.device().create_command_encoder(&Default::default());
+        let got2 = ctx
+            .recorder(&mut encoder)
+            .gather_rows_into(&x, &labels, &idx, &out2)
+            .unwrap();
+        ctx.queue().submit([encoder.finish()]);
+        assert_eq!(out2.read_blocking(ctx).unwrap(), want_x);
+        let raw: Vec<i32> = pollster::block_on(ctx.read_buffer(got2.buffer(), 0, 20)).unwrap();
+        assert_eq!(raw, want_y);
+        // An index outside x: an error, nothing written.
+        let e = ctx.gather_rows_into(&x, &labels, &[50], &GpuMatrix::zeros(ctx, 1, d).unwrap());
+        assert!(matches!(e, Err(XentError::InvalidArgument(_))), "{e:?}");
+    }
+}
