@@ -109,3 +109,62 @@ fn workspace_runs_give_the_bits_of_plain_calls() {
         assert_eq!(made[3], 0);
     }
 }
+
+/// Threads recording into their own encoders on one shared context, each in its own workspace, with
+/// device-only labels: the bits of the same calls made on one thread.
+#[test]
+fn threads_record_into_their_own_encoders_and_workspaces() {
+    for ctx in contexts() {
+        let (n, cols) = (200, 33);
+        let z = GpuMatrix::from_slice(ctx, &random(9, n, cols, -4.0, 4.0), n, cols).unwrap();
+        let labels: Vec<i64> = (0..n as i64).map(|i| (i * 11) % cols as i64).collect();
+        let host = GpuLabels::from_slice(ctx, &labels).unwrap();
+        let opts = CrossEntropyOptions::default();
+        let want = ctx
+            .cross_entropy_fwd_bwd(&z, Targets::Labels(&host), &opts)
+            .unwrap();
+        let want_grad = want.grad.as_ref().unwrap().read_blocking(ctx).unwrap();
+        let want_loss = want.read_stats_blocking(ctx).unwrap().loss;
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let (z, labels, opts, want_grad) = (&z, &labels, &opts, &want_grad);
+                s.spawn(move || {
+                    let buf = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+                        label: Some("thread labels"),
+                        size: n as u64 * 8,
+                        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                        mapped_at_creation: false,
+                    });
+                    ctx.queue()
+                        .write_buffer(&buf, 0, bytemuck::cast_slice(labels));
+                    let dev = GpuLabels::from_buffer(ctx, buf, 0, n, xent::LabelType::I64).unwrap();
+                    let mut ws = Workspace::new();
+                    for step in 0..3 {
+                        let mut encoder = ctx.device().create_command_encoder(&Default::default());
+                        let out = ctx
+                            .with_workspace(&mut ws, || {
+                                ctx.recorder(&mut encoder).cross_entropy_fwd_bwd(
+                                    z,
+                                    Targets::Labels(&dev),
+                                    opts,
+                                )
+                            })
+                            .unwrap();
+                        ctx.queue().submit([encoder.finish()]);
+                        let grad = out.grad.as_ref().unwrap().read_blocking(ctx).unwrap();
+                        let loss = out.read_stats_blocking(ctx).unwrap().loss;
+                        assert!(
+                            same_bits(&grad, want_grad),
+                            "thread {t} step {step}: gradient"
+                        );
+                        assert_eq!(
+                            loss.to_bits(),
+                            want_loss.to_bits(),
+                            "thread {t} step {step}"
+                        );
+                    }
+                });
+            }
+        });
+    }
+}
