@@ -166,8 +166,21 @@ impl Recorder<'_> {
         targets: Option<&GpuMatrix>,
         bits: bool,
     ) -> Result<GpuMatrix> {
+        let out = GpuMatrix::zeros(self.ctx, logits.rows(), 4)?;
+        self.info_rows_into(logits, targets, bits, &out)?;
+        Ok(out)
+    }
+
+    /// [`Context::info_rows_into`], recorded.
+    pub fn info_rows_into(
+        &mut self,
+        logits: &GpuMatrix,
+        targets: Option<&GpuMatrix>,
+        bits: bool,
+        out: &GpuMatrix,
+    ) -> Result<()> {
         let ctx = self.ctx;
-        ctx.info_rows_to(self.to(), logits, targets, bits)
+        ctx.info_rows_to(self.to(), logits, targets, bits, out)
     }
 
     /// [`Context::input_grad_into`], recorded.

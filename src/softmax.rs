@@ -87,8 +87,13 @@ impl Context {
     /// `+inf`, NaN when it has a NaN (as `torch.logsumexp`).
     pub fn logsumexp(&self, x: &GpuMatrix) -> Result<GpuMatrix> {
         let lse = GpuMatrix::zeros(self, x.rows(), 1)?;
-        self.softmax_fwd(Encode::Submit, x, FWD_LSE, None, &lse)?;
+        self.logsumexp_into(x, &lse)?;
         Ok(lse)
+    }
+
+    /// [`Context::logsumexp`] into an existing `lse` (n × 1).
+    pub fn logsumexp_into(&self, x: &GpuMatrix, lse: &GpuMatrix) -> Result<()> {
+        self.softmax_fwd(Encode::Submit, x, FWD_LSE, None, lse)
     }
 
     /// Softmax and its log-sum-exp (`n × 1`) in one pass over memory.
@@ -145,8 +150,18 @@ impl Context {
     /// The log-softmax backward `g − exp(y) · Σ g` from the forward output `y = log_softmax(z)`.
     pub fn log_softmax_backward(&self, log_probs: &GpuMatrix, g: &GpuMatrix) -> Result<GpuMatrix> {
         let dz = GpuMatrix::zeros_as(self, log_probs.rows(), log_probs.cols(), log_probs.elem())?;
-        self.softmax_bwd(Encode::Submit, log_probs, g, BWD_LOG_SOFTMAX, &dz)?;
+        self.log_softmax_backward_into(log_probs, g, &dz)?;
         Ok(dz)
+    }
+
+    /// [`Context::log_softmax_backward`] into an existing `out` of the same shape.
+    pub fn log_softmax_backward_into(
+        &self,
+        log_probs: &GpuMatrix,
+        g: &GpuMatrix,
+        out: &GpuMatrix,
+    ) -> Result<()> {
+        self.softmax_bwd(Encode::Submit, log_probs, g, BWD_LOG_SOFTMAX, out)
     }
 
     /// A copy of `x` into `out`, walked exactly as the row kernels walk memory: the bandwidth roofline

@@ -407,7 +407,20 @@ impl Context {
         targets: Option<&GpuMatrix>,
         bits: bool,
     ) -> Result<GpuMatrix> {
-        self.info_rows_to(Encode::Submit, logits, targets, bits)
+        let out = GpuMatrix::zeros(self, logits.rows(), 4)?;
+        self.info_rows_to(Encode::Submit, logits, targets, bits, &out)?;
+        Ok(out)
+    }
+
+    /// [`Context::info_rows`] into an existing `out` (n × 4).
+    pub fn info_rows_into(
+        &self,
+        logits: &GpuMatrix,
+        targets: Option<&GpuMatrix>,
+        bits: bool,
+        out: &GpuMatrix,
+    ) -> Result<()> {
+        self.info_rows_to(Encode::Submit, logits, targets, bits, out)
     }
 
     /// [`Context::info_rows`] into `to`.
@@ -417,13 +430,14 @@ impl Context {
         logits: &GpuMatrix,
         targets: Option<&GpuMatrix>,
         bits: bool,
-    ) -> Result<GpuMatrix> {
+        out: &GpuMatrix,
+    ) -> Result<()> {
         let (n, cols) = logits.shape();
         check_cols(cols)?;
         if let Some(t) = targets {
             t.expect_shape("target distribution", n, cols)?;
         }
-        let out = GpuMatrix::zeros(self, n, 4)?;
+        out.expect_shape("per-row information (n × 4)", n, 4)?;
         let mut params = RowParams::mode(0);
         params.f[0] = if bits { std::f32::consts::LOG2_E } else { 1.0 };
         let targets_arg = match targets {
@@ -447,8 +461,7 @@ impl Context {
                     Arg::Whole(out.on(self)?),
                 ],
             },
-        )?;
-        Ok(out)
+        )
     }
 }
 
