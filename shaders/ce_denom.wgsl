@@ -9,8 +9,8 @@
 //   bad label (ce_common's label_at) records its row: acc[10] = max(~row), so the first bad row wins.
 // MODE_FINISH (one row of one element): rounds acc to f32 and writes stats[1] = the denominator,
 //   stats[4] = the gradient's scale (p.f0 = grad_output, ÷ the denominator for a mean, correctly
-//   rounded), stats[5] = first bad row + 1 (0: every label good), stats[6], stats[7] = its label's two
-//   words. ce_fwd_bwd reads the scale, ce_reduce the denominator (CE_DEVICE_DENOM).
+//   rounded; NaN when a label was bad, so that every row's gradient is NaN), stats[5] = first bad
+//   row + 1 (0: every label good), stats[6], stats[7] = its label's two words. ce_fwd_bwd reads the scale, ce_reduce the denominator (CE_DEVICE_DENOM).
 // p.classes is N (p.cols is the block of rows). Reads: labels (binding 4), weight. Writes: acc (11 u32, zeroed by the host first), stats (1×8).
 
 #import prelude: WG, CE_WEIGHT, CE_MEAN, MODE_FINISH
@@ -122,6 +122,8 @@ fn finish() {
     if (b != 0u) {
         let row = ~b;
         let l = label_at(row, p.classes);
+        // A bad label poisons the whole gradient (the scale NaN), not only its row's.
+        stats[4] = 0x7fc00000u;
         stats[5] = row + 1u;
         stats[6] = bitcast<u32>(l.lo);
         stats[7] = bitcast<u32>(l.hi);

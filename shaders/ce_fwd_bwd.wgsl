@@ -14,7 +14,7 @@
 //           accumulates the loss terms that need the final log-sum-exp.
 // Semantics: torch.nn.functional.cross_entropy (weight, ignore_index, label_smoothing), with logit
 // soft-capping c·tanh(z/c) applied first and z-loss (f1 · lse²) added to each row that is not ignored.
-// row_out[3] (correct) is 1 or 0, and −1 for an ignored row or probability targets.
+// row_out[3] (correct) is 1 or 0, and −1 for an ignored or bad row or probability targets.
 // Ignored rows: loss 0 and gradient exactly 0. A bad device-only label (ce_common's label_at): loss
 // and gradient NaN, never a plausible number; ce_denom records the first such row. Terms with a zero target (or zero weight) contribute 0
 // (PyTorch gives 0·(−inf) = NaN there for probability targets over masked logits).

@@ -39,8 +39,9 @@ impl LabelType {
 /// - **Device-only labels** ([`GpuLabels::from_buffer`]): nothing is read back. The mean's
 ///   denominator is computed on the device before the rows run, with the same bits as the host's
 ///   (an exact sum rounded once). A label outside `[0, N)` that is not `ignore_index`, or that does
-///   not fit in i32, cannot be refused up front: its row's loss and gradient are NaN (never a
-///   plausible number), the first such row and its label are recorded on the device, and reading
+///   not fit in i32, cannot be refused up front: its row's loss is NaN and so is the whole gradient
+///   (every row's: the scale is NaN; with a per-row upstream, the bad rows'), so no plausible number
+///   comes out; the first such row and its label are recorded on the device, and reading
 ///   the output's batch numbers ([`crate::CrossEntropyOutput::read_stats`], `read_loss`, `check`)
 ///   returns [`XentError::LabelOutOfRange`] with that row and label.
 #[derive(Debug)]

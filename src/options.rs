@@ -138,8 +138,8 @@ impl CrossEntropyOptions {
     }
 }
 
-/// Every label must be a class in `[0, classes)` or `ignore_index`, and fit in i32 (the device
-/// stores labels as i32; a label equal to `ignore_index` outside i32 is refused on every backend,
+/// Every label must be a class in `[0, classes)` or `ignore_index`, and fit in i32 (the kernels use
+/// labels as i32; a label equal to `ignore_index` outside i32 is refused on every backend,
 /// not only where it would be narrowed). `labels` are i32 or i64 host values; the error names the
 /// first bad row.
 pub fn check_labels<L: Copy + Into<i64>>(

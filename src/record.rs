@@ -40,7 +40,9 @@ use crate::shaders::flags;
 
 /// [`Context`]'s operations, recorded into one caller's encoder (see the [module docs](self)).
 /// Outputs that an operation allocates (cross-entropy's per-row numbers and gradient) are returned
-/// as usual; read them after the caller has submitted the encoder.
+/// as usual; read them after the caller has submitted the encoder. Parameters are written through
+/// the queue and land at the next submission; inside [`Context::with_workspace`], submit before the
+/// same workspace records again.
 pub struct Recorder<'a> {
     ctx: &'a Context,
     encoder: &'a mut wgpu::CommandEncoder,

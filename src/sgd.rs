@@ -75,7 +75,7 @@ impl Context {
     /// gets the rows, and the labels come back as new [`GpuLabels`] (i32; with the gathered host
     /// copy when `labels` has one, device-only otherwise). `labels` must be i32 (host labels are); an
     /// index outside `x` is an error and nothing runs. Inside [`Context::with_workspace`] the index
-    /// and label buffers are the workspace's.
+    /// buffer is the workspace's.
     pub fn gather_rows_into(
         &self,
         x: &GpuMatrix,
@@ -112,7 +112,8 @@ impl Context {
         out.expect_shape("gathered rows", idx.len(), x.cols())?;
         let bytes = idx.len() as u64 * 4;
         let idx_buf = self.scratch_buffer("xent.gather.idx", bytes, MATRIX_USAGE, false)?;
-        let out_labels = self.scratch_buffer("xent.gather.labels", bytes, MATRIX_USAGE, false)?;
+        // The labels are an output the caller keeps: never a workspace's.
+        let out_labels = self.create_buffer("xent.gather.labels", bytes, MATRIX_USAGE)?;
         self.gather_rows(to, x, labels, idx, &idx_buf, out, &out_labels)?;
         let host = labels
             .host()

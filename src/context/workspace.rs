@@ -12,8 +12,14 @@
 //!
 //! Buffers that an operation returns (a [`crate::CrossEntropyOutput`]'s `rows` and `stats`) are then
 //! the workspace's: valid until the same workspace runs again. Gradients and results that the
-//! caller asks to be made (`cross_entropy_fwd_bwd`'s new gradient, `softmax`'s output) are never
-//! taken from a workspace; pass an output to the `_into` forms to reuse it.
+//! caller asks to be made (`cross_entropy_fwd_bwd`'s new gradient, `softmax`'s output, gathered
+//! labels) are never taken from a workspace; pass an output to the `_into` forms to reuse it.
+//!
+//! **Submit before the workspace runs again.** A run writes its uniforms (and clears what must
+//! start at zero) through the queue, and those writes land at the next submission: two runs of one
+//! workspace recorded into encoders not yet submitted would both see the second run's values. Use
+//! one workspace per step in flight (the trainer keeps one per batch size and submits each step
+//! before the next). A workspace belongs to one context: used with another, it starts afresh.
 
 use std::cell::RefCell;
 
@@ -24,6 +30,8 @@ use crate::error::Result;
 #[derive(Debug, Default)]
 pub struct Workspace {
     slots: Vec<wgpu::Buffer>,
+    /// The context its buffers are of.
+    owner: Option<ContextId>,
 }
 
 impl Workspace {
@@ -69,6 +77,7 @@ impl Context {
     /// Runs `f` with `ws` as this thread's workspace for this context: the scratch buffers of the
     /// operations inside come from it (see [`crate::context::workspace`]), so the second and later
     /// runs of the same operations allocate no buffer ([`Context::buffers_created`] counts them).
+    /// Submit what a run recorded before running the same workspace again (module docs).
     ///
     /// ```no_run
     /// # fn main() -> xent::Result<()> {
@@ -93,6 +102,11 @@ impl Context {
         ws: &mut Workspace,
         f: impl FnOnce() -> Result<T>,
     ) -> Result<T> {
+        if ws.owner != Some(self.id()) {
+            // Another context's buffers are of another device: start afresh.
+            ws.slots.clear();
+            ws.owner = Some(self.id());
+        }
         ACTIVE.with(|s| {
             s.borrow_mut().push(Active {
                 ctx: self.id(),

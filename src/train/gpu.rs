@@ -17,6 +17,8 @@ struct BatchBuffers {
     x: GpuMatrix,
     labels: wgpu::Buffer,
     z: GpuMatrix,
+    /// The steps' scratch buffers for this batch size (an epoch's last batch is often shorter).
+    ws: Workspace,
 }
 
 /// The model and data on the device.
@@ -33,8 +35,6 @@ pub struct GpuTrainer<'c> {
     db: GpuMatrix,
     batches: HashMap<usize, BatchBuffers>,
     test: Option<(GpuMatrix, GpuLabels)>,
-    /// The steps' scratch buffers.
-    ws: Workspace,
 }
 
 impl<'c> GpuTrainer<'c> {
@@ -64,8 +64,11 @@ impl<'c> GpuTrainer<'c> {
             db: GpuMatrix::zeros(ctx, 1, c)?,
             batches: HashMap::new(),
             test,
-            ws: Workspace::new(),
         })
+    }
+
+    fn batch_mut(&mut self, rows: usize) -> &mut BatchBuffers {
+        self.batches.get_mut(&rows).expect("made by `buffers`")
     }
 
     fn buffers(&mut self, rows: usize) -> Result<&BatchBuffers> {
@@ -82,6 +85,7 @@ impl<'c> GpuTrainer<'c> {
                     .ctx
                     .create_buffer("xent.batch.labels", rows as u64 * 4, usage)?,
                 z: GpuMatrix::zeros(self.ctx, rows, self.train.classes)?,
+                ws: Workspace::new(),
             };
             self.batches.insert(rows, bb);
         }
@@ -111,12 +115,13 @@ impl<'c> GpuTrainer<'c> {
         check_indices(idx, self.train.n)?;
         self.buffers(idx.len())?;
         // The step's scratch (uniforms, per-row outputs, batch numbers, split-K partials) is the
-        // trainer's workspace: no buffer is made after the first step of each batch size.
-        let mut ws = std::mem::take(&mut self.ws);
+        // workspace of its batch size: no buffer is made after the first step of each size.
+        let rows = idx.len();
+        let mut ws = std::mem::take(&mut self.batch_mut(rows).ws);
         let stats = self
             .ctx
             .with_workspace(&mut ws, || self.record_ops(encoder, idx, cfg));
-        self.ws = ws;
+        self.batch_mut(rows).ws = ws;
         stats
     }
 
