@@ -1,4 +1,4 @@
-//! Cross-entropy and softmax of narrow rows (N ≤ 16 classes, e.g. 65536×10) with AVX-512: sixteen rows at once,
+//! Cross-entropy of narrow rows (N ≤ 16 classes, e.g. 65536×10) with AVX-512: sixteen rows at once,
 //! one row per lane, each class a vector across the rows (the group transposed through a staging
 //! block by scalar moves, in and out: on Zen 4 that beat gathers and scatters, which took 60% of the
 //! kernel's time). The row path spends most of such a row in per-row scalar work (its max, Σ,
@@ -98,9 +98,21 @@ fn ce_groups_of<const C: usize>(
     for gi in 0..groups {
         let r0 = gi * 16;
         let zg = &z[r0 * cols..(r0 + 16) * cols];
+        // SAFETY: every gathered index is below 16·cols, the group's length (lane · cols + j, j < cols).
+        let (mut m, mut unordered) = (_mm512_set1_ps(f32::NEG_INFINITY), 0u16);
         // The group column by column (scalar moves through the staging block: Zen 4's gathers
         // cost more).
-        let (unordered, m) = load_group::<C>(zg, &mut stage, &mut v);
+        for (r, row) in zg.chunks_exact(cols).enumerate() {
+            for (j, &x) in row.iter().enumerate() {
+                stage[j * 16 + r] = x;
+            }
+        }
+        for (j, vj) in v.iter_mut().enumerate() {
+            *vj = unsafe { _mm512_loadu_ps(stage[j * 16..].as_ptr()) };
+            unordered |= _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(*vj, *vj);
+            // sel(m > v, m, v): max_ps returns its second operand on ties (±0) as the select does.
+            m = _mm512_max_ps(m, *vj);
+        }
         let finite =
             _mm512_cmp_ps_mask::<_CMP_LT_OQ>(_mm512_abs_ps(m), _mm512_set1_ps(f32::INFINITY));
         if unordered != 0 || finite != 0xffff {
@@ -218,89 +230,6 @@ fn ce_groups_of<const C: usize>(
                 lse: lses[l],
                 argmax: firsts[l] as u32,
             };
-        }
-    }
-    groups * 16
-}
-
-/// The group of 16 rows of `C` elements at `x` as C vectors across the rows (through `stage`), with
-/// whether any element is NaN and the rows' maxima (`sel(m > v, m, v)` from −inf, as `fold_max`).
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
-fn load_group<const C: usize>(
-    x: &[f32],
-    stage: &mut [f32; 256],
-    v: &mut [__m512; C],
-) -> (u16, __m512) {
-    for (r, row) in x.chunks_exact(C).enumerate() {
-        for (j, &e) in row.iter().enumerate() {
-            stage[j * 16 + r] = e;
-        }
-    }
-    let (mut m, mut unordered) = (_mm512_set1_ps(f32::NEG_INFINITY), 0u16);
-    for (j, vj) in v.iter_mut().enumerate() {
-        // SAFETY: j·16 + 16 ≤ 256.
-        *vj = unsafe { _mm512_loadu_ps(stage[j * 16..].as_ptr()) };
-        unordered |= _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(*vj, *vj);
-        // sel(m > v, m, v): max_ps returns its second operand on ties (±0) as the select does.
-        m = _mm512_max_ps(m, *vj);
-    }
-    (unordered, m)
-}
-
-/// Softmax of the whole groups of 16 rows in `x` (rows of `cols` ≤ 16 elements) into `out`; returns
-/// how many rows it did (the rest: the caller). **The same bits as the row path**
-/// ([`super::rows::softmax_narrow`]): the maximum as `fold_max`, `exp_le0` with the same fused steps,
-/// the sum folded left to right from 0, `1 / Σ`, each `e · (1 / Σ)`; a group holding a NaN or a
-/// non-finite maximum goes to the row path whole.
-///
-/// # Safety
-/// The CPU must have AVX-512F (the caller checks [`super::isa`]).
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
-pub(super) unsafe fn softmax_groups(x: &[f32], out: &mut [f32], cols: usize) -> usize {
-    macro_rules! by_width {
-        ($($c:literal)*) => {
-            match cols {
-                $($c => softmax_groups_of::<$c>(x, out),)*
-                _ => 0,
-            }
-        };
-    }
-    by_width!(1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16)
-}
-
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512dq,avx2,fma")]
-fn softmax_groups_of<const C: usize>(x: &[f32], out: &mut [f32]) -> usize {
-    let groups = x.len() / (16 * C);
-    let mut v = [_mm512_setzero_ps(); C];
-    let mut stage = [0f32; 256];
-    for gi in 0..groups {
-        let (xg, og) = (
-            &x[gi * 16 * C..][..16 * C],
-            &mut out[gi * 16 * C..][..16 * C],
-        );
-        let (unordered, m) = load_group::<C>(xg, &mut stage, &mut v);
-        let m = _mm512_max_ps(m, _mm512_set1_ps(f32::NEG_INFINITY));
-        let finite =
-            _mm512_cmp_ps_mask::<_CMP_LT_OQ>(_mm512_abs_ps(m), _mm512_set1_ps(f32::INFINITY));
-        if unordered != 0 || finite != 0xffff {
-            super::rows::softmax_narrow::<true>(xg, og, C);
-            continue;
-        }
-        let mut sum = _mm512_setzero_ps();
-        for vj in v.iter_mut() {
-            *vj = unsafe { exp_le0(_mm512_sub_ps(*vj, m)) };
-            sum = _mm512_add_ps(sum, *vj);
-        }
-        let inv = _mm512_div_ps(_mm512_set1_ps(1.0), sum);
-        for (j, vj) in v.iter().enumerate() {
-            // SAFETY: j·16 + 16 ≤ 256.
-            unsafe { _mm512_storeu_ps(stage[j * 16..].as_mut_ptr(), _mm512_mul_ps(*vj, inv)) };
-        }
-        for (r, row) in og.chunks_exact_mut(C).enumerate() {
-            for (j, o) in row.iter_mut().enumerate() {
-                *o = stage[j * 16 + r];
-            }
         }
     }
     groups * 16

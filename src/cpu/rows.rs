@@ -5,16 +5,19 @@ use super::*;
 #[inline(always)]
 pub(super) fn softmax_rows<const F: bool>(x: &[f32], out: &mut [f32], cols: usize) {
     if cols <= NARROW {
-        // With AVX-512, whole groups of 16 rows at once (the same bits; see narrow_x86.rs).
-        #[cfg(target_arch = "x86_64")]
-        let (x, out) = if F && cols <= 16 && isa() == Isa::Avx512 {
-            // SAFETY: `isa` reports AVX-512 only where the CPU has it.
-            let done = unsafe { super::narrow_x86::softmax_groups(x, out, cols) };
-            (&x[done * cols..], &mut out[done * cols..])
-        } else {
-            (x, out)
-        };
-        softmax_narrow::<F>(x, out, cols);
+        let ms = &mut [0.0; NARROW_ROWS];
+        let block = NARROW_ROWS * cols;
+        for (xb, ob) in x.chunks(block).zip(out.chunks_mut(block)) {
+            narrow_max_exp::<F>(xb, cols, ms, ob);
+            for (or, &m) in ob.chunks_exact_mut(cols).zip(ms.iter()) {
+                if !m.is_finite() {
+                    or.fill(f32::NAN);
+                    continue;
+                }
+                let inv = 1.0 / fold_sum(or);
+                map_in_place(or, |e| e * inv);
+            }
+        }
         return;
     }
     for (x, out) in x.chunks_exact(cols).zip(out.chunks_exact_mut(cols)) {
@@ -25,25 +28,6 @@ pub(super) fn softmax_rows<const F: bool>(x: &[f32], out: &mut [f32], cols: usiz
         }
         let inv = 1.0 / exp_sum_store::<F>(x, m, out);
         map_in_place(out, |e| e * inv);
-    }
-}
-
-/// The narrow path of [`softmax_rows`] row by row: maxima and exponentials a block of rows at a
-/// time, then each row's sum and scale.
-#[inline(always)]
-pub(super) fn softmax_narrow<const F: bool>(x: &[f32], out: &mut [f32], cols: usize) {
-    let ms = &mut [0.0; NARROW_ROWS];
-    let block = NARROW_ROWS * cols;
-    for (xb, ob) in x.chunks(block).zip(out.chunks_mut(block)) {
-        narrow_max_exp::<F>(xb, cols, ms, ob);
-        for (or, &m) in ob.chunks_exact_mut(cols).zip(ms.iter()) {
-            if !m.is_finite() {
-                or.fill(f32::NAN);
-                continue;
-            }
-            let inv = 1.0 / fold_sum(or);
-            map_in_place(or, |e| e * inv);
-        }
     }
 }
 
