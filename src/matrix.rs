@@ -46,14 +46,14 @@ pub(crate) fn check_caller_buffer(
 ) -> Result<()> {
     if !buffer.usage().contains(wgpu::BufferUsages::STORAGE) {
         return Err(XentError::InvalidArgument(format!(
-            "the buffer of {what} needs STORAGE usage; this one has {:?}",
+            "the buffer for {what} needs STORAGE usage; this one has {:?}",
             buffer.usage()
         )));
     }
     let align = u64::from(ctx.limits().min_storage_buffer_offset_alignment);
     if !offset.is_multiple_of(align) {
         return Err(XentError::InvalidArgument(format!(
-            "the offset of {what} must be a multiple of {align} bytes \
+            "the offset for {what} must be a multiple of {align} bytes \
              (min_storage_buffer_offset_alignment), not {offset}"
         )));
     }
@@ -183,7 +183,7 @@ impl GpuMatrix {
         elem: Elem,
     ) -> Result<Self> {
         let len = checked_len(rows, cols)?;
-        check_caller_buffer(ctx, &buffer, offset, storage_bytes(len, elem), "matrix")?;
+        check_caller_buffer(ctx, &buffer, offset, storage_bytes(len, elem), "a matrix")?;
         Ok(Self {
             buffer,
             elem,
