@@ -10,9 +10,13 @@ use crate::softmax::check_cols;
 
 pub use crate::options::{CrossEntropyOptions, Reduction};
 
+mod denom;
 mod output;
 mod plan;
 
+use denom::{DenomLaunch, upload_weights};
+
+pub(crate) use output::label_status;
 pub use output::{CeStats, CrossEntropyOutput};
 use plan::{CePlan, GradKind, PlanTargets};
 
@@ -171,6 +175,26 @@ impl Context {
         upstream: Option<&GpuMatrix>,
         grad_to: GradTo<'_>,
     ) -> Result<CrossEntropyOutput> {
+        self.ce_with(to, logits, targets, opts, upstream, grad_to, None)
+    }
+
+    /// [`Context::ce`]; for device-only labels with `batch`, the gradient's scale comes from that
+    /// batch's numbers ([`Context::record_batch_denominator`]) and the call runs no denominator of
+    /// its own (fused linear cross-entropy's chunks: one denominator for the whole batch).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "ce's operands and the batch's numbers"
+    )]
+    pub(crate) fn ce_with(
+        &self,
+        to: Encode<'_>,
+        logits: &GpuMatrix,
+        targets: Targets<'_>,
+        opts: &CrossEntropyOptions,
+        upstream: Option<&GpuMatrix>,
+        grad_to: GradTo<'_>,
+        batch: Option<&GpuMatrix>,
+    ) -> Result<CrossEntropyOutput> {
         let (n, cols) = logits.shape();
         check_cols(cols)?;
         opts.validate(cols)?;
@@ -240,18 +264,7 @@ impl Context {
             self.stand_in(2),
             self.stand_in(3),
         );
-        let weight = opts
-            .weight
-            .as_ref()
-            .map(|w| -> Result<GpuMatrix> {
-                let m = GpuMatrix::scratch(self, 1, cols, false)?;
-                self.checked(|| {
-                    self.queue
-                        .write_buffer(m.buffer(), 0, bytemuck::cast_slice(w))
-                })?;
-                Ok(m)
-            })
-            .transpose()?;
+        let weight = upload_weights(self, opts)?;
         let weight_buf = weight.as_ref().map_or(Ok(no_weight), |w| w.on(self))?;
         let (labels_arg, targets_arg) = match targets {
             Targets::Labels(l) => (l.arg(self)?, Arg::Whole(no_targets)),
@@ -287,44 +300,15 @@ impl Context {
         let mut params = RowParams::mode(0);
         params.flags = fl;
         (params.ignore_index, params.ignore_hi) = plan.ignore_index;
-        let denom_params = params;
-        // Device-only labels: ce_denom's exact sum (11 words, zeroed), then its finish.
-        let acc = device_denom
-            .then(|| GpuMatrix::scratch(self, 1, 16, true))
+        // Device-only labels: the denominator on the device (unless the batch's is given).
+        let own_denominator = (device_denom && batch.is_none())
+            .then(|| DenomLaunch::new(self, labels_arg, weight_buf, &stats, (n, cols), opts, &plan))
             .transpose()?;
-        let denom_args = match &acc {
-            Some(acc) => Some([
-                Arg::Whole(stats.on(self)?),
-                Arg::Whole(acc.on(self)?),
-                Arg::Whole(weight_buf),
-                labels_arg,
-            ]),
-            None => None,
-        };
         let device_denominator = |encoder: &mut wgpu::CommandEncoder| -> Result<()> {
-            let Some(args) = &denom_args else {
-                return Ok(());
-            };
-            let mut p = denom_params;
-            p.classes = cols as u32;
-            p.total = n as u32;
-            p.f[0] = opts.grad_output;
-            let block = DENOM_BLOCK.min(n);
-            for (mode, rows, cols) in [(0, n.div_ceil(block), block), (REDUCE_FINISH, 1, 1)] {
-                p.mode = mode;
-                self.encode_rows(
-                    encoder,
-                    RowLaunch {
-                        kernel: Kernel::CeDenom,
-                        params: p,
-                        rows,
-                        cols,
-                        passes: 1,
-                        args,
-                    },
-                )?;
+            match &own_denominator {
+                Some(d) => d.encode(self, encoder),
+                None => Ok(()),
             }
-            Ok(())
         };
         // Written only by the first stage of a batch of several slices.
         let partials = (slices > 1)
@@ -366,7 +350,7 @@ impl Context {
         // [4]); else unread (the scale is f4): a read-only stand-in.
         let scale_buf = match upstream {
             Some(u) => u.on(self)?,
-            None if device_denom => stats.on(self)?,
+            None if device_denom => batch.unwrap_or(&stats).on(self)?,
             None => no_weight,
         };
         let passes = plan.passes;

@@ -95,16 +95,22 @@ impl CrossEntropyOutput {
 
     /// The labels' status words of `stats` as an error.
     fn status(&self, s: &[f32]) -> Result<()> {
-        let row = s[5].to_bits();
-        if row == 0 {
-            return Ok(());
-        }
-        let label = ((u64::from(s[7].to_bits()) << 32) | u64::from(s[6].to_bits())) as i64;
-        Err(XentError::LabelOutOfRange {
-            row: row as usize - 1,
-            label,
-            classes: self.classes,
-            ignore_index: self.ignore_index,
-        })
+        label_status(s, self.classes, self.ignore_index)
     }
+}
+
+/// The labels' status words of batch numbers `s` (1 × 8) as an error: `Ok` when no device-only label
+/// was bad, else [`XentError::LabelOutOfRange`] with the first bad row and its label.
+pub(crate) fn label_status(s: &[f32], classes: usize, ignore_index: i64) -> Result<()> {
+    let row = s[5].to_bits();
+    if row == 0 {
+        return Ok(());
+    }
+    let label = ((u64::from(s[7].to_bits()) << 32) | u64::from(s[6].to_bits())) as i64;
+    Err(XentError::LabelOutOfRange {
+        row: row as usize - 1,
+        label,
+        classes,
+        ignore_index,
+    })
 }

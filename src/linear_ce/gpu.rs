@@ -14,7 +14,13 @@ use super::{LinearCeOptions, LinearCeResult, LinearShape, Plan};
 /// The targets of [`Context::linear_cross_entropy`].
 #[derive(Clone, Copy, Debug)]
 pub enum GpuTargets<'a> {
-    /// One class index per row (the host copy lists the rows that count).
+    /// One class index per row. With a host copy, the rows whose label is `ignore_index` are listed
+    /// out on the host and do no matmul work. Device-only labels (their buffer needs COPY_SRC: each
+    /// chunk's labels are copied out) are never read back: the batch's denominator is computed on
+    /// the device once, before the chunks, every row is computed (ignored rows get a zero gradient),
+    /// and a bad label is [`crate::XentError::LabelOutOfRange`] from the read; the results are the
+    /// host labels' bits, except `dW`/`db` when rows are ignored (their blocks then hold other rows:
+    /// equal within rounding).
     Labels(&'a GpuLabels),
     /// One probability row per row, `n × V`.
     Probs(&'a GpuMatrix),
@@ -115,19 +121,36 @@ impl Context {
             b.expect_shape("linear bias b (1 × V)", 1, classes)?;
             b.on(self)?;
         }
+        // Device-only labels: their chunks are copied from the caller's buffer.
+        let mut device_labels = None;
         let labels_host: Option<Vec<i64>> = match targets {
             GpuTargets::Labels(l) => {
                 l.on(self)?;
-                // The plan lists the kept rows on the host (their matmul work is skipped).
-                let host = l.host().ok_or_else(|| {
-                    XentError::InvalidArgument(
-                        "linear cross-entropy needs labels with a host copy (GpuLabels::from_slice): \
-                         it lists the rows to skip on the host"
-                            .into(),
-                    )
-                })?;
-                crate::options::check_labels(host, n, classes, opts.ce.ignore_index)?;
-                Some(host.iter().map(|&v| i64::from(v)).collect())
+                match l.host() {
+                    // The plan lists the kept rows on the host (their matmul work is skipped).
+                    Some(host) => {
+                        crate::options::check_labels(host, n, classes, opts.ce.ignore_index)?;
+                        Some(host.iter().map(|&v| i64::from(v)).collect())
+                    }
+                    None => {
+                        if l.len() != n {
+                            return Err(XentError::LengthMismatch {
+                                what: "labels (one per row)",
+                                expected: n,
+                                got: l.len(),
+                            });
+                        }
+                        if !l.buffer().usage().contains(wgpu::BufferUsages::COPY_SRC) {
+                            return Err(XentError::InvalidArgument(
+                                "device-only labels of linear cross-entropy need COPY_SRC usage \
+                                 (each chunk's labels are copied out)"
+                                    .into(),
+                            ));
+                        }
+                        device_labels = Some(l);
+                        None
+                    }
+                }
             }
             GpuTargets::Probs(p) => {
                 p.expect_shape("probability targets (n × V)", n, classes)?;
@@ -246,6 +269,20 @@ impl Context {
         if let Some(g) = grads.input {
             enc.clear_buffer(g.buffer(), g.offset(), Some(g.len() as u64 * 4));
         }
+        // Device-only labels: one denominator for the whole batch, on the device, before the chunks
+        // (whose cross-entropies take their gradient's scale from it); each chunk's labels are
+        // copied into one scratch buffer.
+        let batch = device_labels
+            .map(|l| self.record_batch_denominator(enc, l, classes, &opts.ce))
+            .transpose()?;
+        let label_scratch = device_labels
+            .map(|l| {
+                let bytes = c_max as u64 * l.label_type().size();
+                self.create_buffer("xent.linear_ce.labels", bytes, crate::context::MATRIX_USAGE)
+            })
+            .transpose()?;
+        transient += label_scratch.as_ref().map_or(0, wgpu::Buffer::size)
+            + batch.as_ref().map_or(0, |b| 4 * b.len() as u64);
         // Per-chunk uploads (labels, upstream) live until the submission.
         let mut keep: Vec<GpuMatrix> = Vec::new();
         let mut keep_labels: Vec<GpuLabels> = Vec::new();
@@ -277,13 +314,31 @@ impl Context {
             let dx_c = dxc.as_ref().map(|m| view(m, c)).transpose()?;
             let ops = chunk_ops(&x_c, w, bias, &z_c, dx_c.as_ref(), grads);
             self.lce_logits(enc, &ops)?;
-            let labels_c = labels_host
-                .as_ref()
-                .map(|l| {
+            let labels_c = match (&labels_host, device_labels, &label_scratch) {
+                (Some(l), _, _) => {
                     let listed: Vec<i64> = chunk.clone().map(|k| l[plan.row(k)]).collect();
-                    GpuLabels::from_slice(self, &listed)
-                })
-                .transpose()?;
+                    Some(GpuLabels::from_slice(self, &listed)?)
+                }
+                (None, Some(l), Some(buf)) => {
+                    // Every row is listed (no host copy to skip ignored rows by).
+                    let size = l.label_type().size();
+                    enc.copy_buffer_to_buffer(
+                        l.buffer(),
+                        l.offset() + chunk.start as u64 * size,
+                        buf,
+                        0,
+                        c as u64 * size,
+                    );
+                    Some(GpuLabels::from_buffer(
+                        self,
+                        buf.clone(),
+                        0,
+                        c,
+                        l.label_type(),
+                    )?)
+                }
+                _ => None,
+            };
             let probs_c = match &labels_c {
                 None => Some(view(pc.as_ref().expect("probability scratch"), c)?),
                 Some(_) => None,
@@ -307,13 +362,14 @@ impl Context {
             } else {
                 GradTo::Nowhere
             };
-            let out = self.ce(
+            let out = self.ce_with(
                 Encode::Into(enc),
                 &z_c,
                 t,
                 &plan.chunk_ce,
                 upstream.as_ref(),
                 grad_to,
+                batch.as_ref(),
             )?;
             enc.copy_buffer_to_buffer(
                 out.rows.buffer(),
@@ -357,6 +413,7 @@ impl Context {
             rows: rows_out,
             plan,
             labels: labels_host,
+            device: batch.map(|stats| (stats, classes, opts.ce.ignore_index)),
             transient,
             _keep: (keep, keep_labels),
         })
@@ -401,6 +458,8 @@ pub struct LinearCeRecorded {
     rows: GpuMatrix,
     plan: Plan,
     labels: Option<Vec<i64>>,
+    /// Device-only labels: the batch's numbers (denominator, status), N and the ignore index.
+    device: Option<(GpuMatrix, usize, i64)>,
     transient: u64,
     /// The chunks' scratch and uploads, alive until the recording has run.
     _keep: (Vec<GpuMatrix>, Vec<GpuLabels>),
@@ -422,12 +481,36 @@ impl LinearCeRecorded {
         }
         let col = |c: usize| rows.chunks_exact(4).map(|r| r[c]).collect::<Vec<f32>>();
         let argmax: Vec<u32> = col(2).iter().map(|&a| a as u32).collect();
-        Ok(self.plan.finish(
-            self.labels.as_deref(),
-            &col(0),
-            &col(1),
-            &argmax,
-            self.transient,
-        ))
+        let Some((stats, classes, ignore_index)) = &self.device else {
+            return Ok(self.plan.finish(
+                self.labels.as_deref(),
+                &col(0),
+                &col(1),
+                &argmax,
+                self.transient,
+            ));
+        };
+        // Device-only labels: the batch's denominator and status from the device; every row was
+        // listed, so ignored rows (correct −1) get the host path's NaN log-sum-exp, and the
+        // accuracy counts the rows' "correct" column.
+        let s = stats.read_blocking(ctx)?;
+        crate::cross_entropy::label_status(&s, *classes, *ignore_index)?;
+        let mut plan = self.plan.clone();
+        plan.denominator = s[1];
+        let correct = col(3);
+        let lse: Vec<f32> = col(1)
+            .iter()
+            .zip(&correct)
+            .map(|(&l, &c)| if c < 0.0 { f32::NAN } else { l })
+            .collect();
+        let mut result = plan.finish(None, &col(0), &lse, &argmax, self.transient);
+        let labelled = correct.iter().filter(|&&c| c >= 0.0).count();
+        let hits = correct.iter().filter(|&&c| c == 1.0).count();
+        result.accuracy = if labelled == 0 {
+            f32::NAN
+        } else {
+            (hits as f64 / labelled as f64) as f32
+        };
+        Ok(result)
     }
 }

@@ -103,7 +103,7 @@ impl Backend<'_> {
                 let result = cpu_call(p, opts, grads).unwrap();
                 Lce { result, dx, dw, db }
             }
-            Backend::Gpu(ctx) => super::linear_ce_gpu::run(ctx, p, opts, start),
+            Backend::Gpu(ctx) => super::linear_ce_gpu::run(ctx, p, opts, start, false),
         }
     }
 }
