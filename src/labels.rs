@@ -145,6 +145,12 @@ impl GpuLabels {
         self.host.as_deref()
     }
 
+    /// The labels as uploaded (empty for device-only labels, which have no host copy).
+    #[deprecated(note = "use `host()`, which says when there is no host copy")]
+    pub fn as_slice(&self) -> &[i32] {
+        self.host().unwrap_or_default()
+    }
+
     /// How the labels are stored on the device.
     pub fn label_type(&self) -> LabelType {
         self.ty
