@@ -7,8 +7,13 @@
 set -euo pipefail
 old=$1 new=$2 rounds=${3:-5}
 dir=$(mktemp -d)
-args=(bench --gpu-only --json --reps 7 --backend "${BACKEND:-vulkan}" --matmul-shapes "${MATMUL:-4096x784x10}"
-      --ops "${OPS:-copy,softmax,ce,softmax_bwd}" --shapes "${SHAPES:-4096x1000,1024x32000,256x128256,65536x10}")
+# With CPU=1, the fast CPU path instead (`--cpu-only`, the outputs reused, no matmul).
+if [ -n "${CPU:-}" ]; then
+  args=(bench --cpu-only --json --reps 7)
+else
+  args=(bench --gpu-only --json --reps 7 --backend "${BACKEND:-vulkan}" --matmul-shapes "${MATMUL:-4096x784x10}")
+fi
+args+=(--ops "${OPS:-copy,softmax,ce,softmax_bwd}" --shapes "${SHAPES:-4096x1000,1024x32000,256x128256,65536x10}")
 for r in $(seq "$rounds"); do
   "$old" "${args[@]}" > "$dir/a$r.json" 2>/dev/null
   "$new" "${args[@]}" > "$dir/b$r.json" 2>/dev/null

@@ -21,63 +21,69 @@ pub(super) const FOLD_MAX: usize = 16;
 /// Accumulators of a block reduction (see [`pairwise`]).
 const ACC: usize = 64;
 
-/// The 64 accumulators of a block reduction of the values `f(a_i, b_i)` (slices of equal length,
-/// at most [`BLOCK`]; `b` is `a` for a one-slice map): value `i` goes into accumulator `i mod 64`,
-/// in order. The four 16-lane accumulators live in registers through the loop over whole chunks of
-/// 64; the tail goes in element by element.
+/// The maximum of a block of more than [`FOLD_MAX`] (at most [`BLOCK`]) elements in
+/// [`pairwise`]'s order (element `i` into accumulator `i mod 64`, then the tree), with the 64
+/// accumulators as four 16-lane locals that stay in registers through the loop. [`pairwise`]'s
+/// accumulator array stayed on the stack here, and the max's select became a masked store that
+/// Zen 4 cannot forward to the next load (a third of a cross-entropy row's time). The sums keep
+/// [`pairwise`]: written this way, LLVM vectorised them two lanes wide.
 #[inline(always)]
-fn accumulate(
-    a: &[f32],
-    b: &[f32],
-    id: f32,
-    op: &impl Fn(f32, f32) -> f32,
-    f: &impl Fn(f32, f32) -> f32,
-) -> [f32; ACC] {
-    let (ca, cb) = (a.chunks_exact(ACC), b[..a.len()].chunks_exact(ACC));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
+fn block_max(x: &[f32]) -> f32 {
+    let max = |a: f32, b: f32| sel(a > b, a, b);
+    let chunks = x.chunks_exact(ACC);
+    let rest = chunks.remainder();
+    let id = f32::NEG_INFINITY;
     let (mut a0, mut a1, mut a2, mut a3) = ([id; 16], [id; 16], [id; 16], [id; 16]);
-    for (xa, xb) in ca.zip(cb) {
-        let (xa, xb): (&[f32; ACC], &[f32; ACC]) = (
-            xa.try_into().expect("a chunk of 64"),
-            xb.try_into().expect("a chunk of 64"),
-        );
+    for c in chunks {
+        let c: &[f32; ACC] = c.try_into().expect("a chunk of 64");
         for j in 0..16 {
-            a0[j] = op(a0[j], f(xa[j], xb[j]));
+            a0[j] = max(a0[j], c[j]);
         }
         for j in 0..16 {
-            a1[j] = op(a1[j], f(xa[16 + j], xb[16 + j]));
+            a1[j] = max(a1[j], c[16 + j]);
         }
         for j in 0..16 {
-            a2[j] = op(a2[j], f(xa[32 + j], xb[32 + j]));
+            a2[j] = max(a2[j], c[32 + j]);
         }
         for j in 0..16 {
-            a3[j] = op(a3[j], f(xa[48 + j], xb[48 + j]));
+            a3[j] = max(a3[j], c[48 + j]);
         }
     }
-    let mut out = [id; ACC];
+    let mut acc = [id; ACC];
     for (k, l) in [a0, a1, a2, a3].iter().enumerate() {
-        out[16 * k..16 * (k + 1)].copy_from_slice(l);
+        acc[16 * k..16 * (k + 1)].copy_from_slice(l);
     }
-    for ((o, &x), &y) in out.iter_mut().zip(ra).zip(rb) {
-        *o = op(*o, f(x, y));
+    for (a, &v) in acc.iter_mut().zip(rest) {
+        *a = max(*a, v);
     }
-    out
+    tree(acc, max)
 }
 
 /// `op`-reduction of `x` (at most [`BLOCK`] elements) in a fixed order: element `i` goes into
-/// accumulator `i mod 64`, in order ([`accumulate`]: the accumulators in registers, no store in
-/// the loop), then the 64 accumulators pairwise. The order is the same whatever the vector width,
-/// so AVX2+FMA and AVX-512 give the same bits (the portable build differs where they fuse
-/// multiply-adds); the error grows with the 16 terms an accumulator takes from a block and log₂ 64,
-/// as the tree it replaced (a tree of stores and reloads through a scratch buffer, which cost the
-/// wide rows a third of their time). `op` must be commutative and associative up to rounding, with
-/// identity `id`.
+/// accumulator `i mod 64`, in order (a vector loop keeps the 64 accumulators in registers: 4 zmm,
+/// 8 ymm or 16 xmm, with no store in the loop), then the 64 accumulators pairwise. The order is the
+/// same whatever the vector width, so AVX2+FMA and AVX-512 give the same bits (the portable build
+/// differs where they fuse multiply-adds); the error grows with
+/// the 16 terms an accumulator takes from a block and log₂ 64, as the tree it replaced (a tree of
+/// stores and reloads through a scratch buffer, which cost the wide rows a third of their time).
+/// `op` must be commutative and associative up to rounding, with identity `id`.
 #[inline(always)]
 pub(super) fn pairwise(x: &[f32], id: f32, op: impl Fn(f32, f32) -> f32) -> f32 {
     if x.len() <= FOLD_MAX {
         return x.iter().fold(id, |a, &b| op(a, b));
     }
-    tree(accumulate(x, x, id, &op, &|v, _| v), op)
+    let mut acc = [id; ACC];
+    let chunks = x.chunks_exact(ACC);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a = op(*a, v);
+        }
+    }
+    for (a, &v) in acc.iter_mut().zip(rest) {
+        *a = op(*a, v);
+    }
+    tree(acc, op)
 }
 
 /// [`pairwise`]'s tree over its accumulators: halves combined pairwise down to one.
@@ -109,7 +115,12 @@ pub(super) fn row_max(x: &[f32]) -> f32 {
     let max = |a: f32, b: f32| sel(a > b, a, b);
     let mut m = f32::NEG_INFINITY;
     for b in x.chunks(BLOCK) {
-        m = max(pairwise(b, f32::NEG_INFINITY, max), m);
+        let block = if b.len() <= FOLD_MAX {
+            pairwise(b, f32::NEG_INFINITY, max)
+        } else {
+            block_max(b)
+        };
+        m = max(block, m);
     }
     m
 }
@@ -144,8 +155,18 @@ fn block_sum_map2(a: &[f32], b: &[f32], f: &impl Fn(f32, f32) -> f32) -> f32 {
     if a.len() <= FOLD_MAX {
         return a.iter().zip(b).fold(0.0, |acc, (&x, &y)| acc + f(x, y));
     }
-    let add = |x: f32, y: f32| x + y;
-    tree(accumulate(a, b, 0.0, &add, f), add)
+    let mut acc = [0.0f32; ACC];
+    let (ca, cb) = (a.chunks_exact(ACC), b.chunks_exact(ACC));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (xa, xb) in ca.zip(cb) {
+        for ((s, &x), &y) in acc.iter_mut().zip(xa).zip(xb) {
+            *s += f(x, y);
+        }
+    }
+    for ((s, &x), &y) in acc.iter_mut().zip(ra).zip(rb) {
+        *s += f(x, y);
+    }
+    tree(acc, |a, b| a + b)
 }
 
 /// [`block_sum`] of `f(x_j)`: [`pairwise`]'s order, `f` applied on the fly.
@@ -154,8 +175,18 @@ fn block_sum_map(x: &[f32], f: &impl Fn(f32) -> f32) -> f32 {
     if x.len() <= FOLD_MAX {
         return x.iter().fold(0.0, |acc, &v| acc + f(v));
     }
-    let add = |x: f32, y: f32| x + y;
-    tree(accumulate(x, x, 0.0, &add, &|v, _| f(v)), add)
+    let mut acc = [0.0f32; ACC];
+    let chunks = x.chunks_exact(ACC);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (s, &v) in acc.iter_mut().zip(c) {
+            *s += f(v);
+        }
+    }
+    for (s, &v) in acc.iter_mut().zip(rest) {
+        *s += f(v);
+    }
+    tree(acc, |a, b| a + b)
 }
 
 /// Σ_j f(x_j), block by block (as [`sum_map2`]).
