@@ -10,8 +10,8 @@
 //!   softmax's normalisation);
 //! - `exp` (and `tanh` for soft-capping) are branch-free f32 polynomials. Element-wise passes are
 //!   plain loops over slices, which LLVM's loop vectoriser turns into SIMD whole; reductions (max,
-//!   sums, dot products) go over blocks of 1024 elements held in L1 into 64 accumulators kept in
-//!   registers, then pairwise, because the compiler may not reorder a strict f32 sum itself: the
+//!   sums, dot products) go over blocks of 1024 elements held in L1 into 64 accumulators (for the
+//!   max, four 16-lane locals kept in registers), then pairwise, because the compiler may not reorder a strict f32 sum itself: the
 //!   order is written out, the same for every vector width (AVX2+FMA and AVX-512 give the same
 //!   bits; the portable build, without FMA, differs by rounding), and the rounding error stays small (16 terms an accumulator, log₂ 64, then the number of
 //!   blocks) without f64 in the hot loops;

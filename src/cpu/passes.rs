@@ -60,8 +60,10 @@ fn block_max(x: &[f32]) -> f32 {
 }
 
 /// `op`-reduction of `x` (at most [`BLOCK`] elements) in a fixed order: element `i` goes into
-/// accumulator `i mod 64`, in order (a vector loop keeps the 64 accumulators in registers: 4 zmm,
-/// 8 ymm or 16 xmm, with no store in the loop), then the 64 accumulators pairwise. The order is the
+/// accumulator `i mod 64`, in order (the vector loop keeps the 64 accumulators in a stack array,
+/// a full-width store and reload per chunk, which the store buffer forwards; the max, whose select
+/// became a masked store that is not forwarded, has [`block_max`]), then the 64 accumulators
+/// pairwise. The order is the
 /// same whatever the vector width, so AVX2+FMA and AVX-512 give the same bits (the portable build
 /// differs where they fuse multiply-adds); the error grows with
 /// the 16 terms an accumulator takes from a block and log₂ 64, as the tree it replaced (a tree of
