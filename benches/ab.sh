@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A/B of two xent binaries on the same adapter, alternating A B A B … so that the shared machine's drift
+# A/B of two xent binaries on the same adapter, alternating A B B A … so that the shared machine's drift
 # hits both: `benches/ab.sh OLD_XENT NEW_XENT [ROUNDS]`. Each round runs `xent bench --gpu-only --json`
 # (copy, softmax, ce, softmax_bwd at the four standard shapes, and Xᵀ G 4096×784×10) once per binary;
 # prints, per op and shape, the median over rounds of each binary's wall-time GB/s (GFLOP/s for the
@@ -14,9 +14,16 @@ else
   args=(bench --gpu-only --json --reps 7 --backend "${BACKEND:-vulkan}" --matmul-shapes "${MATMUL:-4096x784x10}")
 fi
 args+=(--ops "${OPS:-copy,softmax,ce,softmax_bwd}" --shapes "${SHAPES:-4096x1000,1024x32000,256x128256,65536x10}")
+# A B, then B A, and so on: whichever runs second in a pair was seen to lose ~5% here (the copy,
+# the same code in both, read 0.90-0.98 with a fixed order), so the order alternates too.
 for r in $(seq "$rounds"); do
-  "$old" "${args[@]}" > "$dir/a$r.json" 2>/dev/null
-  "$new" "${args[@]}" > "$dir/b$r.json" 2>/dev/null
+  if [ $((r % 2)) = 1 ]; then
+    "$old" "${args[@]}" > "$dir/a$r.json" 2>/dev/null
+    "$new" "${args[@]}" > "$dir/b$r.json" 2>/dev/null
+  else
+    "$new" "${args[@]}" > "$dir/b$r.json" 2>/dev/null
+    "$old" "${args[@]}" > "$dir/a$r.json" 2>/dev/null
+  fi
 done
 python3 - "$dir" "$rounds" <<'PY'
 import json, sys, statistics, glob
