@@ -31,7 +31,10 @@ struct MmParams {
     c_off: u32,
     kslice: u32,    // reduction length of one split-K slice (a multiple of TK; ≥ k when S = 1)
     cslice: u32,    // elements between two slices' partial matrices in c (0 when S = 1)
+    listed0: u32,   // listed index of this dispatch's first batch row (see `live` below)
+    live: u32,      // batch rows listed in all (u32 max: every row; see main)
     pad0: u32,
+    pad1: u32,
 }
 
 // The MM_* flag bits come from the prelude (generated from `flags` in src/shaders.rs).
@@ -106,8 +109,23 @@ fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: v
     let j0 = wid.x * TN;
     let tx = lid % TX;
     let ty = lid / TX;
+    // Fused linear cross-entropy with device-only labels lists the rows that count on the device
+    // (listed_rows.wgsl) and copies their count into `q.live` before the dispatch: only the
+    // dispatch's first `live` batch rows are listed. Past them, a workgroup of output rows (X W, G Wᵀ)
+    // returns at once, and a reduction over the batch rows (MM_TRANS_A: Xᵀ G, 1ᵀ G) ends there, as a
+    // product of only the listed rows would (the same sums, so the host list's bits); with none,
+    // it writes nothing. Uniform values, so the returns keep the barriers in uniform control flow.
+    let live = q.live - min(q.live, q.listed0);
+    if (has(MM_TRANS_A)) {
+        if (live == 0u) {
+            return;
+        }
+    } else if (i0 >= live) {
+        return;
+    }
+    let k_rows = select(q.k, min(q.k, live), has(MM_TRANS_A));
     let k_begin = wid.z * q.kslice;
-    let k_end = min(q.k, k_begin + q.kslice);
+    let k_end = min(k_rows, k_begin + q.kslice);
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);

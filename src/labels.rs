@@ -20,6 +20,16 @@ pub enum LabelType {
 }
 
 impl LabelType {
+    /// The kernels' FLAGS bits for labels of this type (none for i32).
+    pub(crate) fn kernel_flags(self) -> u32 {
+        use crate::shaders::flags::{CE_LABELS_I64, CE_LABELS_U32};
+        match self {
+            LabelType::I32 => 0,
+            LabelType::U32 => CE_LABELS_U32,
+            LabelType::I64 => CE_LABELS_I64,
+        }
+    }
+
     /// Bytes per label.
     pub fn size(self) -> u64 {
         match self {

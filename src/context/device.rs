@@ -79,7 +79,9 @@ impl Context {
                 .create_buffer_init(&wgpu::util::BufferInitDescriptor {
                     label: Some(label),
                     contents: bytemuck::bytes_of(value),
-                    usage: wgpu::BufferUsages::UNIFORM,
+                    // COPY_DST: a value the device computes may be copied in (see matmul.wgsl's
+                    // `live`).
+                    usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
                 })
         })
     }

@@ -42,14 +42,14 @@ pub enum Targets<'a> {
 
 /// The cross-entropy kernels' FLAGS bits (defined once, in [`crate::shaders::flags`]).
 mod flags {
-    pub use crate::shaders::flags::{
-        CE_DEVICE_DENOM as DEVICE_DENOM, CE_LABELS_I64 as LABELS_I64, CE_LABELS_U32 as LABELS_U32,
-    };
+    pub use crate::shaders::flags::CE_DEVICE_DENOM as DEVICE_DENOM;
     pub use crate::shaders::flags::{
         CE_GRAD as GRAD, CE_IN_PLACE as IN_PLACE, CE_LABELS as LABELS, CE_MEAN as MEAN,
         CE_PASS2 as PASS2, CE_ROW_UPSTREAM as ROW_UPSTREAM, CE_SOFTCAP as SOFTCAP,
         CE_WEIGHT as WEIGHT, INFO_TARGETS,
     };
+    #[cfg(test)]
+    pub use crate::shaders::flags::{CE_LABELS_I64 as LABELS_I64, CE_LABELS_U32 as LABELS_U32};
 }
 
 /// Where the gradient goes.

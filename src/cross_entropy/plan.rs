@@ -67,9 +67,7 @@ impl CePlan {
         let labels = !matches!(targets, PlanTargets::Probs);
         set(&mut fl, labels, flags::LABELS);
         if let PlanTargets::Device(ty) = targets {
-            fl |= flags::DEVICE_DENOM;
-            set(&mut fl, ty == LabelType::U32, flags::LABELS_U32);
-            set(&mut fl, ty == LabelType::I64, flags::LABELS_I64);
+            fl |= flags::DEVICE_DENOM | ty.kernel_flags();
         }
         set(&mut fl, opts.weight.is_some(), flags::WEIGHT);
         set(&mut fl, opts.softcap.is_some(), flags::SOFTCAP);

@@ -9,18 +9,24 @@ use crate::matmul::LceChunk;
 use crate::matrix::{GpuLabels, GpuMatrix};
 use crate::shaders::{Elem, Kernel};
 
+use super::listed::Gather;
 use super::{LinearCeOptions, LinearCeResult, LinearShape, Plan};
 
 /// The targets of [`Context::linear_cross_entropy`].
 #[derive(Clone, Copy, Debug)]
 pub enum GpuTargets<'a> {
-    /// One class index per row. With a host copy, the rows whose label is `ignore_index` are listed
-    /// out on the host and do no matmul work. Device-only labels (their buffer needs COPY_SRC: each
-    /// chunk's labels are copied out) are never read back: the batch's denominator is computed on
-    /// the device once, before the chunks, every row is computed (ignored rows get a zero gradient),
-    /// and a bad label is [`crate::XentError::LabelOutOfRange`] from the read; the results are the
-    /// host labels' bits, except `dW`/`db` when rows are ignored (their blocks then hold other rows:
-    /// equal within rounding).
+    /// One class index per row. The rows whose label is `ignore_index` do no matmul work: with a
+    /// host copy they are listed out on the host; device-only labels are listed out on the device
+    /// (one launch writes a stable partition of the rows and its count, the chunks are recorded for
+    /// every row and skip the listed positions past the count; no host round trip, no indirect
+    /// dispatch), and their results are the host labels' bits. Device-only labels are never read
+    /// back: the batch's denominator is computed on the device once, before the chunks, and a bad
+    /// label is [`crate::XentError::LabelOutOfRange`] from the read.
+    ///
+    /// Where the device cannot list the rows (X past one storage binding, or, on adapters with a
+    /// loop cap, more than about 4 million rows), every row is computed instead (ignored rows get a
+    /// zero gradient; `dW`/`db`, whose row blocks then hold ignored rows too, equal within
+    /// rounding), and the labels' buffer needs COPY_SRC (each chunk's labels are copied out).
     Labels(&'a GpuLabels),
     /// One probability row per row, `n × V`.
     Probs(&'a GpuMatrix),
@@ -140,13 +146,6 @@ impl Context {
                                 got: l.len(),
                             });
                         }
-                        if !l.buffer().usage().contains(wgpu::BufferUsages::COPY_SRC) {
-                            return Err(XentError::InvalidArgument(
-                                "device-only labels of linear cross-entropy need COPY_SRC usage \
-                                 (each chunk's labels are copied out)"
-                                    .into(),
-                            ));
-                        }
                         device_labels = Some(l);
                         None
                     }
@@ -198,6 +197,19 @@ impl Context {
                 )));
             }
         }
+        // Device-only labels: the rows that count are listed on the device where it can (listed.rs);
+        // else every row is computed, and each chunk's labels are copied out of the caller's buffer.
+        let listing = device_labels.is_some_and(|l| self.can_list_rows(n, d, l));
+        if let Some(l) = device_labels
+            && !listing
+            && !l.buffer().usage().contains(wgpu::BufferUsages::COPY_SRC)
+        {
+            return Err(XentError::InvalidArgument(format!(
+                "device-only labels of linear cross-entropy need COPY_SRC usage here (each \
+                 chunk's labels are copied out: {n} rows of {d} features are more than this \
+                 adapter's limits let the device list)"
+            )));
+        }
         // A 16-bit X is widened once into f32 scratch (exact; counted in the transient bytes): the
         // chunks gather its rows by buffer copies, and then every product is the f32 path's on the
         // same values, so the results are its bits.
@@ -241,7 +253,7 @@ impl Context {
             let c = first.len();
             let (x_c, z_c) = (view(&xc, c)?, view(&z, c)?);
             let dx_c = dxc.as_ref().map(|m| view(m, c)).transpose()?;
-            let chunk = chunk_ops(&x_c, w, bias, &z_c, dx_c.as_ref(), grads);
+            let chunk = chunk_ops(&x_c, w, bias, &z_c, dx_c.as_ref(), grads, None);
             let block = plan.blocks(&first).next().unwrap_or(0..0);
             self.lce_check(&chunk, &block)?;
             // The cross-entropy's rows (the loop cap bounds V there, about 4 million classes):
@@ -281,15 +293,45 @@ impl Context {
                 self.create_buffer("xent.linear_ce.labels", bytes, crate::context::MATRIX_USAGE)
             })
             .transpose()?;
+        let list = match device_labels {
+            Some(l) if listing => Some(self.record_list(
+                enc,
+                l,
+                opts.ce.ignore_index,
+                classes,
+                x,
+                grads.input,
+                opts.row_upstream.as_deref(),
+            )?),
+            _ => None,
+        };
+        // The listed rows' upstream, gathered per chunk.
+        let up_scratch = match (&list, &opts.row_upstream) {
+            (Some(_), Some(_)) => Some(matrix(c_max, 1)?),
+            _ => None,
+        };
         transient += label_scratch.as_ref().map_or(0, wgpu::Buffer::size)
-            + batch.as_ref().map_or(0, |b| 4 * b.len() as u64);
+            + batch.as_ref().map_or(0, |b| 4 * b.len() as u64)
+            + list.as_ref().map_or(0, |l| 4 * l.list.len() as u64)
+            + 4 * (up_scratch.as_ref().map_or(0, GpuMatrix::len)
+                + opts
+                    .row_upstream
+                    .as_ref()
+                    .filter(|_| list.is_some())
+                    .map_or(0, Vec::len)) as u64;
         // Per-chunk uploads (labels, upstream) live until the submission.
         let mut keep: Vec<GpuMatrix> = Vec::new();
         let mut keep_labels: Vec<GpuLabels> = Vec::new();
         for chunk in plan.chunks() {
             let c = chunk.len();
-            let runs = plan.runs(&chunk);
-            // X_c, and the probabilities' rows, gathered run by run.
+            // X_c: gathered by the device's list, or run by run (with the probabilities' rows).
+            let runs = match &list {
+                Some(l) => {
+                    self.gather_listed(enc, l, Gather::X, chunk.start, c, xc.buffer())?;
+                    Vec::new()
+                }
+                None => plan.runs(&chunk),
+            };
             for (r0, pos, len) in &runs {
                 let (bytes, src, dst) = (row_bytes(d), *r0 as u64, *pos as u64);
                 enc.copy_buffer_to_buffer(
@@ -312,7 +354,8 @@ impl Context {
             }
             let (x_c, z_c) = (view(&xc, c)?, view(&z, c)?);
             let dx_c = dxc.as_ref().map(|m| view(m, c)).transpose()?;
-            let ops = chunk_ops(&x_c, w, bias, &z_c, dx_c.as_ref(), grads);
+            let limit = list.as_ref().map(|l| (l.list.buffer(), chunk.start));
+            let ops = chunk_ops(&x_c, w, bias, &z_c, dx_c.as_ref(), grads, limit);
             self.lce_logits(enc, &ops)?;
             let labels_c = match (&labels_host, device_labels, &label_scratch) {
                 (Some(l), _, _) => {
@@ -320,15 +363,22 @@ impl Context {
                     Some(GpuLabels::from_slice(self, &listed)?)
                 }
                 (None, Some(l), Some(buf)) => {
-                    // Every row is listed (no host copy to skip ignored rows by).
-                    let size = l.label_type().size();
-                    enc.copy_buffer_to_buffer(
-                        l.buffer(),
-                        l.offset() + chunk.start as u64 * size,
-                        buf,
-                        0,
-                        c as u64 * size,
-                    );
+                    match &list {
+                        Some(li) => {
+                            self.gather_listed(enc, li, Gather::Labels, chunk.start, c, buf)?
+                        }
+                        // Every row is listed.
+                        None => {
+                            let size = l.label_type().size();
+                            enc.copy_buffer_to_buffer(
+                                l.buffer(),
+                                l.offset() + chunk.start as u64 * size,
+                                buf,
+                                0,
+                                c as u64 * size,
+                            );
+                        }
+                    }
                     Some(GpuLabels::from_buffer(
                         self,
                         buf.clone(),
@@ -348,7 +398,10 @@ impl Context {
                 (None, Some(p)) => Targets::Probs(p),
                 (None, None) => unreachable!("labels or probabilities"),
             };
-            let upstream = if opts.row_upstream.is_some() || plan.const_upstream.is_some() {
+            let upstream = if let (Some(l), Some(s)) = (&list, &up_scratch) {
+                self.gather_listed(enc, l, Gather::Upstream, chunk.start, c, s.buffer())?;
+                Some(view(s, c)?)
+            } else if opts.row_upstream.is_some() || plan.const_upstream.is_some() {
                 let listed: Vec<f32> = chunk
                     .clone()
                     .map(|k| plan.upstream(opts, k).expect("an upstream"))
@@ -390,6 +443,9 @@ impl Context {
             }
             if let (Some(dx), Some(dxc)) = (grads.input, &dxc) {
                 self.lce_input_grad(enc, &ops)?;
+                if let Some(l) = &list {
+                    self.scatter_listed(enc, l, chunk.start, &view(dxc, c)?)?;
+                }
                 let bytes = row_bytes(d);
                 for (r0, pos, len) in &runs {
                     enc.copy_buffer_to_buffer(
@@ -409,7 +465,9 @@ impl Context {
         keep.extend(widened);
         keep.extend(dxc);
         keep.extend(pc);
+        keep.extend(up_scratch);
         Ok(LinearCeRecorded {
+            list: list.map(|l| l.list),
             rows: rows_out,
             plan,
             labels: labels_host,
@@ -438,6 +496,7 @@ fn chunk_ops<'a>(
     z: &'a GpuMatrix,
     dx: Option<&'a GpuMatrix>,
     grads: GpuLinearGrads<'a>,
+    limit: Option<(&'a wgpu::Buffer, usize)>,
 ) -> LceChunk<'a> {
     LceChunk {
         x,
@@ -447,6 +506,7 @@ fn chunk_ops<'a>(
         dx,
         dw: grads.weight,
         db: grads.bias,
+        limit,
     }
 }
 
@@ -460,6 +520,8 @@ pub struct LinearCeRecorded {
     labels: Option<Vec<i64>>,
     /// Device-only labels: the batch's numbers (denominator, status), N and the ignore index.
     device: Option<(GpuMatrix, usize, i64)>,
+    /// Device-only labels listed on the device: the count, then the listed rows (listed.rs).
+    list: Option<GpuMatrix>,
     transient: u64,
     /// The chunks' scratch and uploads, alive until the recording has run.
     _keep: (Vec<GpuMatrix>, Vec<GpuLabels>),
@@ -498,6 +560,31 @@ impl LinearCeRecorded {
         let mut plan = self.plan.clone();
         plan.denominator = s[1];
         let correct = col(3);
+        if let Some(list) = &self.list {
+            // The kept rows at the listed positions before the count: the host list's plan.
+            let words: Vec<u32> = list
+                .read_blocking(ctx)?
+                .iter()
+                .map(|v| v.to_bits())
+                .collect();
+            let count = (words[0] as usize).min(words.len() - 4);
+            plan.listed = Some(words[4..4 + count].iter().map(|&r| r as usize).collect());
+            plan.count = count;
+            let mut result = plan.finish(
+                None,
+                &col(0)[..count],
+                &col(1)[..count],
+                &argmax[..count],
+                self.transient,
+            );
+            let hits = correct[..count].iter().filter(|&&c| c == 1.0).count();
+            result.accuracy = if count == 0 {
+                f32::NAN
+            } else {
+                (hits as f64 / count as f64) as f32
+            };
+            return Ok(result);
+        }
         let lse: Vec<f32> = col(1)
             .iter()
             .zip(&correct)

@@ -25,6 +25,7 @@ use crate::exact_sum::{mean_denominator, mean_scale};
 use crate::options::{CrossEntropyOptions, Reduction};
 
 mod gpu;
+mod listed;
 
 pub use gpu::{GpuLinearGrads, GpuTargets, LinearCeRecorded};
 

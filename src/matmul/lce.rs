@@ -17,6 +17,9 @@ pub(crate) struct LceChunk<'a> {
     pub dx: Option<&'a GpuMatrix>,
     pub dw: Option<&'a GpuMatrix>,
     pub db: Option<&'a GpuMatrix>,
+    /// Device-listed rows: the list (its count in word 0) and the listed index of the chunk's first
+    /// row. Rows past the count do no matmul work (see `live` in matmul.wgsl).
+    pub limit: Option<(&'a wgpu::Buffer, usize)>,
 }
 
 /// The products of fused linear cross-entropy, without split-K, so that each output element's
@@ -46,6 +49,7 @@ impl<'a> LceChunk<'a> {
             batch: Batch::M,
             k0: 0,
             split: false,
+            limit: self.limit,
         }
     }
 
@@ -67,6 +71,7 @@ impl<'a> LceChunk<'a> {
             batch: Batch::M,
             k0: 0,
             split: false,
+            limit: self.limit,
         })
     }
 
@@ -89,6 +94,7 @@ impl<'a> LceChunk<'a> {
             batch: Batch::K,
             k0: rows.start,
             split: false,
+            limit: self.limit.map(|(l, k0)| (l, k0 + rows.start)),
         });
         let db = self.db.map(|db| Product {
             a: None,
@@ -105,6 +111,7 @@ impl<'a> LceChunk<'a> {
             batch: Batch::K,
             k0: rows.start,
             split: false,
+            limit: self.limit.map(|(l, k0)| (l, k0 + rows.start)),
         });
         [dw, db]
     }

@@ -32,7 +32,9 @@ struct MatmulParams {
     c_off: u32,
     kslice: u32,
     cslice: u32,
-    pad: u32,
+    listed0: u32,
+    live: u32,
+    pad: [u32; 2],
 }
 
 /// The uniform of `matmul_reduce.wgsl`. Keep in sync with `RedParams` there.
@@ -72,6 +74,10 @@ struct Product<'a> {
     k0: usize,
     /// Whether split-K may be used (see `plan::Shape::split`).
     split: bool,
+    /// Only the listed batch rows count (fused linear cross-entropy with device-only labels): the
+    /// buffer whose first word is how many rows are listed (written on the device), and the listed
+    /// index of the product's first batch row. See `live` in matmul.wgsl.
+    limit: Option<(&'a wgpu::Buffer, usize)>,
 }
 
 fn bind(buf: &wgpu::Buffer, (offset, size, _): (u64, u64, u32)) -> wgpu::BindingResource<'_> {
@@ -219,9 +225,16 @@ impl Context {
                     c_off: out_rng.2,
                     kslice: step.kslice as u32,
                     cslice: if slices > 1 { c_len } else { 0 } as u32,
-                    pad: 0,
+                    listed0: p.limit.map_or(0, |(_, base)| (base + r0) as u32),
+                    live: u32::MAX,
+                    pad: [0; 2],
                 };
                 let uniform = self.uniform_buffer("xent.matmul", &params)?;
+                if let Some((list, _)) = p.limit {
+                    // The listed rows' count, from the device, into `live`.
+                    let at = std::mem::offset_of!(MatmulParams, live) as u64;
+                    encoder.copy_buffer_to_buffer(list, 0, &uniform, at, 4);
+                }
                 let bias = bias_buf.unwrap_or(stand_in);
                 let resources = [
                     uniform.as_entire_binding(),
@@ -305,6 +318,7 @@ impl Context {
                 batch: Batch::M,
                 k0: 0,
                 split: true,
+                limit: None,
             },
         )
     }
@@ -350,6 +364,7 @@ impl Context {
                 batch: Batch::K,
                 k0: 0,
                 split: true,
+                limit: None,
             },
         )
     }
@@ -386,6 +401,7 @@ impl Context {
                 batch: Batch::K,
                 k0: 0,
                 split: true,
+                limit: None,
             },
         )
     }
@@ -437,6 +453,7 @@ impl Context {
                 batch: Batch::M,
                 k0: 0,
                 split: true,
+                limit: None,
             },
         )
     }

@@ -39,6 +39,10 @@ const FILES: &[(&str, &str)] = &[
     ("exact_sum", include_str!("../../shaders/exact_sum.wgsl")),
     ("half", include_str!("../../shaders/half.wgsl")),
     ("info_rows", include_str!("../../shaders/info_rows.wgsl")),
+    (
+        "listed_rows",
+        include_str!("../../shaders/listed_rows.wgsl"),
+    ),
     ("loop_probe", include_str!("../../shaders/loop_probe.wgsl")),
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
     (

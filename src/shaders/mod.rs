@@ -84,6 +84,12 @@ pub mod flags {
     pub const MODE_FINISH: u32 = 1 << 0;
     /// ce_reduce's MODE bit: it adds partials, not batch rows.
     pub const MODE_FROM_PARTIALS: u32 = 1 << 1;
+    /// listed_rows' MODE: list the rows whose label is not ignored (a stable partition).
+    pub const MODE_LIST: u32 = 0;
+    /// listed_rows' MODE: gather rows by the list.
+    pub const MODE_GATHER: u32 = 1;
+    /// listed_rows' MODE: scatter rows back by the list, up to its count.
+    pub const MODE_SCATTER: u32 = 2;
 
     /// Every flag and mode by its WGSL name, for the prelude.
     pub(crate) const ALL: &[(&str, u32)] = &[
@@ -112,6 +118,9 @@ pub mod flags {
         ("MODE_BWD_LOG_SOFTMAX", MODE_BWD_LOG_SOFTMAX),
         ("MODE_FINISH", MODE_FINISH),
         ("MODE_FROM_PARTIALS", MODE_FROM_PARTIALS),
+        ("MODE_LIST", MODE_LIST),
+        ("MODE_GATHER", MODE_GATHER),
+        ("MODE_SCATTER", MODE_SCATTER),
     ];
 }
 
@@ -164,6 +173,9 @@ pub enum Kernel {
     SgdUpdate,
     /// Minibatch rows and labels gathered by index (`gather_rows.wgsl`).
     GatherRows,
+    /// The rows of fused linear cross-entropy that count, listed, gathered and scattered on the
+    /// device (`listed_rows.wgsl`).
+    ListedRows,
 }
 
 /// Everything the host knows about one kernel: one entry per kernel in [`KERNELS`].
@@ -224,7 +236,7 @@ const fn entry(kernel: Kernel, file: &'static str, label: &'static str) -> Kerne
 }
 
 /// The kernel table, in [`Kernel`] order.
-pub const KERNELS: [KernelInfo; 16] = [
+pub const KERNELS: [KernelInfo; 17] = [
     KernelInfo {
         overrides: &[],
         ..entry(Kernel::LoopProbe, "loop_probe", "xent.loop_probe")
@@ -316,6 +328,10 @@ pub const KERNELS: [KernelInfo; 16] = [
     },
     entry(Kernel::SgdUpdate, "sgd_update", "xent.sgd_update"),
     entry(Kernel::GatherRows, "gather_rows", "xent.gather_rows"),
+    KernelInfo {
+        flags: LABEL_FLAGS,
+        ..entry(Kernel::ListedRows, "listed_rows", "xent.listed_rows")
+    },
 ];
 
 impl Kernel {
@@ -337,6 +353,7 @@ impl Kernel {
         Kernel::MatmulReduce,
         Kernel::SgdUpdate,
         Kernel::GatherRows,
+        Kernel::ListedRows,
     ];
 
     /// The kernel's entry in [`KERNELS`].
