@@ -9,7 +9,7 @@
 // invocation a 4×4 block held in registers, so TM·TN = 16·WG. TN (64, 32 or 16, an override the host
 // picks from C's width) lets a narrow C, such as N = 10 classes, waste 6/16 of a tile instead of 54/64.
 // The reduction walks k in steps of TK through workgroup memory.
-// Dispatch: (ceil(n / TN), ceil(m / TM), S). Split-K: workgroup z sums only its slice of the reduction,
+// Dispatch: (ceil(n / TN), ceil(m / TM), S); with MM_DIRECT (CPU drivers) x and y swapped. Split-K: workgroup z sums only its slice of the reduction,
 // k in [z·kslice, min(k, (z+1)·kslice)), into its own partial matrix, `z·cslice` elements into c (the
 // host's scratch); matmul_reduce.wgsl then adds the S partials in slice order. A long reduction that
 // feeds few output tiles (Xᵀ G with N = 10) so fills the device. With S = 1, c is the output itself.
@@ -105,8 +105,16 @@ fn stage_b(r: u32, lid: u32, j0: u32, k0: u32, k_end: u32) {
 
 @compute @workgroup_size(WG)
 fn main(@builtin(local_invocation_index) lid: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+#if MM_DIRECT
+    // CPU drivers hand each thread a contiguous run of workgroups: x runs over C's row tiles, so that
+    // a run spans every row tile of some column tiles, and a prefix of listed rows (`live`, below)
+    // spreads over the threads instead of landing on the first ones.
+    let i0 = wid.x * TM;
+    let j0 = wid.y * TN;
+#else
     let i0 = wid.y * TM;
     let j0 = wid.x * TN;
+#endif
     let tx = lid % TX;
     let ty = lid / TX;
     // Fused linear cross-entropy with device-only labels lists the rows that count on the device

@@ -177,6 +177,7 @@ impl Context {
             None => None,
         };
         let stand_in = self.stand_in(0);
+        let direct = !self.geometry.walk.is_gpu();
         self.launches("xent.matmul", to, |encoder| {
             for step in &plan.steps {
                 let (r0, rows, m, k, slices) = (step.r0, step.rows, step.m, step.k, step.slices);
@@ -244,11 +245,13 @@ impl Context {
                     bind(out, out_rng),
                 ];
                 let group = self.bind_group(pipeline, &resources)?;
-                let groups = [
-                    p.n.div_ceil(tile.tn) as u32,
-                    m.div_ceil(tile.tm) as u32,
-                    slices as u32,
-                ];
+                let (cols, rows) = (p.n.div_ceil(tile.tn) as u32, m.div_ceil(tile.tm) as u32);
+                // The direct walk of CPU drivers takes the grid transposed (see matmul.wgsl).
+                let groups = if direct {
+                    [rows, cols, slices as u32]
+                } else {
+                    [cols, rows, slices as u32]
+                };
                 dispatch(encoder, "xent.matmul", pipeline, &group, groups);
                 if slices > 1
                     && let Some(reducers) = &reducers
