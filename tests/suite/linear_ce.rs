@@ -767,5 +767,60 @@ fn gpu_outputs_that_overlap_inputs_are_refused() {
             same_bits(&read(&dw), &read(&dw2)),
             "{what}: dW in the arena"
         );
+        // Device-only labels with ignored rows (listed on the device, dX rows scattered back): dX
+        // past dW in the arena, X past other data in its buffer; the bits of host labels.
+        let q = Problem::new(5, n, d, v, false, 3);
+        let dx_at = ((v * d * 4) as u64).next_multiple_of(align);
+        let arena = |bytes: u64| {
+            ctx.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some("an arena"),
+                size: bytes,
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        };
+        let (grads_buf, x_buf, l_buf) = (
+            arena(dx_at + (n * d * 4) as u64),
+            arena(align + (n * d * 4) as u64),
+            arena((n * 8) as u64),
+        );
+        ctx.queue()
+            .write_buffer(&x_buf, align, bytemuck::cast_slice(&q.x));
+        ctx.queue()
+            .write_buffer(&l_buf, 0, bytemuck::cast_slice(q.labels.as_ref().unwrap()));
+        let xq = GpuMatrix::from_buffer_at(ctx, x_buf, align, n, d).unwrap();
+        let device_labels = GpuLabels::from_buffer(ctx, l_buf, 0, n, xent::LabelType::I64).unwrap();
+        let host_labels = GpuLabels::from_slice(ctx, q.labels.as_ref().unwrap()).unwrap();
+        let wq = GpuMatrix::from_slice(ctx, &q.w, v, d).unwrap();
+        let fused = |l: &GpuLabels, dx: &GpuMatrix, dw: &GpuMatrix| {
+            ctx.linear_cross_entropy(
+                &xq,
+                &wq,
+                None,
+                GpuTargets::Labels(l),
+                &LinearCeOptions::default(),
+                GpuLinearGrads {
+                    input: Some(dx),
+                    weight: Some(dw),
+                    bias: None,
+                },
+            )
+            .unwrap()
+        };
+        let dw = GpuMatrix::from_buffer_at(ctx, grads_buf.clone(), 0, v, d).unwrap();
+        let dx = GpuMatrix::from_buffer_at(ctx, grads_buf, dx_at, n, d).unwrap();
+        let dev = fused(&device_labels, &dx, &dw);
+        let host = fused(&host_labels, &dx2, &dw2);
+        assert_eq!(
+            dev.loss.to_bits(),
+            host.loss.to_bits(),
+            "{what}: device labels, loss"
+        );
+        assert!(
+            same_bits(&read(&dx), &read(&dx2)) && same_bits(&read(&dw), &read(&dw2)),
+            "{what}: device labels in arenas"
+        );
     }
 }

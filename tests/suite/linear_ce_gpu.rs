@@ -185,6 +185,14 @@ fn device_only_labels_in_linear_cross_entropy() {
                 compared += 1;
             }
         }
+        // More rows than one invocation may loop over (the list's scan spreads them over 256 lanes).
+        let p = Problem::new(17, 70_000, 2, 5, false, 3);
+        let opts = LinearCeOptions::default();
+        let (host, dev) = (
+            run(ctx, &p, &opts, None, false),
+            run(ctx, &p, &opts, None, true),
+        );
+        assert_same_bits(&host, &dev, &format!("{} 70,000 rows", describe(ctx)));
         // A bad label: the error with its row, nothing plausible.
         let mut p = Problem::new(7, 40, 5, 11, false, 0);
         p.labels.as_mut().unwrap()[23] = 11;
