@@ -6,7 +6,8 @@
 //!
 //! Every backend runs the same plan ([`LinearCeOptions`] documents it):
 //! 1. the rows that count are listed first: with labels, rows whose label is `ignore_index` are
-//!    dropped (they do no matmul work at all; their `dX` rows are 0); the mean's denominator
+//!    dropped (they do no matmul work at all; their `dX` rows are 0), on the host for host labels
+//!    and on the device for device-only ones (`listed.rs`: the same list); the mean's denominator
 //!    (`Σ w[y]` over those rows, or `n` for probabilities) is computed once, over the whole batch;
 //! 2. the listed rows go in chunks sized from the memory budget; per chunk: `Z_c = X_c Wᵀ + b`, the
 //!    fused cross-entropy with its gradient written over `Z_c` (scaled by the whole batch's factor),
