@@ -8,9 +8,11 @@
 #   cp target/release/deps/xent-<hash> .dev/xent-tests     # the tests/xent.rs binary
 # and carried with the Vulkan loader: carry = [".gl", ".dev"]. Other builds to compare may sit beside
 # them as .dev/xent-<variant> (the `variants` step times each on the large shapes, GPU only).
-# Usage there: bash benches/gpu_run.sh [tests|bench|json|peers|variants|half]...
+# Usage there: bash benches/gpu_run.sh [tests|bench|json|peers|variants|half|linear]...
 # (tests bench json peers by default; json: the same sweep as JSON lines and an SVG plot; half: f32,
-# f16 and bf16 side by side at the language-model shapes, xent beside PyTorch CUDA in each type)
+# f16 and bf16 side by side at the language-model shapes, xent beside PyTorch CUDA in each type;
+# linear: fused linear cross-entropy, xent's GPU path and its chain beside PyTorch CUDA's
+# F.linear_cross_entropy, f32 and bf16, with each one's device memory)
 set -u
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
@@ -61,6 +63,12 @@ for step in $steps; do
             --shapes "$HSHAPES" --reps "$REPS" --matmul-shapes none 2>&1 | tee "$OUT/bench-half.txt"
         python3 benches/peers.py --no-cpu --dtypes float32,float16,bfloat16 --shapes "$HSHAPES" \
             --reps "$REPS" 2>&1 | grep -v jax | tee "$OUT/peers-half.txt"
+        ;;
+    linear)
+        LSHAPES=${LSHAPES:-4096x2048x32000,8192x4096x128256}
+        python3 benches/linear_ce_peers.py --device cuda --dtypes float32,bfloat16 --rounds 1 \
+            --reps 3 --budget-rows 2048 --shapes "$LSHAPES" --out "$OUT/linear" 2>&1 |
+            tee "$OUT/linear.txt"
         ;;
     esac
 done

@@ -65,12 +65,19 @@ pub struct BenchArgs {
     #[arg(long, value_delimiter = ',', value_parser = parse_linear_shape, default_value = "4096x512x32000,1024x1024x128256")]
     pub linear_shapes: Vec<(usize, usize, usize)>,
     /// `linear_ce`'s paths: fused (xent's linear cross-entropy) and chain (the materialised
-    /// `linear` → cross-entropy → `G W`, `Gᵀ X`, CPU only).
+    /// `linear` → cross-entropy → `G W`, `Gᵀ X`), on the CPU path and, in each `--dtype`, the GPU.
     #[arg(long, value_delimiter = ',', default_value = "fused,chain")]
     pub linear_paths: Vec<String>,
     /// `linear_ce`'s memory budget for one chunk's logits, bytes (default: about the size of X).
     #[arg(long)]
     pub linear_budget: Option<u64>,
+    /// `linear_ce`: the percentage of rows whose label is ignore_index (spread through the batch).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub linear_ignored: u8,
+    /// `linear_ce` on the GPU: int64 labels in a buffer of their own, with no host copy (the device
+    /// lists the rows that count), instead of host labels.
+    #[arg(long)]
+    pub linear_device_labels: bool,
     /// Draw GB/s against shape (memory-bound ops), as SVG.
     #[arg(long)]
     pub plot: Option<PathBuf>,

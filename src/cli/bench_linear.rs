@@ -19,6 +19,9 @@ pub struct LinearRow {
     pub transient: u64,
     /// Growth of the process's peak resident memory during the timed calls (Linux), bytes.
     pub peak_rss: Option<u64>,
+    /// Percent of rows ignored, and whether the GPU's labels were device-only.
+    pub ignored: u8,
+    pub device_labels: bool,
 }
 
 impl LinearRow {
@@ -72,7 +75,7 @@ struct Problem {
     labels: Vec<i64>,
 }
 
-fn problem(s: LinearShape) -> Problem {
+fn problem(s: LinearShape, ignored: usize) -> Problem {
     let LinearShape { n, d, classes } = s;
     let mut seed = 0x9E37_79B9_7F4A_7C15u64 ^ (n * 131 + d * 7 + classes) as u64;
     let mut next = move || {
@@ -86,8 +89,32 @@ fn problem(s: LinearShape) -> Problem {
     let w_t = (0..d * classes)
         .map(|e| w[(e % classes) * d + e / classes])
         .collect();
-    let labels = (0..n).map(|i| ((i * 7919) % classes) as i64).collect();
+    // `ignored` percent of the rows (spread through the batch) take ignore_index (-100).
+    let labels = (0..n)
+        .map(|i| {
+            if (i * 37) % 100 < ignored {
+                -100
+            } else {
+                ((i * 7919) % classes) as i64
+            }
+        })
+        .collect();
     Problem { x, w, w_t, labels }
+}
+
+/// int64 labels in a buffer of their own (no host copy: the device lists the kept rows).
+fn device_labels(ctx: &Context, labels: &[i64]) -> Result<GpuLabels, XentError> {
+    let buf = ctx.device().create_buffer(&wgpu::BufferDescriptor {
+        label: Some("xent bench: device-only labels"),
+        size: (labels.len() as u64 * 8).max(8),
+        usage: wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::COPY_SRC
+            | wgpu::BufferUsages::COPY_DST,
+        mapped_at_creation: false,
+    });
+    ctx.queue()
+        .write_buffer(&buf, 0, bytemuck::cast_slice(labels));
+    GpuLabels::from_buffer(ctx, buf, 0, labels.len(), xent::LabelType::I64)
 }
 
 /// Every linear shape on the CPU path (fused and chain) and, when given, the GPU (fused and chain).
@@ -104,7 +131,7 @@ pub fn measure(args: &BenchArgs, ctx: Option<&Context>) -> Result<Vec<LinearRow>
     let mut out = Vec::new();
     for &(n, d, classes) in &args.linear_shapes {
         let shape = LinearShape { n, d, classes };
-        let p = problem(shape);
+        let p = problem(shape, args.linear_ignored as usize);
         let opts = LinearCeOptions {
             budget_bytes: args.linear_budget,
             ..Default::default()
@@ -117,6 +144,8 @@ pub fn measure(args: &BenchArgs, ctx: Option<&Context>) -> Result<Vec<LinearRow>
             median_ms,
             transient,
             peak_rss,
+            ignored: args.linear_ignored,
+            device_labels: false,
         };
         let wants = |path: &str| args.linear_paths.iter().any(|p| p == path);
         if !args.gpu_only && wants("fused") {
@@ -154,30 +183,62 @@ pub fn measure(args: &BenchArgs, ctx: Option<&Context>) -> Result<Vec<LinearRow>
             })?;
             out.push(row("cpu", "chain", ms, (n * classes * 4) as u64, peak));
         }
-        if let Some(ctx) = ctx.filter(|_| wants("fused")) {
-            let xm = GpuMatrix::from_slice(ctx, &p.x, n, d)?;
-            let wm = GpuMatrix::from_slice(ctx, &p.w, classes, d)?;
-            let labels = GpuLabels::from_slice(ctx, &p.labels)?;
+        // On the GPU, in each storage type of X and W (`--dtype`; the gradients are f32): the fused
+        // call, with host labels or (`--linear-device-labels`) int64 labels in a buffer of their own,
+        // and the chain (`linear` → cross-entropy in place → `G W`, `Xᵀ G`, W as d × V there).
+        for (ctx, &dtype) in ctx
+            .iter()
+            .flat_map(|c| args.dtype.iter().map(move |e| (*c, e)))
+        {
+            let backend = super::bench::gpu_backend(dtype);
+            let xm = GpuMatrix::from_slice_as(ctx, &p.x, n, d, dtype)?;
             let dxm = GpuMatrix::zeros(ctx, n, d)?;
-            let dwm = GpuMatrix::zeros(ctx, classes, d)?;
-            let mut transient = 0;
-            let (ms, _) = time_peak(args.reps, &mut || {
-                let r = ctx.linear_cross_entropy(
-                    &xm,
-                    &wm,
-                    None,
-                    xent::linear_ce::GpuTargets::Labels(&labels),
-                    &opts,
-                    xent::linear_ce::GpuLinearGrads {
-                        input: Some(&dxm),
-                        weight: Some(&dwm),
-                        bias: None,
-                    },
-                )?;
-                transient = r.transient_bytes;
-                ctx.wait_idle()
-            })?;
-            out.push(row("gpu", "fused", ms, transient, None));
+            if wants("fused") {
+                let wm = GpuMatrix::from_slice_as(ctx, &p.w, classes, d, dtype)?;
+                let labels = if args.linear_device_labels {
+                    device_labels(ctx, &p.labels)?
+                } else {
+                    GpuLabels::from_slice(ctx, &p.labels)?
+                };
+                let dwm = GpuMatrix::zeros(ctx, classes, d)?;
+                let mut transient = 0;
+                let (ms, _) = time_peak(args.reps, &mut || {
+                    let r = ctx.linear_cross_entropy(
+                        &xm,
+                        &wm,
+                        None,
+                        xent::linear_ce::GpuTargets::Labels(&labels),
+                        &opts,
+                        xent::linear_ce::GpuLinearGrads {
+                            input: Some(&dxm),
+                            weight: Some(&dwm),
+                            bias: None,
+                        },
+                    )?;
+                    transient = r.transient_bytes;
+                    ctx.wait_idle()
+                })?;
+                out.push(LinearRow {
+                    device_labels: args.linear_device_labels,
+                    ..row(&backend, "fused", ms, transient, None)
+                });
+            }
+            if wants("chain") {
+                let wt = GpuMatrix::from_slice_as(ctx, &p.w_t, d, classes, dtype)?;
+                let labels = GpuLabels::from_slice(ctx, &p.labels)?;
+                let ce = CrossEntropyOptions::default();
+                let (ms, _) = time_peak(args.reps, &mut || {
+                    let z = ctx.linear(&xm, &wt, None)?;
+                    let g = ctx
+                        .cross_entropy_fwd_bwd_in_place(z, xent::Targets::Labels(&labels), &ce)?
+                        .grad
+                        .expect("the gradient");
+                    ctx.input_grad_into(&g, &wt, &dxm)?;
+                    let _dw = ctx.weight_grad(&xm, &g)?;
+                    ctx.wait_idle()
+                })?;
+                out.push(row(&backend, "chain", ms, (n * classes * 4) as u64, None));
+            }
         }
     }
     Ok(out)
@@ -194,6 +255,7 @@ pub fn print(rows: &[LinearRow], json: bool) {
                     "op": "linear_ce", "n": s.n, "d": s.d, "v": s.classes, "backend": r.backend,
                     "path": r.path, "median_ms": r.median_ms, "gflops": r.gflops(),
                     "transient_bytes": r.transient, "peak_rss_growth_bytes": r.peak_rss,
+                    "ignored_percent": r.ignored, "device_labels": r.device_labels,
                 })
             );
         }
@@ -206,7 +268,14 @@ pub fn print(rows: &[LinearRow], json: bool) {
             vec![
                 format!("{}x{}x{}", s.n, s.d, s.classes),
                 r.backend.clone(),
-                r.path.into(),
+                match (r.ignored, r.device_labels) {
+                    (0, false) => r.path.to_string(),
+                    (i, dev) => format!(
+                        "{} ({i}% ignored{})",
+                        r.path,
+                        if dev { ", device labels" } else { "" }
+                    ),
+                },
                 format!("{:.1}", r.median_ms),
                 format!("{:.1}", r.gflops()),
                 mib(r.transient),
