@@ -258,6 +258,54 @@ fn recorded_linear_cross_entropy_gives_the_bits_of_the_call() {
         let read = |m: &GpuMatrix| m.read_blocking(ctx).unwrap();
         assert!(same_bits(&read(&dx2), &read(&dx)), "{what}: dX");
         assert!(same_bits(&read(&dw2), &read(&dw)), "{what}: dW");
+        // Device-only labels written by an earlier command of the same encoder (the caller's
+        // pipeline makes them): the list is made from them when the encoder runs, and the results
+        // are the host labels' bits.
+        let host = labels
+            .host()
+            .unwrap()
+            .iter()
+            .map(|&l| i64::from(l))
+            .collect::<Vec<i64>>();
+        let buffer = |usage| {
+            ctx.device().create_buffer(&wgpu::BufferDescriptor {
+                label: Some("labels"),
+                size: n as u64 * 8,
+                usage,
+                mapped_at_creation: false,
+            })
+        };
+        let staged = buffer(wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST);
+        ctx.queue()
+            .write_buffer(&staged, 0, bytemuck::cast_slice(&host));
+        let on_device = buffer(wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST);
+        let device_labels =
+            GpuLabels::from_buffer(ctx, on_device.clone(), 0, n, xent::LabelType::I64).unwrap();
+        let (dx3, dw3) = outs();
+        let mut encoder = ctx.device().create_command_encoder(&Default::default());
+        encoder.copy_buffer_to_buffer(&staged, 0, &on_device, 0, n as u64 * 8);
+        let recorded = ctx
+            .recorder(&mut encoder)
+            .linear_cross_entropy(
+                &x,
+                &w,
+                None,
+                GpuTargets::Labels(&device_labels),
+                &opts,
+                grads(&dx3, &dw3),
+            )
+            .unwrap();
+        ctx.queue().submit([encoder.finish()]);
+        let r = recorded.read(ctx).unwrap();
+        assert!(
+            same_bits(&[r.loss], &[called.loss]),
+            "{what}: device labels, loss"
+        );
+        assert!(same_bits(&r.lse, &called.lse), "{what}: device labels, lse");
+        assert!(
+            same_bits(&read(&dx3), &read(&dx)) && same_bits(&read(&dw3), &read(&dw)),
+            "{what}: device labels, dX and dW"
+        );
     }
     // Weights past a 4 KiB binding limit: TooLarge, before anything is recorded.
     for ctx in small_binding_contexts(4096) {
