@@ -466,8 +466,13 @@ impl Context {
         keep.extend(dxc);
         keep.extend(pc);
         keep.extend(up_scratch);
+        let list = list.map(|l| {
+            let (list, upload) = l.into_parts();
+            keep.extend(upload);
+            list
+        });
         Ok(LinearCeRecorded {
-            list: list.map(|l| l.list),
+            list,
             rows: rows_out,
             plan,
             labels: labels_host,

@@ -59,6 +59,14 @@ pub(super) struct DeviceList {
     upstream: Option<(GpuMatrix, Window)>,
 }
 
+impl DeviceList {
+    /// The list, and the upload it gathers the upstream from (kept alive with the recording's
+    /// other uploads until it has run).
+    pub fn into_parts(self) -> (GpuMatrix, Option<GpuMatrix>) {
+        (self.list, self.upstream.map(|(m, _)| m))
+    }
+}
+
 /// What a chunk gathers by the list.
 #[derive(Clone, Copy)]
 pub(super) enum Gather {
